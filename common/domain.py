@@ -1,0 +1,147 @@
+"""Domain objects shared by every layer.
+
+They are ``pydantic`` dataclasses: plain dataclasses to the code that uses them, validated when built,
+and safe to send across a Ray Serve deployment handle (pickled) or through FastAPI.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now; naive datetimes are never stored."""
+    return datetime.now(UTC)
+
+
+class Channel(StrEnum):
+    """Where a customer talks to a brand."""
+
+    WEBCHAT = "webchat"
+    WHATSAPP = "whatsapp"
+    INSTAGRAM = "instagram"
+    TELEGRAM = "telegram"
+
+
+class ConversationState(StrEnum):
+    """Who owns the conversation right now."""
+
+    BOT = "bot"
+    HANDOFF = "handoff"  # a human owns it; the bot stays silent
+    CLOSED = "closed"
+
+
+class Direction(StrEnum):
+    """Message direction relative to the brand."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A business using the platform; owns one or more brands."""
+
+    id: uuid.UUID
+    slug: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Persona:
+    """How a brand speaks."""
+
+    tone: str = "friendly and concise"
+    languages: tuple[str, ...] = ("en",)
+    greeting: str = "Hi!"
+    sign_off: str = ""
+    avoid_topics: tuple[str, ...] = ()
+    escalation_message: str = "Let me connect you with a member of our team."
+    fallback_message: str = "I'm not sure about that one."
+
+
+@dataclass(frozen=True)
+class BrandProfile:
+    """A brand with its persona, as the orchestrator needs it."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    slug: str
+    name: str
+    persona: Persona = field(default_factory=Persona)
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One customer message, normalised from any channel."""
+
+    brand_id: uuid.UUID
+    channel: Channel
+    customer_id: str = Field(min_length=1, max_length=256)
+    text: str = Field(min_length=1)
+    provider_message_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=256)
+    received_at: datetime = field(default_factory=utcnow)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A knowledge chunk an answer relied on."""
+
+    chunk_id: str
+    source: str
+    heading_path: str
+    score: float
+
+
+@dataclass(frozen=True)
+class GuardrailDecision:
+    """What one guardrail rule decided about one reply."""
+
+    rule: str
+    action: str  # "pass" | "replace" | "mask" | "escalate" | "block"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class OutboundResponse:
+    """The reply the system will send for one inbound message."""
+
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    brand_id: uuid.UUID
+    channel: Channel
+    customer_id: str
+    text: str
+    in_reply_to: str
+    citations: tuple[Citation, ...] = ()
+    guardrails: tuple[GuardrailDecision, ...] = ()
+    escalated: bool = False
+    duplicate: bool = False  # True when this inbound message was already answered
+
+
+@dataclass(frozen=True)
+class KnowledgeAsset:
+    """A document a brand gave us, before parsing."""
+
+    tenant_id: uuid.UUID
+    brand_id: uuid.UUID
+    uri: str
+    content: bytes
+    content_type: str = "text/markdown"
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    """An action the LLM asked for; validated before anything runs."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,141 @@
+"""One exception tree for the whole system; HTTP status codes are attached here and applied only at the edge.
+
+Hierarchy::
+
+    AssistantError                      500 internal_error
+    ├── InvalidInput                    400 invalid_input
+    │   ├── PayloadTooLarge             413 payload_too_large
+    │   └── UnsupportedMediaType        415 unsupported_media_type
+    ├── Unauthorized                    401 unauthorized
+    ├── NotFound                        404 not_found
+    ├── Conflict                        409 conflict
+    ├── RateLimited                     429 rate_limited
+    └── DependencyError                 503 dependency_unavailable   (retryable)
+        ├── DatabaseUnavailable
+        ├── StreamUnavailable
+        ├── VectorStoreError
+        ├── EmbeddingError
+        │   └── EmbeddingMismatch       (permanent: collection made by another model/dimension)
+        └── LLMError
+            ├── LLMTimeout
+            └── LLMPermanentError       (permanent: 4xx from the provider, bad config)
+
+``retryable`` tells :mod:`common.retry` whether trying again can help.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class AssistantError(Exception):
+    """Base of every error this system raises on purpose."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_body(self) -> dict[str, Any]:
+        """Machine-readable error body used by every HTTP edge."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class InvalidInput(AssistantError):
+    """The caller sent something we cannot accept as is."""
+
+    status_code = 400
+    code = "invalid_input"
+
+
+class PayloadTooLarge(InvalidInput):
+    """Body or upload above the configured size limit."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A content type we do not parse."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class Unauthorized(AssistantError):
+    """Missing or wrong signature, token or secret."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(AssistantError):
+    """The named tenant, brand, conversation or job does not exist (for this caller)."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(AssistantError):
+    """The request conflicts with current state (e.g. conversation owned by a human)."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class RateLimited(AssistantError):
+    """Too many requests; retry later."""
+
+    status_code = 429
+    code = "rate_limited"
+    retryable = True
+
+
+class DependencyError(AssistantError):
+    """A backend (database, Redis, Qdrant, model) failed in a way that may pass."""
+
+    status_code = 503
+    code = "dependency_unavailable"
+    retryable = True
+
+
+class DatabaseUnavailable(DependencyError):
+    """Postgres could not be reached or the transaction failed transiently."""
+
+
+class StreamUnavailable(DependencyError):
+    """Redis / Valkey could not be reached."""
+
+
+class VectorStoreError(DependencyError):
+    """Qdrant failed."""
+
+
+class EmbeddingError(DependencyError):
+    """The embedding model or API failed."""
+
+
+class EmbeddingMismatch(EmbeddingError):
+    """A collection was built by another embedding model or dimension: querying it would return garbage."""
+
+    status_code = 500
+    code = "embedding_mismatch"
+    retryable = False
+
+
+class LLMError(DependencyError):
+    """The chat model failed."""
+
+
+class LLMTimeout(LLMError):
+    """The chat model did not answer within its deadline."""
+
+
+class LLMPermanentError(LLMError):
+    """The chat model rejected the request; retrying the same request cannot help."""
+
+    retryable = False

@@ -1,0 +1,165 @@
+"""Pydantic contracts that cross a boundary: HTTP bodies and Ray Serve deployment-handle calls.
+
+No ``dict[str, Any]`` crosses a deployment handle; these models do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.domain import Channel, ConversationState, Direction
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- HTTP: messages -------------------------------------------------------------------------------
+
+
+class InboundMessageIn(_Strict):
+    """``POST /v1/messages/inbound`` body (web chat and direct API callers)."""
+
+    brand_id: uuid.UUID
+    customer_id: str = Field(min_length=1, max_length=256)
+    text: str = Field(min_length=1)
+    channel: Channel = Channel.WEBCHAT
+    message_id: str | None = Field(
+        default=None, min_length=1, max_length=256, description="Client id; the idempotency key"
+    )
+
+
+class CitationOut(_Strict):
+    """A chunk the answer relied on."""
+
+    chunk_id: str
+    source: str
+    heading_path: str
+    score: float
+
+
+class GuardrailOut(_Strict):
+    """One guardrail decision."""
+
+    rule: str
+    action: str
+    reason: str
+
+
+class ReplyOut(_Strict):
+    """Answer to ``POST /v1/messages/inbound``."""
+
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    text: str
+    citations: list[CitationOut]
+    guardrails: list[GuardrailOut]
+    escalated: bool
+    duplicate: bool
+
+
+class MessageOut(_Strict):
+    """One logged message in a conversation."""
+
+    id: uuid.UUID
+    direction: Direction
+    text: str
+    created_at: datetime
+    provider_message_id: str | None
+    citations: list[CitationOut] = Field(default_factory=list)
+    guardrails: list[GuardrailOut] = Field(default_factory=list)
+
+
+class ConversationOut(_Strict):
+    """``GET /v1/conversations/{id}``."""
+
+    id: uuid.UUID
+    brand_id: uuid.UUID
+    channel: Channel
+    customer_id: str
+    state: ConversationState
+    messages: list[MessageOut]
+
+
+# --- HTTP: knowledge ------------------------------------------------------------------------------
+
+
+class KnowledgeDocumentIn(_Strict):
+    """One document in a JSON knowledge upload."""
+
+    uri: str = Field(min_length=1, max_length=1024, description="Stable id of the source (path, URL)")
+    content: str
+    content_type: Literal["text/markdown", "text/plain"] = "text/markdown"
+    title: str = ""
+
+
+class KnowledgeUploadIn(_Strict):
+    """``POST /v1/brands/{brand_id}/knowledge`` JSON body."""
+
+    documents: list[KnowledgeDocumentIn] = Field(min_length=1, max_length=500)
+
+
+class IngestResult(_Strict):
+    """What one ingestion did, counted exactly."""
+
+    documents: int
+    chunks_written: int
+    chunks_unchanged: int
+    chunks_deleted: int
+    chunk_ids: list[str]
+
+
+# --- deployment handles ---------------------------------------------------------------------------
+
+
+class ChunkRecord(_Strict):
+    """A chunk ready to be embedded and stored; ``chunk_id`` is deterministic (see vectorstore)."""
+
+    chunk_id: str
+    tenant_id: uuid.UUID
+    brand_id: uuid.UUID
+    source: str
+    heading_path: str
+    ordinal: int
+    text: str
+    content_hash: str
+
+
+class RetrievedChunk(_Strict):
+    """A chunk returned by retrieval, with what an answer needs to cite it."""
+
+    chunk_id: str
+    text: str
+    source: str
+    heading_path: str
+    score: float
+
+
+class ChatMessage(_Strict):
+    """One message of a chat prompt (OpenAI roles)."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(_Strict):
+    """A chat completion request to the LLM deployment."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+
+
+class ChatResponse(_Strict):
+    """A chat completion with usage and latency, whatever the backend."""
+
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    finish_reason: str | None = None
