@@ -243,6 +243,35 @@ class _WellKnownSource(PydanticBaseSettingsSource):
         return out
 
 
+class ServiceEndpoints(BaseModel):
+    """Endpoints the launcher resolved (embedded or external), handed to every deployment explicitly.
+
+    Ray workers do not share the launcher's embedded servers' discovery, so the resolved URLs travel
+    as typed deployment arguments rather than through the environment.
+    """
+
+    database_url: str
+    redis_url: str
+    redis_key_prefix: str | None = None
+    qdrant_url: str | None = None
+    qdrant_path: Path | None = None
+
+    def apply(self, settings: Settings) -> Settings:
+        """A copy of ``settings`` pointing at these endpoints."""
+        redis_update: dict[str, Any] = {"url": self.redis_url}
+        if self.redis_key_prefix:
+            redis_update["key_prefix"] = self.redis_key_prefix
+        return settings.model_copy(
+            update={
+                "database": settings.database.model_copy(update={"url": self.database_url}),
+                "redis": settings.redis.model_copy(update=redis_update),
+                "qdrant": settings.qdrant.model_copy(
+                    update={"url": self.qdrant_url, "path": self.qdrant_path or settings.qdrant.path}
+                ),
+            }
+        )
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Process-wide settings, read once (never at import time)."""

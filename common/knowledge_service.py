@@ -1,0 +1,93 @@
+"""Brand knowledge as a service: index documents (vectors + Postgres record) and retrieve context.
+
+The knowledge deployment wraps one instance; the in-process pipeline (tests, baseline benchmark)
+uses the same class directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common import knowledge
+from common.config import RetrievalSettings
+from common.db import repositories as repo
+from common.schemas import IngestResult, KnowledgeUploadIn, RetrievedChunk
+from common.vectorstore import VectorStore
+
+EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
+
+
+class KnowledgeService:
+    """Owns one vector store client; embeddings come from an injected function."""
+
+    def __init__(
+        self,
+        *,
+        store: VectorStore,
+        embed: EmbedFn,
+        count_tokens: Callable[[str], int],
+        sessionmaker: async_sessionmaker[AsyncSession],
+        retrieval: RetrievalSettings,
+    ) -> None:
+        self._store = store
+        self._embed = embed
+        self._count_tokens = count_tokens
+        self._sessionmaker = sessionmaker
+        self._retrieval = retrieval
+
+    async def retrieve(
+        self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int
+    ) -> list[RetrievedChunk]:
+        """Top-k chunks of this tenant's brand for ``query``."""
+        return await knowledge.retrieve_context(
+            store=self._store,
+            embed=self._embed,
+            tenant_id=tenant_id,
+            brand_id=brand_id,
+            query=query,
+            top_k=top_k,
+        )
+
+    async def ingest(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, upload: KnowledgeUploadIn) -> IngestResult:
+        """Index (or refresh) each document; unchanged chunks are not re-embedded."""
+        written = unchanged = deleted = 0
+        chunk_ids: list[str] = []
+        for doc in upload.documents:
+            sync = await knowledge.refresh_source(
+                store=self._store,
+                embed=self._embed,
+                count_tokens=self._count_tokens,
+                tenant_id=tenant_id,
+                brand_id=brand_id,
+                uri=doc.uri,
+                text=doc.content,
+                content_type=doc.content_type,
+                retrieval=self._retrieval,
+            )
+            async with self._sessionmaker() as session:
+                source = await repo.upsert_knowledge_source(
+                    session,
+                    tenant_id=tenant_id,
+                    brand_id=brand_id,
+                    uri=doc.uri,
+                    title=doc.title or doc.uri,
+                    content_type=doc.content_type,
+                    content_hash=hashlib.sha256(doc.content.encode()).hexdigest(),
+                )
+                await repo.sync_source_chunks(session, source=source, chunks=sync.records)
+                await session.commit()
+            written += len(sync.new_ids)
+            unchanged += len(sync.unchanged_ids)
+            deleted += len(sync.deleted_ids)
+            chunk_ids.extend(r.chunk_id for r in sync.records)
+        return IngestResult(
+            documents=len(upload.documents),
+            chunks_written=written,
+            chunks_unchanged=unchanged,
+            chunks_deleted=deleted,
+            chunk_ids=chunk_ids,
+        )

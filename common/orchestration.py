@@ -1,0 +1,281 @@
+"""The message pipeline: one inbound message in, one grounded reply out.
+
+validate → brand → duplicate check → conversation → retrieve (tenant+brand filtered) → persona prompt →
+LLM → groundedness guardrail → one transaction {inbound log, outbound log, outbox row} → publish to the
+outbound Redis stream → mark the outbox row published.
+
+Dependencies are injected as plain callables so the same code runs inside the Ray Serve orchestrator
+deployment (callables wrap deployment handles) and in-process (tests, the no-Serve baseline benchmark).
+A failed publish never fails the reply: the outbox row stays unpublished and the relay sends it later.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common import guardrails, prompting
+from common.config import Settings
+from common.db import repositories as repo
+from common.domain import (
+    BrandProfile,
+    Citation,
+    ConversationState,
+    Direction,
+    GuardrailDecision,
+    InboundMessage,
+    OutboundResponse,
+)
+from common.errors import NotFound, PayloadTooLarge, StreamUnavailable
+from common.logging import get_logger
+from common.schemas import ChatMessage, ChatRequest, ChatResponse, RetrievedChunk
+from common.streams import OUTBOUND_STREAM, StreamPublisher
+
+log = get_logger(__name__)
+
+RetrieveFn = Callable[[uuid.UUID, uuid.UUID, str, int], Awaitable[list[RetrievedChunk]]]
+ChatFn = Callable[[ChatRequest], Awaitable[ChatResponse]]
+
+HISTORY_TURNS = 10
+HISTORY_BUDGET_TOKENS = 600
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """The reply before it is stored."""
+
+    text: str
+    citations: list[Citation]
+    decisions: list[GuardrailDecision]
+    prompt: list[ChatMessage] | None
+    usage: ChatResponse | None
+    escalated: bool
+
+
+class MessageOrchestrator:
+    """Answers inbound messages; stateless apart from its injected clients."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        retrieve: RetrieveFn,
+        chat: ChatFn,
+        publisher: StreamPublisher | None,
+    ) -> None:
+        self._settings = settings
+        self._sessionmaker = sessionmaker
+        self._retrieve = retrieve
+        self._chat = chat
+        self._publisher = publisher
+
+    async def handle(self, message: InboundMessage) -> OutboundResponse:
+        """Answer one message exactly once; a repeated message id returns the stored reply."""
+        if len(message.text) > self._settings.max_message_chars:
+            raise PayloadTooLarge(
+                "message text is too long",
+                details={"max_chars": self._settings.max_message_chars, "chars": len(message.text)},
+            )
+        async with self._sessionmaker() as session:
+            brand = await repo.get_brand_profile(session, brand_id=message.brand_id)
+            if brand is None:
+                raise NotFound("unknown brand", details={"brand_id": str(message.brand_id)})
+            previous = await self._stored_reply(session, message)
+            if previous is not None:
+                return previous
+            conversation = await repo.get_or_create_conversation(
+                session,
+                tenant_id=brand.tenant_id,
+                brand_id=brand.id,
+                channel=message.channel,
+                customer_id=message.customer_id,
+            )
+            history = await repo.recent_messages(
+                session, conversation_id=conversation.id, limit=HISTORY_TURNS
+            )
+            await session.commit()
+            conversation_id = conversation.id
+            state = ConversationState(conversation.state)
+
+        draft = await self._draft(brand, message, [_as_chat(m) for m in history], state)
+        return await self._store_and_publish(brand, message, conversation_id, draft)
+
+    async def _stored_reply(self, session: AsyncSession, message: InboundMessage) -> OutboundResponse | None:
+        inbound = await repo.find_inbound(
+            session,
+            brand_id=message.brand_id,
+            channel=message.channel,
+            provider_message_id=message.provider_message_id,
+        )
+        if inbound is None:
+            return None
+        reply = await repo.find_reply_to(session, inbound_id=inbound.id)
+        if reply is None:
+            return None
+        return _response_from_log(message, reply, duplicate=True)
+
+    async def _draft(
+        self,
+        brand: BrandProfile,
+        message: InboundMessage,
+        history: list[ChatMessage],
+        state: ConversationState,
+    ) -> _Draft:
+        if state is not ConversationState.BOT:
+            # A human owns the conversation: log the message, say nothing.
+            decision = GuardrailDecision(rule="ownership", action="block", reason=f"conversation is {state}")
+            return _Draft("", [], [decision], None, None, escalated=state is ConversationState.HANDOFF)
+        top_k = self._settings.retrieval.top_k
+        started = time.perf_counter()
+        chunks = await self._retrieve(brand.tenant_id, brand.id, message.text, top_k)
+        relevant = [c for c in chunks if c.score >= self._settings.retrieval.min_score]
+        log.info(
+            "retrieved",
+            chunks=len(chunks),
+            relevant=len(relevant),
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        prompt: list[ChatMessage] | None = None
+        usage: ChatResponse | None = None
+        answer = ""
+        if relevant:
+            prompt = prompting.build_messages(
+                brand=brand,
+                question=message.text,
+                context=relevant,
+                history=history,
+                history_budget_tokens=HISTORY_BUDGET_TOKENS,
+            )
+            usage = await self._chat(ChatRequest(messages=prompt))
+            answer = usage.text
+        final = guardrails.finalize_answer(
+            answer=answer,
+            context=relevant,
+            persona=brand.persona,
+            min_support=guardrails.DEFAULT_MIN_SUPPORT,
+        )
+        escalated = any(d.action == "escalate" for d in final.decisions)
+        return _Draft(final.text, list(final.citations), list(final.decisions), prompt, usage, escalated)
+
+    async def _store_and_publish(
+        self,
+        brand: BrandProfile,
+        message: InboundMessage,
+        conversation_id: uuid.UUID,
+        draft: _Draft,
+    ) -> OutboundResponse:
+        async with self._sessionmaker() as session:
+            conversation = await repo.get_or_create_conversation(
+                session,
+                tenant_id=brand.tenant_id,
+                brand_id=brand.id,
+                channel=message.channel,
+                customer_id=message.customer_id,
+            )
+            inbound = await repo.insert_inbound(session, conversation=conversation, message=message)
+            if inbound is None:
+                # A concurrent delivery of the same message won the race: answer with its reply.
+                await session.rollback()
+                stored = await self._stored_reply(session, message)
+                if stored is None:
+                    raise StreamUnavailable("duplicate message is still being answered; retry shortly")
+                return stored
+            outbound = await repo.insert_outbound(
+                session,
+                conversation=conversation,
+                in_reply_to=inbound.id,
+                text=draft.text,
+                citations=[asdict(c) for c in draft.citations],
+                guardrails=[asdict(d) for d in draft.decisions],
+                prompt=[m.model_dump() for m in draft.prompt] if draft.prompt else None,
+                llm_usage=_usage(draft.usage),
+            )
+            response = OutboundResponse(
+                conversation_id=conversation_id,
+                message_id=outbound.id,
+                brand_id=brand.id,
+                channel=message.channel,
+                customer_id=message.customer_id,
+                text=draft.text,
+                in_reply_to=message.provider_message_id,
+                citations=tuple(draft.citations),
+                guardrails=tuple(draft.decisions),
+                escalated=draft.escalated,
+            )
+            outbox = None
+            if draft.text:
+                outbox = await repo.add_outbox(
+                    session, stream=OUTBOUND_STREAM, payload=outbound_payload(brand, response)
+                )
+            await session.commit()
+            outbox_id = outbox.id if outbox is not None else None
+        if outbox_id is not None:
+            await self._publish(outbox_id, outbound_payload(brand, response))
+        return response
+
+    async def _publish(self, outbox_id: uuid.UUID, payload: dict[str, Any]) -> None:
+        if self._publisher is None:
+            return
+        try:
+            await self._publisher.publish(OUTBOUND_STREAM, payload)
+        except StreamUnavailable as exc:
+            log.warning("outbox_publish_deferred", outbox_id=str(outbox_id), error=str(exc))
+            return
+        async with self._sessionmaker() as session:
+            await repo.mark_outbox_published(session, outbox_ids=[outbox_id])
+            await session.commit()
+
+
+def outbound_payload(brand: BrandProfile, response: OutboundResponse) -> dict[str, Any]:
+    """The JSON a channel dispatcher needs to deliver one reply."""
+    return {
+        "message_id": str(response.message_id),
+        "conversation_id": str(response.conversation_id),
+        "tenant_id": str(brand.tenant_id),
+        "brand_id": str(brand.id),
+        "channel": str(response.channel),
+        "customer_id": response.customer_id,
+        "in_reply_to": response.in_reply_to,
+        "text": response.text,
+    }
+
+
+def _usage(resp: ChatResponse | None) -> dict[str, Any] | None:
+    if resp is None:
+        return None
+    return {
+        "model": resp.model,
+        "prompt_tokens": resp.prompt_tokens,
+        "completion_tokens": resp.completion_tokens,
+        "latency_ms": resp.latency_ms,
+        "raw_answer_chars": len(resp.text),
+    }
+
+
+def _as_chat(row: Any) -> ChatMessage:
+    role = "user" if row.direction == Direction.INBOUND else "assistant"
+    return ChatMessage(role=role, content=row.text)
+
+
+def _response_from_log(message: InboundMessage, reply: Any, *, duplicate: bool) -> OutboundResponse:
+    citations = tuple(Citation(**c) for c in (reply.citations or []))
+    decisions = tuple(GuardrailDecision(**d) for d in (reply.guardrails or []))
+    return OutboundResponse(
+        conversation_id=reply.conversation_id,
+        message_id=reply.id,
+        brand_id=reply.brand_id,
+        channel=message.channel,
+        customer_id=message.customer_id,
+        text=reply.text,
+        in_reply_to=message.provider_message_id,
+        citations=citations,
+        guardrails=decisions,
+        escalated=any(d.action == "escalate" for d in decisions),
+        duplicate=duplicate,
+    )

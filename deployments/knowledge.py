@@ -1,0 +1,55 @@
+"""Knowledge index deployment: the single owner of the vector store client.
+
+Qdrant local mode (the embedded default) locks its directory to one process, so every read and write
+of vectors goes through this deployment; with ``QDRANT_URL`` set it can scale out like the others.
+Postgres keeps the sources and chunks as the system of record (vectors can be rebuilt from it).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from common.config import ServiceEndpoints, get_settings
+from common.db.session import make_engine, make_sessionmaker
+from common.embeddings import token_counter
+from common.knowledge_service import KnowledgeService
+from common.logging import configure_logging
+from common.schemas import IngestResult, KnowledgeUploadIn, RetrievedChunk
+from common.vectorstore import VectorStore
+
+
+@serve.deployment(name="knowledge", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+class KnowledgeIndexDeployment:
+    """Retrieves context for questions and indexes uploaded documents."""
+
+    def __init__(self, embedder: DeploymentHandle, endpoints: ServiceEndpoints) -> None:
+        settings = endpoints.apply(get_settings())
+        configure_logging(level=settings.log_level, json=settings.log_json)
+        self._embedder = embedder
+        store = VectorStore(settings)
+        store.ensure_collection(settings.embeddings.model_name, settings.embeddings.dimension)
+        engine = make_engine(settings.database.url or "", pool_size=settings.database.pool_size)
+        self._service = KnowledgeService(
+            store=store,
+            embed=self._embed,
+            count_tokens=token_counter(settings.embeddings),
+            sessionmaker=make_sessionmaker(engine),
+            retrieval=settings.retrieval,
+        )
+
+    async def _embed(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = await self._embedder.embed.remote(texts)
+        return vectors
+
+    async def retrieve(
+        self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int
+    ) -> list[RetrievedChunk]:
+        """Top-k chunks of this tenant's brand for ``query``."""
+        return await self._service.retrieve(tenant_id, brand_id, query, top_k)
+
+    async def ingest(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, upload: KnowledgeUploadIn) -> IngestResult:
+        """Index (or refresh) documents for one brand."""
+        return await self._service.ingest(tenant_id, brand_id, upload)

@@ -1,0 +1,25 @@
+"""Chat model deployment. Locally: embedded llama.cpp; OpenAI-compatible or vLLM by settings."""
+
+from __future__ import annotations
+
+from ray import serve
+
+from common.config import ServiceEndpoints, get_settings
+from common.llm.base import ChatModel
+from common.llm.factory import build_chat_model
+from common.logging import configure_logging
+from common.schemas import ChatRequest, ChatResponse
+
+
+@serve.deployment(name="llm", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)
+class LLMDeployment:
+    """Serves chat completions to the orchestrator through a deployment handle."""
+
+    def __init__(self, endpoints: ServiceEndpoints) -> None:
+        settings = endpoints.apply(get_settings())
+        configure_logging(level=settings.log_level, json=settings.log_json)
+        self._model: ChatModel = build_chat_model(settings.llm)
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """One chat completion."""
+        return await self._model.chat(request)

@@ -1,0 +1,50 @@
+"""Orchestrator deployment: a thin shell around :class:`common.orchestration.MessageOrchestrator`."""
+
+from __future__ import annotations
+
+import uuid
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from common.config import ServiceEndpoints, get_settings
+from common.db.session import make_engine, make_sessionmaker
+from common.domain import InboundMessage, OutboundResponse
+from common.logging import configure_logging
+from common.orchestration import MessageOrchestrator
+from common.schemas import ChatRequest, ChatResponse, RetrievedChunk
+from common.streams import StreamPublisher, connect
+
+
+@serve.deployment(name="orchestrator", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+class OrchestratorDeployment:
+    """Answers inbound messages: retrieval and generation go to the knowledge and LLM deployments."""
+
+    def __init__(self, knowledge: DeploymentHandle, llm: DeploymentHandle, endpoints: ServiceEndpoints) -> None:
+        settings = endpoints.apply(get_settings())
+        configure_logging(level=settings.log_level, json=settings.log_json)
+        self._knowledge = knowledge
+        self._llm = llm
+        engine = make_engine(settings.database.url or "", pool_size=settings.database.pool_size)
+        self._publisher = StreamPublisher(connect(settings.redis), settings.redis)
+        self._pipeline = MessageOrchestrator(
+            settings=settings,
+            sessionmaker=make_sessionmaker(engine),
+            retrieve=self._retrieve,
+            chat=self._chat,
+            publisher=self._publisher,
+        )
+
+    async def _retrieve(
+        self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int
+    ) -> list[RetrievedChunk]:
+        chunks: list[RetrievedChunk] = await self._knowledge.retrieve.remote(tenant_id, brand_id, query, top_k)
+        return chunks
+
+    async def _chat(self, request: ChatRequest) -> ChatResponse:
+        response: ChatResponse = await self._llm.chat.remote(request)
+        return response
+
+    async def handle(self, message: InboundMessage) -> OutboundResponse:
+        """Answer one inbound message (idempotent on its provider message id)."""
+        return await self._pipeline.handle(message)

@@ -1,0 +1,59 @@
+"""Builds the Ray Serve application from typed arguments.
+
+gateway (ingress) ──► orchestrator ──► knowledge ──► embedder
+                                  └──► llm
+gateway ──► knowledge (uploads)
+
+Hops per answered message: gateway→orchestrator, orchestrator→knowledge, knowledge→embedder,
+orchestrator→llm. Each costs ~10 ms through Serve on this machine, small next to generation; the
+embedder is its own deployment so it scales (and pins threads) independently of the LLM.
+
+Use from Python (``build_app(AppArgs(...))``) or from a Serve config file
+(``import_path: serve_apps.app_builder:app_builder`` with ``args:``); see ``serve_config.yaml``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+from ray.serve import Application
+
+from common.config import ServiceEndpoints
+from deployments.embedder import EmbedderDeployment
+from deployments.gateway import GatewayDeployment
+from deployments.knowledge import KnowledgeIndexDeployment
+from deployments.llm import LLMDeployment
+from deployments.orchestrator import OrchestratorDeployment
+
+
+class AppArgs(BaseModel):
+    """Arguments of the application; replicas default to one each (the 2-core local machine)."""
+
+    endpoints: ServiceEndpoints
+    gateway_replicas: int = Field(default=1, ge=1)
+    orchestrator_replicas: int = Field(default=1, ge=1)
+    embedder_replicas: int = Field(default=1, ge=1)
+    llm_replicas: int = Field(default=1, ge=1)
+    knowledge_replicas: int = Field(
+        default=1, ge=1, description="Must stay 1 with Qdrant local mode (it locks its directory)"
+    )
+
+
+def build_app(args: AppArgs) -> Application:
+    """Compose the deployments into one Serve application."""
+    ep = args.endpoints
+    if ep.qdrant_url is None and args.knowledge_replicas != 1:
+        raise ValueError("knowledge_replicas must be 1 when Qdrant runs in local mode (no qdrant_url)")
+    embedder = EmbedderDeployment.options(num_replicas=args.embedder_replicas).bind(ep)
+    knowledge = KnowledgeIndexDeployment.options(num_replicas=args.knowledge_replicas).bind(embedder, ep)
+    llm = LLMDeployment.options(num_replicas=args.llm_replicas).bind(ep)
+    orchestrator = OrchestratorDeployment.options(num_replicas=args.orchestrator_replicas).bind(
+        knowledge, llm, ep
+    )
+    return GatewayDeployment.options(num_replicas=args.gateway_replicas).bind(orchestrator, knowledge, ep)
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Entry point for Serve config files (``serve run serve_config.yaml``, KubeRay RayService)."""
+    return build_app(AppArgs.model_validate(args))

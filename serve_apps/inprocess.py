@@ -1,0 +1,81 @@
+"""The whole message pipeline in one process, without Ray Serve.
+
+Same classes as the deployments, wired with direct calls instead of handles. Used by tests, by the
+in-process baseline of the load benchmark, and for debugging with a plain debugger.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.config import ServiceEndpoints, Settings
+from common.db.session import make_engine, make_sessionmaker
+from common.domain import BrandProfile, InboundMessage, OutboundResponse
+from common.embeddings import Embedder, build_embedder, token_counter
+from common.knowledge_service import KnowledgeService
+from common.llm.base import ChatModel
+from common.llm.factory import build_chat_model
+from common.orchestration import MessageOrchestrator
+from common.schemas import IngestResult, KnowledgeUploadIn
+from common.streams import StreamPublisher, connect
+from common.vectorstore import VectorStore
+from serve_apps.gateway_api import database_ready
+
+
+class InProcessBackend:
+    """A :class:`serve_apps.gateway_api.GatewayBackend` that calls everything directly."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        endpoints: ServiceEndpoints,
+        *,
+        embedder: Embedder | None = None,
+        chat_model: ChatModel | None = None,
+    ) -> None:
+        self.settings = endpoints.apply(settings)
+        s = self.settings
+        self.engine: AsyncEngine = make_engine(s.database.url or "", pool_size=s.database.pool_size)
+        self.sessionmaker = make_sessionmaker(self.engine)
+        self.embedder = embedder or build_embedder(s.embeddings)
+        self.store = VectorStore(s)
+        self.store.ensure_collection(self.embedder.model_name, self.embedder.dimension)
+        self.chat_model = chat_model or build_chat_model(s.llm)
+        self.redis = connect(s.redis)
+        self.knowledge = KnowledgeService(
+            store=self.store,
+            embed=self.embedder.aembed,
+            count_tokens=token_counter(s.embeddings),
+            sessionmaker=self.sessionmaker,
+            retrieval=s.retrieval,
+        )
+        self.orchestrator = MessageOrchestrator(
+            settings=s,
+            sessionmaker=self.sessionmaker,
+            retrieve=self.knowledge.retrieve,
+            chat=self.chat_model.chat,
+            publisher=StreamPublisher(self.redis, s.redis),
+        )
+
+    async def answer(self, message: InboundMessage) -> OutboundResponse:
+        """Run the pipeline."""
+        return await self.orchestrator.handle(message)
+
+    async def ingest(self, brand: BrandProfile, upload: KnowledgeUploadIn) -> IngestResult:
+        """Index documents."""
+        return await self.knowledge.ingest(brand.tenant_id, brand.id, upload)
+
+    async def ready(self) -> dict[str, bool]:
+        """Postgres and Redis answer."""
+        try:
+            redis_ok = bool(await self.redis.ping())
+        except Exception:  # readiness must answer, whatever redis-py raised
+            redis_ok = False
+        return {"database": await database_ready(self.sessionmaker), "redis": redis_ok}
+
+    async def aclose(self) -> None:
+        """Release pools, clients and the vector store lock."""
+        await self.chat_model.aclose()
+        await self.redis.aclose()
+        await self.engine.dispose()
+        self.store.close()

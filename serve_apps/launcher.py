@@ -1,0 +1,192 @@
+"""Local stack launcher: ``python -m serve_apps.launcher`` (what ``make run`` calls).
+
+Uses ``DATABASE_URL`` / ``REDIS_URL`` / ``QDRANT_URL`` / ``RAY_ADDRESS`` when set; otherwise starts
+embedded Postgres and Valkey with data under ``DATA_DIR`` (default ``./.data``, kept across restarts)
+and runs Qdrant in local mode on disk. Then: migrations → Ray + Serve → demo brand seeded → demo
+knowledge ingested through the public API → URLs printed → wait for Ctrl-C → clean shutdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+
+from common.config import ServiceEndpoints, Settings, get_settings
+from common.db.migrate import upgrade
+from common.db.session import make_engine, make_sessionmaker
+from common.embedded import EmbeddedPostgres, EmbeddedValkey
+from common.logging import configure_logging, get_logger
+from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Stack:
+    """What the launcher started, so it can stop exactly that."""
+
+    endpoints: ServiceEndpoints
+    postgres: EmbeddedPostgres | None = None
+    valkey: EmbeddedValkey | None = None
+
+    def stop(self) -> None:
+        """Stop embedded servers (in reverse start order)."""
+        if self.valkey is not None:
+            self.valkey.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+@contextlib.contextmanager
+def backing_services(settings: Settings) -> Iterator[Stack]:
+    """Resolve every endpoint, starting embedded servers for the ones not configured."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(endpoints=ServiceEndpoints(database_url="", redis_url=""))
+    try:
+        db_url = settings.database.url
+        if not db_url:
+            stack.postgres = EmbeddedPostgres(settings.data_dir / "postgres")
+            stack.postgres.start()
+            db_url = stack.postgres.url
+        redis_url = settings.redis.url
+        if not redis_url:
+            stack.valkey = EmbeddedValkey(settings.data_dir / "valkey", port=settings.redis.embedded_port)
+            stack.valkey.start()
+            redis_url = stack.valkey.url
+        stack.endpoints = ServiceEndpoints(
+            database_url=db_url,
+            redis_url=redis_url,
+            redis_key_prefix=settings.redis.key_prefix,
+            qdrant_url=settings.qdrant.url,
+            qdrant_path=None if settings.qdrant.url else settings.qdrant_path,
+        )
+        yield stack
+    finally:
+        stack.stop()
+
+
+def start_serve(settings: Settings, endpoints: ServiceEndpoints) -> str:
+    """Start (or join) Ray, run the Serve app; returns the HTTP base URL."""
+    import ray
+    from ray import serve
+
+    from serve_apps.app_builder import AppArgs, build_app
+
+    ray.init(
+        address=settings.ray.address,
+        namespace=settings.ray.namespace,
+        num_cpus=None if settings.ray.address else settings.ray.num_cpus,
+        include_dashboard=False,
+        log_to_driver=True,
+    )
+    serve.start(http_options={"host": settings.ray.http_host, "port": settings.ray.http_port})
+    args = AppArgs(
+        endpoints=endpoints,
+        gateway_replicas=settings.ray.gateway_replicas,
+        orchestrator_replicas=settings.ray.orchestrator_replicas,
+        embedder_replicas=settings.ray.embedder_replicas,
+        llm_replicas=settings.ray.llm_replicas,
+    )
+    serve.run(build_app(args), name=settings.ray.app_name, route_prefix="/")
+    return f"http://{settings.ray.http_host}:{settings.ray.http_port}"
+
+
+def stop_serve() -> None:
+    """Shut Serve and Ray down; safe to call when they never started."""
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        with contextlib.suppress(Exception):  # best effort: Ray may already be half down on Ctrl-C
+            serve.shutdown()
+        ray.shutdown()
+
+
+def ingest_demo(base_url: str, demo: DemoBrand) -> int:
+    """Upload the demo knowledge through the public API; returns the number of chunks indexed."""
+    upload = demo_documents()
+    resp = httpx.post(
+        f"{base_url}/v1/brands/{demo.brand.id}/knowledge",
+        json=upload.model_dump(mode="json"),
+        timeout=300,
+    )
+    resp.raise_for_status()
+    return len(resp.json()["chunk_ids"])
+
+
+def banner(base_url: str, demo: DemoBrand, chunks: int) -> str:
+    """What a newcomer needs to start chatting."""
+    curl = (
+        f"curl -s -X POST {base_url}/v1/messages/inbound -H 'content-type: application/json' "
+        f"-d '{{\"brand_id\": \"{demo.brand.id}\", \"customer_id\": \"me\", "
+        f"\"text\": \"How long do I have to return an item?\"}}'"
+    )
+    return "\n".join(
+        [
+            "",
+            f"  {demo.brand.name} is ready ({chunks} knowledge chunks indexed).",
+            f"  Web chat:  {base_url}/chat/{demo.brand.id}",
+            f"  API base:  {base_url}/v1   (health: {base_url}/healthz, ready: {base_url}/readyz)",
+            f"  Try:       {curl}",
+            "  Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+def _wait_for_stop() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the local stack until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m serve_apps.launcher", description=__doc__)
+    parser.add_argument("--no-demo", action="store_true", help="do not seed or ingest the demo brand")
+    parser.add_argument("--exit-after-start", action="store_true", help="start, print URLs, then stop")
+    opts = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = get_settings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    with backing_services(settings) as stack:
+        try:
+            upgrade(stack.endpoints.database_url)
+            engine = make_engine(stack.endpoints.database_url, pool_size=2)
+            demo = asyncio.run(_seed(engine, opts.no_demo))
+            base_url = start_serve(settings, stack.endpoints)
+            chunks = ingest_demo(base_url, demo) if demo is not None else 0
+            if demo is not None:
+                print(banner(base_url, demo, chunks), flush=True)  # noqa: T201 - the launcher's output
+            else:
+                print(f"\n  API base: {base_url}/v1\n", flush=True)  # noqa: T201
+            if not opts.exit_after_start:
+                _wait_for_stop()
+        finally:
+            stop_serve()
+    return 0
+
+
+async def _seed(engine: object, skip: bool) -> DemoBrand | None:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    assert isinstance(engine, AsyncEngine)
+    try:
+        return None if skip else await seed_demo_brand(make_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
