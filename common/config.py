@@ -124,7 +124,8 @@ class LLMSettings(BaseModel):
     max_tokens: int = Field(default=160, ge=1)
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     context_tokens: int = Field(default=2048, ge=256)
-    num_threads: int = Field(default=2, ge=1)
+    # One thread per replica leaves the other core to the embedder (2 threads was no faster here).
+    num_threads: int = Field(default=1, ge=1)
 
 
 class RetrievalSettings(BaseModel):

@@ -1,0 +1,319 @@
+"""SQLAlchemy 2.0 declarative models: the relational half of the system (the vectors live in Qdrant).
+
+Conventions:
+
+* every constraint and index has a deterministic name (``NAMING_CONVENTION``), so migrations can name them;
+* enum-like columns are ``String`` plus a named ``CHECK`` constraint built from the :mod:`common.domain`
+  enums, not PG enums: adding a channel is one ``ALTER TABLE ... CHECK``, not a type migration;
+* JSON columns are JSONB on Postgres (``JSON`` elsewhere);
+* ``tenant_id`` is denormalised onto brand-owned rows for tenant-scoped queries, and a composite foreign key
+  ``(brand_id, tenant_id) -> brands(id, tenant_id)`` guarantees it always agrees with the brand's tenant;
+* timestamps are timezone-aware with server defaults. ``message_logs`` and ``outbox_messages`` use
+  ``clock_timestamp()`` rather than ``now()``: ``now()`` is frozen per transaction, so an inbound message
+  and its reply written in one transaction would tie and could not be ordered.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
+
+from common.domain import Channel, ConversationState, Direction
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: JSONB on Postgres, plain JSON elsewhere.
+JSONType: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
+
+INGESTION_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed")
+
+
+def _one_of(column: str, values: Iterable[str], name: str) -> CheckConstraint:
+    """A named ``CHECK (column IN (...))``; ``name`` is expanded by the naming convention."""
+    allowed = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=name)
+
+
+def _enum_values(enum: type[StrEnum]) -> list[str]:
+    return [member.value for member in enum]
+
+
+def _brand_fk() -> ForeignKeyConstraint:
+    """Composite FK that keeps the denormalised ``tenant_id`` equal to the brand's tenant."""
+    return ForeignKeyConstraint(
+        ["brand_id", "tenant_id"], ["brands.id", "brands.tenant_id"], ondelete="CASCADE"
+    )
+
+
+def _created_at(*, clock: bool = False) -> Mapped[datetime]:
+    default = func.clock_timestamp() if clock else func.now()
+    return mapped_column(DateTime(timezone=True), server_default=default, nullable=False)
+
+
+def _updated_at() -> Mapped[datetime]:
+    return mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; its ``metadata`` is Alembic's ``target_metadata``."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Fetch server-generated values (created_at, updated_at) with RETURNING at flush time: under asyncio
+    # an expired attribute cannot be lazy-loaded later.
+    __mapper_args__ = {"eager_defaults": True}
+
+
+class Tenant(Base):
+    """A business using the platform."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class Brand(Base):
+    """A brand of a tenant; the unit that owns knowledge, channels and conversations."""
+
+    __tablename__ = "brands"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "slug"),
+        # Target of the composite (brand_id, tenant_id) foreign keys.
+        UniqueConstraint("id", "tenant_id"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    slug: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class PersonaProfile(Base):
+    """How a brand speaks; one per brand."""
+
+    __tablename__ = "persona_profiles"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    brand_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("brands.id", ondelete="CASCADE"), unique=True)
+    tone: Mapped[str] = mapped_column(Text)
+    languages: Mapped[list[str]] = mapped_column(JSONType)
+    greeting: Mapped[str] = mapped_column(Text)
+    sign_off: Mapped[str] = mapped_column(Text)
+    avoid_topics: Mapped[list[str]] = mapped_column(JSONType)
+    escalation_message: Mapped[str] = mapped_column(Text)
+    fallback_message: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class ChannelConfig(Base):
+    """Routes a provider account (phone number id, IG account, bot, widget token) to a brand."""
+
+    __tablename__ = "channel_configs"
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id"),
+        _one_of("channel", _enum_values(Channel), "channel"),
+        _brand_fk(),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    brand_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(256))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+
+
+class Conversation(Base):
+    """One customer talking to one brand on one channel."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        UniqueConstraint("brand_id", "channel", "customer_id"),
+        _one_of("channel", _enum_values(Channel), "channel"),
+        _one_of("state", _enum_values(ConversationState), "state"),
+        _brand_fk(),
+        Index("ix_conversations_brand_id_state", "brand_id", "state"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    brand_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    channel: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(
+        String(16), default=ConversationState.BOT.value, server_default=ConversationState.BOT.value
+    )
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class MessageLog(Base):
+    """Every message in and out, with what the answer relied on (audit trail).
+
+    ``(brand_id, channel, direction, provider_message_id)`` is unique: the idempotency key for inbound
+    messages (NULL provider ids, usual for outbound, never collide).
+    """
+
+    __tablename__ = "message_logs"
+    __table_args__ = (
+        UniqueConstraint("brand_id", "channel", "direction", "provider_message_id"),
+        _one_of("channel", _enum_values(Channel), "channel"),
+        _one_of("direction", _enum_values(Direction), "direction"),
+        _brand_fk(),
+        Index("ix_message_logs_conversation_id_created_at", "conversation_id", "created_at"),
+        Index("ix_message_logs_in_reply_to", "in_reply_to"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    brand_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    channel: Mapped[str] = mapped_column(String(32))
+    direction: Mapped[str] = mapped_column(String(16))
+    provider_message_id: Mapped[str | None] = mapped_column(String(256))
+    in_reply_to: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    text: Mapped[str] = mapped_column(Text)
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    guardrails: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    prompt: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    llm_usage: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = _created_at(clock=True)
+
+
+class KnowledgeSource(Base):
+    """A document a brand gave us, identified by its ``uri`` within the brand."""
+
+    __tablename__ = "knowledge_sources"
+    __table_args__ = (UniqueConstraint("brand_id", "uri"), _brand_fk())
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    brand_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    uri: Mapped[str] = mapped_column(String(1024))
+    title: Mapped[str] = mapped_column(Text, default="")
+    content_type: Mapped[str] = mapped_column(String(100))
+    content_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class KnowledgeChunk(Base):
+    """One chunk of a source; ``id`` is the deterministic vector point id (same text → same id)."""
+
+    __tablename__ = "knowledge_chunks"
+    __table_args__ = (
+        _brand_fk(),
+        Index("ix_knowledge_chunks_source_id_ordinal", "source_id", "ordinal"),
+        Index("ix_knowledge_chunks_brand_id_tenant_id", "brand_id", "tenant_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("knowledge_sources.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    brand_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    heading_path: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(128))
+
+
+class AutomationRule(Base):
+    """A brand-defined rule (keyword routing, business hours, ...) evaluated by ``priority`` ascending."""
+
+    __tablename__ = "automation_rules"
+    __table_args__ = (
+        _brand_fk(),
+        Index("ix_automation_rules_brand_id_priority", "brand_id", "priority"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    brand_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    priority: Mapped[int] = mapped_column(Integer, default=100, server_default=text("100"))
+
+
+class IngestionJob(Base):
+    """A knowledge ingestion run and what it did."""
+
+    __tablename__ = "ingestion_jobs"
+    __table_args__ = (
+        _one_of("status", INGESTION_STATUSES, "status"),
+        _brand_fk(),
+        Index("ix_ingestion_jobs_brand_id_created_at", "brand_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    brand_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
+    source: Mapped[str] = mapped_column(Text, default="")
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class OutboxMessage(Base):
+    """Transactional outbox: an event written with the data it describes, published to a stream later."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        # Only unpublished rows are ever scanned; a partial index stays small however long the table grows.
+        Index(
+            "ix_outbox_messages_unpublished",
+            "created_at",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    stream: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = _created_at(clock=True)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

@@ -1,0 +1,234 @@
+"""Output guardrails. First rule: groundedness — an answer is sent as fact only when the context backs it.
+
+Support is lexical: each answer sentence's content words (stopwords removed, light plural folding) are
+looked up in the retrieved context, and every number in a sentence must appear in the context, or the
+sentence counts as unsupported. Support is the share of the answer's content words that are backed.
+Cheap, deterministic and explainable; it catches invented figures and off-context answers, not subtle
+paraphrase errors.
+
+An unsupported (or empty) answer is replaced by a quote of the best passage with its source; no context
+at all means the persona's fallback plus an escalation to a human.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from common.domain import Citation, GuardrailDecision, Persona
+from common.schemas import RetrievedChunk
+
+RULE = "groundedness"
+DEFAULT_MIN_SUPPORT = 0.6
+#: A chunk supports a sentence when it holds at least this share of the sentence's content words.
+MIN_CHUNK_SHARE = 0.3
+QUOTE_MAX_CHARS = 300
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
+
+_STOPWORD_TEXT = """
+    a about above after again against all also am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each either else etc ever every
+    few for from further get gets got had has have having he her here hers herself him himself his how
+    i if in into is it its itself just let like may me might more most much must my myself no nor not
+    now of off on once one only or other our ours ourselves out over own per please same shall she
+    should so some such than that the their theirs them themselves then there these they this those
+    through to too under until up upon us very was we were what when where which while who whom why
+    will with within would yes yet you your yours yourself yourselves sure thanks thank hi hello
+    happy help hope great glad know let's i'm you're it's that's there's we're don't can't
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+@dataclass(frozen=True)
+class SentenceSupport:
+    """How well one answer sentence is backed by the context."""
+
+    text: str
+    content_words: int
+    supported_words: int
+    unsupported_numbers: tuple[str, ...]
+    chunk_ids: tuple[str, ...]
+
+    @property
+    def score(self) -> float:
+        """Share of content words found in the context; 0 when a number is not in the context."""
+        if self.unsupported_numbers:
+            return 0.0
+        return self.supported_words / self.content_words if self.content_words else 1.0
+
+
+@dataclass(frozen=True)
+class GroundednessReport:
+    """What :func:`check_grounded` found."""
+
+    support: float
+    sentences: tuple[SentenceSupport, ...]
+    supporting_chunk_ids: tuple[str, ...]
+    unsupported_numbers: tuple[str, ...]
+    empty: bool
+
+    def passes(self, min_support: float) -> bool:
+        """Grounded enough to send as fact."""
+        return not self.empty and not self.unsupported_numbers and self.support >= min_support
+
+
+@dataclass(frozen=True)
+class FinalAnswer:
+    """The reply text to send, what it cites, and what the guardrails decided."""
+
+    text: str
+    citations: list[Citation]
+    decisions: list[GuardrailDecision]
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased words minus stopwords, plurals folded (``returns`` → ``return``)."""
+    words = set()
+    for raw in _WORD.findall(text.lower()):
+        if raw in STOPWORDS or len(raw) < 2:
+            continue
+        words.add(_fold(raw))
+    return words
+
+
+def numbers(text: str) -> set[str]:
+    """Numbers with thousands separators and trailing punctuation normalised (``1,000`` → ``1000``)."""
+    found = set()
+    for raw in _NUMBER.findall(text):
+        value = raw.replace(",", "") if re.fullmatch(r"\d{1,3}(?:,\d{3})+", raw) else raw
+        value = value.rstrip(".,")
+        found.add(re.sub(r"\.0+$", "", value))
+    return found
+
+
+def check_grounded(answer: str, context: list[RetrievedChunk]) -> GroundednessReport:
+    """Score how much of ``answer`` the ``context`` supports, sentence by sentence."""
+    chunk_words = [(chunk, content_words(chunk.text + " " + chunk.heading_path)) for chunk in context]
+    all_words = set().union(*(words for _, words in chunk_words))
+    context_numbers = set().union(*(numbers(f"{c.text} {c.heading_path}") for c in context))
+    sentences = tuple(
+        _sentence_support(s, chunk_words=chunk_words, all_words=all_words, context_numbers=context_numbers)
+        for s in _sentences(answer)
+    )
+    total = sum(s.content_words for s in sentences)
+    backed = sum(0 if s.unsupported_numbers else s.supported_words for s in sentences)
+    empty = total == 0 and not any(numbers(s.text) for s in sentences)
+    supporting: dict[str, None] = {}
+    for sentence in sentences:
+        supporting.update(dict.fromkeys(sentence.chunk_ids))
+    return GroundednessReport(
+        support=backed / total if total else 0.0,
+        sentences=sentences,
+        supporting_chunk_ids=tuple(supporting),
+        unsupported_numbers=tuple(n for s in sentences for n in s.unsupported_numbers),
+        empty=empty,
+    )
+
+
+def finalize_answer(
+    *,
+    answer: str,
+    context: list[RetrievedChunk],
+    persona: Persona,
+    min_support: float = DEFAULT_MIN_SUPPORT,
+) -> FinalAnswer:
+    """Pass a grounded answer with citations, quote the best passage instead of an ungrounded one, escalate
+    when there is no context at all."""
+    if not context:
+        text = f"{persona.fallback_message} {persona.escalation_message}".strip()
+        return FinalAnswer(text, [], [GuardrailDecision(RULE, "escalate", "no relevant knowledge")])
+    cleaned = _strip_persona_phrases(answer, persona)
+    report = check_grounded(cleaned, context)
+    if report.passes(min_support):
+        by_id = {c.chunk_id: c for c in context}
+        citations = [_citation(by_id[i]) for i in report.supporting_chunk_ids]
+        reason = f"support={report.support:.2f}"
+        return FinalAnswer(answer.strip(), citations, [GuardrailDecision(RULE, "pass", reason)])
+    best = _best_passage(cleaned, context)
+    decision = GuardrailDecision(RULE, "replace", _why(report, answer=answer))
+    return FinalAnswer(_quote(best), [_citation(best)], [decision])
+
+
+def _sentence_support(
+    text: str,
+    *,
+    chunk_words: list[tuple[RetrievedChunk, set[str]]],
+    all_words: set[str],
+    context_numbers: set[str],
+) -> SentenceSupport:
+    words = content_words(text)
+    missing_numbers = tuple(sorted(numbers(text) - context_numbers))
+    chunk_ids = tuple(
+        chunk.chunk_id
+        for chunk, cwords in chunk_words
+        if words and len(words & cwords) / len(words) >= MIN_CHUNK_SHARE
+    )
+    return SentenceSupport(
+        text=text,
+        content_words=len(words),
+        supported_words=len(words & all_words),
+        unsupported_numbers=missing_numbers,
+        chunk_ids=() if missing_numbers else chunk_ids,
+    )
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+def _fold(word: str) -> str:
+    word = word.removesuffix("'s")
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def _strip_persona_phrases(answer: str, persona: Persona) -> str:
+    """Greeting and sign-off are the persona's words, not claims to check."""
+    for phrase in (persona.sign_off, persona.greeting):
+        if phrase:
+            answer = answer.replace(phrase, " ")
+    return answer
+
+
+def _best_passage(answer: str, context: list[RetrievedChunk]) -> RetrievedChunk:
+    """The chunk sharing most words with the attempted answer; retrieval score breaks ties."""
+    words = content_words(answer)
+    return max(context, key=lambda c: (len(words & content_words(c.text)), c.score))
+
+
+def _quote(chunk: RetrievedChunk) -> str:
+    where = f"{chunk.source} ({chunk.heading_path})" if chunk.heading_path else chunk.source
+    return f"Here's what I found in {where}: {_shorten(chunk.text)}"
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) <= QUOTE_MAX_CHARS:
+        return text
+    cut = text[:QUOTE_MAX_CHARS]
+    end = max(cut.rfind(". "), cut.rfind("! "), cut.rfind("? "))
+    if end >= QUOTE_MAX_CHARS // 2:
+        return cut[: end + 1]
+    return cut.rsplit(" ", 1)[0] + "…"
+
+
+def _citation(chunk: RetrievedChunk) -> Citation:
+    return Citation(
+        chunk_id=chunk.chunk_id, source=chunk.source, heading_path=chunk.heading_path, score=chunk.score
+    )
+
+
+def _why(report: GroundednessReport, *, answer: str) -> str:
+    if not answer.strip():
+        return "empty answer"
+    if report.empty:
+        return "no checkable claims in the answer"
+    if report.unsupported_numbers:
+        return f"numbers not in context: {', '.join(report.unsupported_numbers)}"
+    return f"support={report.support:.2f} below threshold"

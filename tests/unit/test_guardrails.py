@@ -1,0 +1,95 @@
+from common.domain import Persona
+from common.guardrails import DEFAULT_MIN_SUPPORT, check_grounded, finalize_answer
+from common.schemas import RetrievedChunk
+
+PERSONA = Persona(
+    sign_off="— Team Acme",
+    fallback_message="I'm not sure about that one.",
+    escalation_message="Let me connect you with a member of our team.",
+)
+RETURNS = RetrievedChunk(
+    chunk_id="c-returns",
+    source="faq.md",
+    heading_path="Orders > Returns",
+    score=0.82,
+    text="You can return unworn boots within 30 days of delivery for a full refund.",
+)
+SHIPPING = RetrievedChunk(
+    chunk_id="c-shipping",
+    source="shipping.md",
+    heading_path="Shipping > Times",
+    score=0.55,
+    text="Standard shipping takes 3 to 5 business days within the country.",
+)
+CONTEXT = [RETURNS, SHIPPING]
+
+
+def test_supported_answer_passes_with_the_right_citation():
+    final = finalize_answer(
+        answer="You can return unworn boots within 30 days for a full refund. — Team Acme",
+        context=CONTEXT,
+        persona=PERSONA,
+        min_support=DEFAULT_MIN_SUPPORT,
+    )
+    assert final.text.startswith("You can return unworn boots within 30 days")
+    assert [c.chunk_id for c in final.citations] == ["c-returns"]
+    assert final.citations[0].source == "faq.md"
+    assert [(d.rule, d.action) for d in final.decisions] == [("groundedness", "pass")]
+
+
+def test_hallucinated_number_is_replaced_by_a_quote_with_source():
+    answer = "You can return unworn boots within 90 days for a full refund."
+    report = check_grounded(answer, CONTEXT)
+    assert report.unsupported_numbers == ("90",)
+    final = finalize_answer(answer=answer, context=CONTEXT, persona=PERSONA, min_support=DEFAULT_MIN_SUPPORT)
+    assert "90 days" not in final.text
+    assert final.text == f"Here's what I found in faq.md (Orders > Returns): {RETURNS.text}"
+    assert [c.chunk_id for c in final.citations] == ["c-returns"]
+    assert final.decisions[0].action == "replace"
+    assert "90" in final.decisions[0].reason
+
+
+def test_off_context_answer_is_replaced():
+    answer = "Our headquarters are located in a beautiful castle near the mountains."
+    assert check_grounded(answer, CONTEXT).support < DEFAULT_MIN_SUPPORT
+    final = finalize_answer(answer=answer, context=CONTEXT, persona=PERSONA, min_support=DEFAULT_MIN_SUPPORT)
+    assert final.text.startswith("Here's what I found in ")
+    assert "castle" not in final.text
+    assert final.decisions[0].action == "replace"
+
+
+def test_numbers_in_context_are_accepted():
+    report = check_grounded("Standard shipping takes 3 to 5 business days.", CONTEXT)
+    assert report.unsupported_numbers == ()
+    assert report.support == 1.0
+    assert report.supporting_chunk_ids == ("c-shipping",)
+
+
+def test_empty_answer_is_unsupported():
+    for answer in ("", "   \n "):
+        assert check_grounded(answer, CONTEXT).empty
+        final = finalize_answer(
+            answer=answer, context=CONTEXT, persona=PERSONA, min_support=DEFAULT_MIN_SUPPORT
+        )
+        assert final.text.startswith("Here's what I found in ")
+        assert final.citations
+        assert final.decisions[0].action == "replace"
+        assert final.decisions[0].reason == "empty answer"
+
+
+def test_no_context_escalates_with_the_persona_messages():
+    final = finalize_answer(
+        answer="Anything at all.", context=[], persona=PERSONA, min_support=DEFAULT_MIN_SUPPORT
+    )
+    assert final.text == "I'm not sure about that one. Let me connect you with a member of our team."
+    assert final.citations == []
+    assert [d.action for d in final.decisions] == ["escalate"]
+
+
+def test_long_passage_is_shortened_in_the_quote():
+    long_chunk = RetrievedChunk(
+        chunk_id="c-long", source="manual.md", heading_path="", score=0.7, text="Waterproof boots. " * 40
+    )
+    final = finalize_answer(answer="", context=[long_chunk], persona=PERSONA, min_support=0.5)
+    assert final.text.startswith("Here's what I found in manual.md: Waterproof boots.")
+    assert len(final.text) < 360
