@@ -15,7 +15,8 @@ Hierarchy::
         ├── StreamUnavailable
         ├── VectorStoreError
         ├── EmbeddingError
-        │   └── EmbeddingMismatch       (permanent: collection made by another model/dimension)
+        │   ├── EmbeddingMismatch       (permanent: collection made by another model/dimension)
+        │   └── EmbeddingPermanentError (permanent: 4xx from the embedding API, bad config)
         └── LLMError
             ├── LLMTimeout
             └── LLMPermanentError       (permanent: 4xx from the provider, bad config)
@@ -124,6 +125,12 @@ class EmbeddingMismatch(EmbeddingError):
 
     status_code = 500
     code = "embedding_mismatch"
+    retryable = False
+
+
+class EmbeddingPermanentError(EmbeddingError):
+    """The embedding API rejected the request or the model is misconfigured; retrying cannot help."""
+
     retryable = False
 
 

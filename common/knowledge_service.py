@@ -52,7 +52,9 @@ class KnowledgeService:
             top_k=top_k,
         )
 
-    async def ingest(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, upload: KnowledgeUploadIn) -> IngestResult:
+    async def ingest(
+        self, tenant_id: uuid.UUID, brand_id: uuid.UUID, upload: KnowledgeUploadIn
+    ) -> IngestResult:
         """Index (or refresh) each document; unchanged chunks are not re-embedded."""
         written = unchanged = deleted = 0
         chunk_ids: list[str] = []

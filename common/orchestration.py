@@ -259,8 +259,9 @@ def _usage(resp: ChatResponse | None) -> dict[str, Any] | None:
 
 
 def _as_chat(row: Any) -> ChatMessage:
-    role = "user" if row.direction == Direction.INBOUND else "assistant"
-    return ChatMessage(role=role, content=row.text)
+    if row.direction == Direction.INBOUND:
+        return ChatMessage(role="user", content=row.text)
+    return ChatMessage(role="assistant", content=row.text)
 
 
 def _response_from_log(message: InboundMessage, reply: Any, *, duplicate: bool) -> OutboundResponse:

@@ -22,7 +22,10 @@ class GatewayDeployment:
     """Channel webhooks, web chat and the public API; the FastAPI app is built per replica."""
 
     def __init__(
-        self, orchestrator: DeploymentHandle, knowledge: DeploymentHandle, endpoints: ServiceEndpoints
+        self,
+        orchestrator: DeploymentHandle[Any],
+        knowledge: DeploymentHandle[Any],
+        endpoints: ServiceEndpoints,
     ) -> None:
         settings = endpoints.apply(get_settings())
         configure_logging(level=settings.log_level, json=settings.log_json)

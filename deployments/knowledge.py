@@ -8,6 +8,7 @@ Postgres keeps the sources and chunks as the system of record (vectors can be re
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -25,7 +26,7 @@ from common.vectorstore import VectorStore
 class KnowledgeIndexDeployment:
     """Retrieves context for questions and indexes uploaded documents."""
 
-    def __init__(self, embedder: DeploymentHandle, endpoints: ServiceEndpoints) -> None:
+    def __init__(self, embedder: DeploymentHandle[Any], endpoints: ServiceEndpoints) -> None:
         settings = endpoints.apply(get_settings())
         configure_logging(level=settings.log_level, json=settings.log_json)
         self._embedder = embedder
@@ -50,6 +51,8 @@ class KnowledgeIndexDeployment:
         """Top-k chunks of this tenant's brand for ``query``."""
         return await self._service.retrieve(tenant_id, brand_id, query, top_k)
 
-    async def ingest(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, upload: KnowledgeUploadIn) -> IngestResult:
+    async def ingest(
+        self, tenant_id: uuid.UUID, brand_id: uuid.UUID, upload: KnowledgeUploadIn
+    ) -> IngestResult:
         """Index (or refresh) documents for one brand."""
         return await self._service.ingest(tenant_id, brand_id, upload)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -20,7 +21,9 @@ from common.streams import StreamPublisher, connect
 class OrchestratorDeployment:
     """Answers inbound messages: retrieval and generation go to the knowledge and LLM deployments."""
 
-    def __init__(self, knowledge: DeploymentHandle, llm: DeploymentHandle, endpoints: ServiceEndpoints) -> None:
+    def __init__(
+        self, knowledge: DeploymentHandle[Any], llm: DeploymentHandle[Any], endpoints: ServiceEndpoints
+    ) -> None:
         settings = endpoints.apply(get_settings())
         configure_logging(level=settings.log_level, json=settings.log_json)
         self._knowledge = knowledge
@@ -38,7 +41,9 @@ class OrchestratorDeployment:
     async def _retrieve(
         self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int
     ) -> list[RetrievedChunk]:
-        chunks: list[RetrievedChunk] = await self._knowledge.retrieve.remote(tenant_id, brand_id, query, top_k)
+        chunks: list[RetrievedChunk] = await self._knowledge.retrieve.remote(
+            tenant_id, brand_id, query, top_k
+        )
         return chunks
 
     async def _chat(self, request: ChatRequest) -> ChatResponse:

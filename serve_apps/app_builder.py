@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from ray.serve import Application
+from ray.serve.deployment import Deployment
 
 from common.config import ServiceEndpoints
 from deployments.embedder import EmbedderDeployment
@@ -40,18 +41,23 @@ class AppArgs(BaseModel):
     )
 
 
+def _deployment(decorated: object, replicas: int) -> Deployment:
+    # @serve.deployment turns the classes into Deployment objects; mypy still sees the class.
+    if not isinstance(decorated, Deployment):
+        raise TypeError(f"{decorated!r} is not a Serve deployment")
+    return decorated.options(num_replicas=replicas)
+
+
 def build_app(args: AppArgs) -> Application:
     """Compose the deployments into one Serve application."""
     ep = args.endpoints
     if ep.qdrant_url is None and args.knowledge_replicas != 1:
         raise ValueError("knowledge_replicas must be 1 when Qdrant runs in local mode (no qdrant_url)")
-    embedder = EmbedderDeployment.options(num_replicas=args.embedder_replicas).bind(ep)
-    knowledge = KnowledgeIndexDeployment.options(num_replicas=args.knowledge_replicas).bind(embedder, ep)
-    llm = LLMDeployment.options(num_replicas=args.llm_replicas).bind(ep)
-    orchestrator = OrchestratorDeployment.options(num_replicas=args.orchestrator_replicas).bind(
-        knowledge, llm, ep
-    )
-    return GatewayDeployment.options(num_replicas=args.gateway_replicas).bind(orchestrator, knowledge, ep)
+    embedder = _deployment(EmbedderDeployment, args.embedder_replicas).bind(ep)
+    knowledge = _deployment(KnowledgeIndexDeployment, args.knowledge_replicas).bind(embedder, ep)
+    llm = _deployment(LLMDeployment, args.llm_replicas).bind(ep)
+    orchestrator = _deployment(OrchestratorDeployment, args.orchestrator_replicas).bind(knowledge, llm, ep)
+    return _deployment(GatewayDeployment, args.gateway_replicas).bind(orchestrator, knowledge, ep)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -20,15 +20,22 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import Response
 
 from common.db import repositories as repo
-from common.domain import BrandProfile, InboundMessage, OutboundResponse
+from common.domain import (
+    BrandProfile,
+    Channel,
+    ConversationState,
+    Direction,
+    InboundMessage,
+    OutboundResponse,
+)
 from common.errors import AssistantError, InvalidInput, NotFound, PayloadTooLarge
 from common.logging import bind_correlation_id, get_logger
 from common.schemas import (
     CitationOut,
     ConversationOut,
     GuardrailOut,
-    IngestResult,
     InboundMessageIn,
+    IngestResult,
     KnowledgeUploadIn,
     MessageOut,
     ReplyOut,
@@ -129,13 +136,13 @@ def build_gateway_api(backend: GatewayBackend, *, max_body_bytes: int = MAX_BODY
         return ConversationOut(
             id=conv.id,
             brand_id=conv.brand_id,
-            channel=conv.channel,
+            channel=Channel(conv.channel),
             customer_id=conv.customer_id,
-            state=conv.state,
+            state=ConversationState(conv.state),
             messages=[
                 MessageOut(
                     id=m.id,
-                    direction=m.direction,
+                    direction=Direction(m.direction),
                     text=m.text,
                     created_at=m.created_at,
                     provider_message_id=m.provider_message_id,
@@ -199,9 +206,7 @@ async def database_ready(sessionmaker: async_sessionmaker[AsyncSession]) -> bool
 
 
 def _html(value: str) -> str:
-    return (
-        value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    )
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -107,7 +107,7 @@ def stop_serve() -> None:
 
     if ray.is_initialized():
         with contextlib.suppress(Exception):  # best effort: Ray may already be half down on Ctrl-C
-            serve.shutdown()
+            serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
 
 
@@ -127,8 +127,8 @@ def banner(base_url: str, demo: DemoBrand, chunks: int) -> str:
     """What a newcomer needs to start chatting."""
     curl = (
         f"curl -s -X POST {base_url}/v1/messages/inbound -H 'content-type: application/json' "
-        f"-d '{{\"brand_id\": \"{demo.brand.id}\", \"customer_id\": \"me\", "
-        f"\"text\": \"How long do I have to return an item?\"}}'"
+        f'-d \'{{"brand_id": "{demo.brand.id}", "customer_id": "me", '
+        f'"text": "How long do I have to return an item?"}}\''
     )
     return "\n".join(
         [
@@ -168,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             base_url = start_serve(settings, stack.endpoints)
             chunks = ingest_demo(base_url, demo) if demo is not None else 0
             if demo is not None:
-                print(banner(base_url, demo, chunks), flush=True)  # noqa: T201 - the launcher's output
+                print(banner(base_url, demo, chunks), flush=True)
             else:
-                print(f"\n  API base: {base_url}/v1\n", flush=True)  # noqa: T201
+                print(f"\n  API base: {base_url}/v1\n", flush=True)
             if not opts.exit_after_start:
                 _wait_for_stop()
         finally:

@@ -15,8 +15,19 @@ from common.config import LLMProvider, ServiceEndpoints, Settings
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in an empty directory with none of our variables set."""
     monkeypatch.chdir(tmp_path)
-    for name in ("DATABASE_URL", "REDIS_URL", "QDRANT_URL", "RAY_ADDRESS", "LLM_BASE_URL", "LLM_API_KEY",
-                 "LLM__BASE_URL", "LLM__API_KEY", "LLM__MAX_TOKENS", "DATABASE__URL", "LLM_PROVIDER"):
+    for name in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "QDRANT_URL",
+        "RAY_ADDRESS",
+        "LLM_BASE_URL",
+        "LLM_API_KEY",
+        "LLM__BASE_URL",
+        "LLM__API_KEY",
+        "LLM__MAX_TOKENS",
+        "DATABASE__URL",
+        "LLM_PROVIDER",
+    ):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 
@@ -90,6 +101,9 @@ def test_service_endpoints_apply_without_touching_the_rest(in_tmp: Path) -> None
     )
     s = ep.apply(base)
     assert (s.database.url, s.redis.url, s.redis.key_prefix, s.qdrant_path) == (
-        "postgresql://h/db", "redis://h:1/0", "p1", in_tmp,
+        "postgresql://h/db",
+        "redis://h:1/0",
+        "p1",
+        in_tmp,
     )
     assert s.llm.max_tokens == 12 and base.database.url is None

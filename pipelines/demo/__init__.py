@@ -1,0 +1,114 @@
+"""Demo brand "Acme Outdoor" (tenant "acme"): ``brand.yaml``, its Markdown knowledge, and a seeder.
+
+The fixed tenant and brand UUIDs in ``brand.yaml`` let docs, tests and curl examples name them. The
+documents sit next to this file (not in a subfolder) so the ``*.md`` / ``*.yaml`` package-data globs
+ship them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from common.domain import BrandProfile, Persona, Tenant
+from common.schemas import KnowledgeDocumentIn, KnowledgeUploadIn
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+#: This directory.
+DEMO_DIR = Path(__file__).resolve().parent
+#: The tenant, brand, persona and document list.
+BRAND_FILE = DEMO_DIR / "brand.yaml"
+#: The brand's knowledge documents, in the order ``brand.yaml`` lists them.
+DOCUMENTS = (
+    DEMO_DIR / "shipping.md",
+    DEMO_DIR / "returns.md",
+    DEMO_DIR / "warranty.md",
+    DEMO_DIR / "orders-and-payments.md",
+    DEMO_DIR / "stores-and-contact.md",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoBrand:
+    """The demo tenant and its brand (with persona), as ``brand.yaml`` defines them."""
+
+    tenant: Tenant
+    brand: BrandProfile
+
+
+def load_demo_brand(path: Path = BRAND_FILE) -> DemoBrand:
+    """Parse ``brand.yaml`` into domain objects."""
+    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    tenant = Tenant(
+        id=uuid.UUID(data["tenant"]["id"]), slug=data["tenant"]["slug"], name=data["tenant"]["name"]
+    )
+    brand = data["brand"]
+    persona = brand["persona"]
+    return DemoBrand(
+        tenant=tenant,
+        brand=BrandProfile(
+            id=uuid.UUID(brand["id"]),
+            tenant_id=tenant.id,
+            slug=brand["slug"],
+            name=brand["name"],
+            persona=Persona(
+                tone=persona["tone"],
+                languages=tuple(persona["languages"]),
+                greeting=persona["greeting"],
+                sign_off=persona["sign_off"],
+                avoid_topics=tuple(persona["avoid_topics"]),
+                escalation_message=persona["escalation_message"],
+                fallback_message=persona["fallback_message"],
+            ),
+        ),
+    )
+
+
+def demo_documents() -> KnowledgeUploadIn:
+    """The demo knowledge as a ``POST /v1/brands/{brand_id}/knowledge`` body; ``uri`` is the file name."""
+    return KnowledgeUploadIn(
+        documents=[
+            KnowledgeDocumentIn(
+                uri=path.name,
+                content=path.read_text(encoding="utf-8"),
+                content_type="text/markdown",
+                title=_title(path),
+            )
+            for path in DOCUMENTS
+        ]
+    )
+
+
+async def seed_demo_brand(sessionmaker: async_sessionmaker[AsyncSession]) -> DemoBrand:
+    """Create or update the demo tenant and brand in Postgres (idempotent) and return them."""
+    from common.db import repositories as repo
+
+    demo = load_demo_brand()
+    async with sessionmaker() as session:
+        tenant = await repo.upsert_tenant(
+            session, tenant_id=demo.tenant.id, slug=demo.tenant.slug, name=demo.tenant.name
+        )
+        brand = await repo.upsert_brand(
+            session,
+            brand_id=demo.brand.id,
+            tenant_id=tenant.id,
+            slug=demo.brand.slug,
+            name=demo.brand.name,
+            persona=demo.brand.persona,
+        )
+        await session.commit()
+    return DemoBrand(tenant=tenant, brand=brand)
+
+
+def _title(path: Path) -> str:
+    """The document's first-level heading, else its file name."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return path.name
