@@ -1,10 +1,12 @@
 """Output guardrails. First rule: groundedness — an answer is sent as fact only when the context backs it.
 
-Support is lexical: each answer sentence's content words (stopwords removed, light plural folding) are
-looked up in the retrieved context, and every number in a sentence must appear in the context, or the
-sentence counts as unsupported. Support is the share of the answer's content words that are backed.
-Cheap, deterministic and explainable; it catches invented figures and off-context answers, not subtle
-paraphrase errors.
+Support is lexical and per sentence: a sentence is backed when one retrieved chunk holds most of its
+content words (stopwords removed, light plural folding) *and* enough of its consecutive content-word
+pairs, so a small model that recombines context words into a new claim ("items must be used ...") is
+not mistaken for one that states the context. Every number in a sentence must appear in the context.
+One substantive unsupported sentence makes the whole answer unsupported; an answer that echoes the
+prompt's context markup is unsupported. Cheap, deterministic and explainable; it catches invented
+figures, recombined claims and off-context answers, not every subtle paraphrase error.
 
 An unsupported (or empty) answer is replaced by a quote of the best passage with its source; no context
 at all means the persona's fallback plus an escalation to a human.
@@ -12,6 +14,7 @@ at all means the persona's fallback plus an escalation to a human.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -22,6 +25,13 @@ RULE = "groundedness"
 DEFAULT_MIN_SUPPORT = 0.6
 #: A chunk supports a sentence when it holds at least this share of the sentence's content words.
 MIN_CHUNK_SHARE = 0.3
+#: A sentence is backed when its best chunk holds this share of its content words ...
+MIN_SENTENCE_WORD_SHARE = 0.6
+#: ... and this share of its consecutive content-word pairs (word order, not just vocabulary).
+MIN_SENTENCE_PAIR_SHARE = 0.3
+#: Sentences with fewer content words than this carry no checkable claim of their own.
+MIN_SUBSTANTIVE_WORDS = 3
+_PROMPT_ECHO = re.compile(r"</?context>|^\s*\[\d+\]\s*\(", re.MULTILINE)
 QUOTE_MAX_CHARS = 300
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -51,6 +61,17 @@ class SentenceSupport:
     supported_words: int
     unsupported_numbers: tuple[str, ...]
     chunk_ids: tuple[str, ...]
+    best_chunk_share: float = 1.0
+    pair_share: float = 1.0
+
+    @property
+    def backed(self) -> bool:
+        """One chunk states this sentence (vocabulary and word order), numbers included."""
+        if self.unsupported_numbers:
+            return False
+        if self.content_words < MIN_SUBSTANTIVE_WORDS:
+            return True
+        return self.best_chunk_share >= MIN_SENTENCE_WORD_SHARE and self.pair_share >= MIN_SENTENCE_PAIR_SHARE
 
     @property
     def score(self) -> float:
@@ -69,10 +90,22 @@ class GroundednessReport:
     supporting_chunk_ids: tuple[str, ...]
     unsupported_numbers: tuple[str, ...]
     empty: bool
+    echoes_prompt: bool = False
+
+    @property
+    def unbacked_sentences(self) -> tuple[SentenceSupport, ...]:
+        """Substantive sentences no single chunk states."""
+        return tuple(s for s in self.sentences if not s.backed)
 
     def passes(self, min_support: float) -> bool:
         """Grounded enough to send as fact."""
-        return not self.empty and not self.unsupported_numbers and self.support >= min_support
+        return (
+            not self.empty
+            and not self.echoes_prompt
+            and not self.unsupported_numbers
+            and not self.unbacked_sentences
+            and self.support >= min_support
+        )
 
 
 @dataclass(frozen=True)
@@ -125,6 +158,7 @@ def check_grounded(answer: str, context: list[RetrievedChunk]) -> GroundednessRe
         supporting_chunk_ids=tuple(supporting),
         unsupported_numbers=tuple(n for s in sentences for n in s.unsupported_numbers),
         empty=empty,
+        echoes_prompt=bool(_PROMPT_ECHO.search(answer)),
     )
 
 
@@ -147,7 +181,7 @@ def finalize_answer(
         citations = [_citation(by_id[i]) for i in report.supporting_chunk_ids]
         reason = f"support={report.support:.2f}"
         return FinalAnswer(answer.strip(), citations, [GuardrailDecision(RULE, "pass", reason)])
-    best = _best_passage(cleaned, context)
+    best = _best_passage(context)
     decision = GuardrailDecision(RULE, "replace", _why(report, answer=answer))
     return FinalAnswer(_quote(best), [_citation(best)], [decision])
 
@@ -166,13 +200,28 @@ def _sentence_support(
         for chunk, cwords in chunk_words
         if words and len(words & cwords) / len(words) >= MIN_CHUNK_SHARE
     )
+    best_share, pair_share = 0.0, 0.0
+    if words and chunk_words:
+        best, best_words = max(chunk_words, key=lambda cw: (len(words & cw[1]), cw[0].score))
+        best_share = len(words & best_words) / len(words)
+        pairs = _pairs(text)
+        best_pairs = _pairs(f"{best.heading_path} {best.text}")
+        pair_share = len(pairs & best_pairs) / len(pairs) if pairs else 1.0
     return SentenceSupport(
         text=text,
         content_words=len(words),
         supported_words=len(words & all_words),
         unsupported_numbers=missing_numbers,
         chunk_ids=() if missing_numbers else chunk_ids,
+        best_chunk_share=best_share,
+        pair_share=pair_share,
     )
+
+
+def _pairs(text: str) -> set[tuple[str, str]]:
+    """Consecutive content words (stopwords skipped), as a cheap word-order signal."""
+    seq = [_fold(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) >= 2]
+    return set(itertools.pairwise(seq))
 
 
 def _sentences(text: str) -> list[str]:
@@ -196,10 +245,12 @@ def _strip_persona_phrases(answer: str, persona: Persona) -> str:
     return answer
 
 
-def _best_passage(answer: str, context: list[RetrievedChunk]) -> RetrievedChunk:
-    """The chunk sharing most words with the attempted answer; retrieval score breaks ties."""
-    words = content_words(answer)
-    return max(context, key=lambda c: (len(words & content_words(c.text)), c.score))
+def _best_passage(context: list[RetrievedChunk]) -> RetrievedChunk:
+    """The passage retrieval ranked first for the question.
+
+    The attempted answer failed the check, so its wording is no guide to the right passage.
+    """
+    return max(context, key=lambda c: c.score)
 
 
 def _quote(chunk: RetrievedChunk) -> str:
@@ -229,6 +280,10 @@ def _why(report: GroundednessReport, *, answer: str) -> str:
         return "empty answer"
     if report.empty:
         return "no checkable claims in the answer"
+    if report.echoes_prompt:
+        return "answer echoes the prompt's context markup"
     if report.unsupported_numbers:
         return f"numbers not in context: {', '.join(report.unsupported_numbers)}"
+    if report.unbacked_sentences:
+        return f"{len(report.unbacked_sentences)} sentence(s) not stated by any retrieved passage"
     return f"support={report.support:.2f} below threshold"

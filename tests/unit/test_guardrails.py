@@ -93,3 +93,58 @@ def test_long_passage_is_shortened_in_the_quote():
     final = finalize_answer(answer="", context=[long_chunk], persona=PERSONA, min_support=0.5)
     assert final.text.startswith("Here's what I found in manual.md: Waterproof boots.")
     assert len(final.text) < 360
+
+
+def _returns_context() -> list[RetrievedChunk]:
+    return [
+        RetrievedChunk(
+            chunk_id="cond",
+            text=(
+                "- Items must be unused, with original tags attached and in the original packaging.\n"
+                "- Tents must be returned clean and dry; a pitched tent counts as used.\n"
+                "- Final-sale items, gift cards and opened fuel canisters cannot be returned."
+            ),
+            source="returns.md",
+            heading_path="Returns > Return Conditions",
+            score=0.6,
+        ),
+        RetrievedChunk(
+            chunk_id="window",
+            text="You have 30 days from the delivery date to return an item for a full refund.",
+            source="returns.md",
+            heading_path="Returns > Return Window",
+            score=0.65,
+        ),
+    ]
+
+
+def test_recombined_context_words_are_not_sent_as_fact():
+    # Seen from SmolLM2: every word comes from the context, the claim is the opposite of it.
+    answer = (
+        "Items must be used in a way that allows them to be returned, such as in a tent or in a gift card."
+    )
+    final = finalize_answer(answer=answer, context=_returns_context(), persona=Persona())
+    assert final.decisions[0].action == "replace"
+    assert "sentence" in final.decisions[0].reason
+    assert final.text.startswith("Here's what I found in returns.md")
+
+
+def test_prompt_echo_is_not_sent():
+    answer = "<context>\n[1] (returns.md > Returns > Return Window) You have 30 days from the delivery date."
+    final = finalize_answer(answer=answer, context=_returns_context(), persona=Persona())
+    assert final.decisions[0].action == "replace" and "echoes" in final.decisions[0].reason
+
+
+def test_one_bad_sentence_spoils_the_answer_but_a_faithful_copy_passes():
+    good = "You have 30 days from the delivery date to return an item for a full refund."
+    assert (
+        finalize_answer(answer=good, context=_returns_context(), persona=Persona()).decisions[0].action
+        == "pass"
+    )
+    mixed = (
+        good + " Opened fuel canisters and gift cards can always be swapped for cash at the airport lounge."
+    )
+    assert (
+        finalize_answer(answer=mixed, context=_returns_context(), persona=Persona()).decisions[0].action
+        == "replace"
+    )
