@@ -17,6 +17,7 @@ from common.config import RedisSettings
 from common.errors import StreamUnavailable
 
 OUTBOUND_STREAM = "outbound"
+INBOUND_STREAM = "inbound"
 STREAM_MAXLEN = 1_000_000
 
 

@@ -191,7 +191,8 @@ class MessageLog(Base):
     """Every message in and out, with what the answer relied on (audit trail).
 
     ``(brand_id, channel, direction, provider_message_id)`` is unique: the idempotency key for inbound
-    messages (NULL provider ids, usual for outbound, never collide).
+    messages (NULL provider ids, usual for outbound, never collide). ``in_reply_to`` is unique among
+    outbound rows: one bot reply per inbound message, even when two workers process it at once.
     """
 
     __tablename__ = "message_logs"
@@ -201,7 +202,12 @@ class MessageLog(Base):
         _one_of("direction", _enum_values(Direction), "direction"),
         _brand_fk(),
         Index("ix_message_logs_conversation_id_created_at", "conversation_id", "created_at"),
-        Index("ix_message_logs_in_reply_to", "in_reply_to"),
+        Index(
+            "uq_message_logs_reply",
+            "in_reply_to",
+            unique=True,
+            postgresql_where=text("in_reply_to IS NOT NULL AND direction = 'outbound'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()

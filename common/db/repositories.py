@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy import text as sa_text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +29,7 @@ from common.db.models import (
     PersonaProfile,
     Tenant,
 )
+from common.errors import NotFound
 from common.schemas import ChunkRecord
 
 # Upserts return ORM objects; refresh any copy already in the identity map with the stored values.
@@ -257,9 +259,14 @@ async def insert_outbound(
     prompt: list[dict[str, Any]] | None,
     llm_usage: dict[str, Any] | None,
     provider_message_id: str | None = None,
-) -> MessageLog:
-    """Log a reply; ``prompt`` and ``llm_usage`` are kept for audit."""
-    row = MessageLog(
+) -> MessageLog | None:
+    """Log a reply; ``prompt`` and ``llm_usage`` are kept for audit.
+
+    None when ``in_reply_to`` already has a reply (another worker answered it first): the unique partial
+    index ``uq_message_logs_reply`` makes that check atomic.
+    """
+    stmt = pg_insert(MessageLog).values(
+        id=uuid.uuid4(),
         conversation_id=conversation.id,
         tenant_id=conversation.tenant_id,
         brand_id=conversation.brand_id,
@@ -273,9 +280,24 @@ async def insert_outbound(
         prompt=prompt,
         llm_usage=llm_usage,
     )
-    session.add(row)
-    await session.flush()
-    return row
+    stmt = stmt.on_conflict_do_nothing(
+        index_elements=[MessageLog.in_reply_to],
+        index_where=sa_text("in_reply_to IS NOT NULL AND direction = 'outbound'"),
+    )
+    return (await session.scalars(stmt.returning(MessageLog), execution_options=_POPULATE)).one_or_none()
+
+
+async def get_conversation(session: AsyncSession, *, conversation_id: uuid.UUID) -> Conversation:
+    """A conversation by id; raises :class:`common.errors.NotFound` when it does not exist."""
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None:
+        raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
+    return conversation
+
+
+async def get_message(session: AsyncSession, *, message_id: uuid.UUID) -> MessageLog | None:
+    """One logged message by id."""
+    return await session.get(MessageLog, message_id)
 
 
 async def set_conversation_state(

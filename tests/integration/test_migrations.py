@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from common.db import migrate
@@ -37,9 +38,16 @@ def test_upgrade_downgrade_upgrade(make_database):
     url = make_database()
     model_tables = set(Base.metadata.tables)
 
+    head = ScriptDirectory.from_config(migrate.alembic_config(url)).get_current_head()
     migrate.upgrade(url)
     assert _tables(url) == model_tables | {"alembic_version"}
+    assert migrate.current(url) == head
+
+    # Every step down and up again (each migration's downgrade runs against real data structures).
+    migrate.downgrade(url, "0001")
     assert migrate.current(url) == "0001"
+    migrate.upgrade(url)
+    assert migrate.current(url) == head
 
     migrate.downgrade(url, "base")
     assert _tables(url) == {"alembic_version"}

@@ -1,0 +1,179 @@
+"""The message pipeline in-process: real Postgres, Redis, Qdrant local mode and embedding model.
+
+The chat model is ``ScriptedChatModel``, a test double that returns a fixed answer so the guardrail and
+storage behaviour under test is deterministic (the real llama.cpp model is covered by test_llm_local and
+the Serve test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from common.config import ServiceEndpoints, Settings
+from common.domain import Channel, InboundMessage
+from common.errors import NotFound, PayloadTooLarge
+from common.schemas import ChatRequest, ChatResponse
+from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand
+from serve_apps.gateway_api import build_gateway_api
+from serve_apps.inprocess import InProcessBackend
+
+pytestmark = pytest.mark.integration
+
+RETURNS_ANSWER = "You have 30 days from the delivery date to return an item for a full refund."
+
+
+class ScriptedChatModel:
+    """Test double: always answers ``text``; counts calls."""
+
+    name = "scripted"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.calls = 0
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        self.calls += 1
+        await asyncio.sleep(0.05)  # long enough for racing callers to overlap
+        return ChatResponse(
+            text=self.text, model=self.name, prompt_tokens=10, completion_tokens=5, latency_ms=50.0
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest_asyncio.fixture
+async def pipeline(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> AsyncIterator[tuple[InProcessBackend, DemoBrand, ScriptedChatModel]]:
+    prefix = f"{redis_prefix}:{uuid.uuid4().hex[:6]}"
+    endpoints = ServiceEndpoints(
+        database_url=database_url, redis_url=redis_url, redis_key_prefix=prefix, qdrant_path=tmp_path / "q"
+    )
+    chat = ScriptedChatModel(RETURNS_ANSWER)
+    backend = InProcessBackend(Settings(), endpoints, chat_model=chat)
+    demo = await seed_demo_brand(backend.sessionmaker)
+    await backend.ingest(demo.brand, demo_documents())
+    try:
+        yield backend, demo, chat
+    finally:
+        await backend.aclose()
+
+
+def _message(demo: DemoBrand, text: str, *, mid: str | None = None, customer: str = "c1") -> InboundMessage:
+    return InboundMessage(
+        brand_id=demo.brand.id,
+        channel=Channel.WHATSAPP,
+        customer_id=customer,
+        text=text,
+        provider_message_id=mid or f"wamid.{uuid.uuid4().hex}",
+    )
+
+
+async def _stream(backend: InProcessBackend, name: str) -> list[dict[str, str]]:
+    client: aioredis.Redis = backend.redis
+    entries = await client.xrange(backend.settings.redis.key("stream", name))
+    return [json.loads(fields["data"]) for _, fields in entries]
+
+
+async def test_handle_answers_grounded_and_publishes(pipeline) -> None:
+    backend, demo, chat = pipeline
+    reply = await backend.answer(_message(demo, "How long do I have to return an item?"))
+    assert reply.text == RETURNS_ANSWER and reply.guardrails[0].action == "pass"
+    assert any("Return Window" in c.heading_path for c in reply.citations)
+    published = await _stream(backend, "outbound")
+    assert [p["message_id"] for p in published] == [str(reply.message_id)]
+    assert chat.calls == 1
+
+
+async def test_concurrent_duplicates_get_one_answer(pipeline) -> None:
+    backend, demo, _chat = pipeline
+    msg = _message(demo, "How long do I have to return an item?")
+    replies = await asyncio.gather(*(backend.answer(msg) for _ in range(3)), return_exceptions=True)
+    answered = [r for r in replies if not isinstance(r, BaseException)]
+    assert answered, replies
+    assert len({r.message_id for r in answered}) == 1
+    assert sum(not r.duplicate for r in answered) == 1
+    outbound = await _stream(backend, "outbound")
+    assert len(outbound) == 1
+
+
+async def test_accept_then_process_is_idempotent(pipeline) -> None:
+    backend, demo, _chat = pipeline
+    orch = backend.orchestrator
+    msg = _message(demo, "How long do I have to return an item?")
+    first = await orch.accept(msg)
+    again = await orch.accept(msg)
+    assert not first.duplicate and again.duplicate and again.inbound_id == first.inbound_id
+    queued = await _stream(backend, "inbound")
+    assert queued == [{"inbound_id": str(first.inbound_id), "brand_id": str(demo.brand.id)}]
+
+    # Two workers race on the same stored message: one reply, one send.
+    r1, r2 = await asyncio.gather(
+        orch.process_stored(first.inbound_id), orch.process_stored(first.inbound_id)
+    )
+    assert r1.message_id == r2.message_id and sorted([r1.duplicate, r2.duplicate]) == [False, True]
+    r3 = await orch.process_stored(first.inbound_id)
+    assert r3.duplicate and r3.text == RETURNS_ANSWER
+    assert len(await _stream(backend, "outbound")) == 1
+
+
+async def test_no_relevant_knowledge_escalates_without_calling_the_llm(pipeline) -> None:
+    backend, demo, chat = pipeline
+    reply = await backend.answer(_message(demo, "What is the capital of France?"))
+    assert reply.escalated and chat.calls == 0
+    assert demo.brand.persona.fallback_message in reply.text
+    assert reply.guardrails[0].action == "escalate"
+
+
+async def test_unsupported_answer_is_replaced_by_a_quote(pipeline) -> None:
+    backend, demo, chat = pipeline
+    chat.text = "Returns are accepted for 365 days, and we refund double."
+    reply = await backend.answer(_message(demo, "How long do I have to return an item?"))
+    assert reply.guardrails[0].action == "replace"
+    assert reply.text.startswith("Here's what I found in returns.md") and "365" not in reply.text
+
+
+async def test_errors(pipeline) -> None:
+    backend, demo, _ = pipeline
+    with pytest.raises(PayloadTooLarge):
+        await backend.answer(_message(demo, "x" * 10_000))
+    unknown = InboundMessage(brand_id=uuid.uuid4(), channel=Channel.WEBCHAT, customer_id="c", text="hi")
+    with pytest.raises(NotFound):
+        await backend.answer(unknown)
+    with pytest.raises(NotFound):
+        await backend.orchestrator.process_stored(uuid.uuid4())
+
+
+async def test_http_api_in_process(pipeline) -> None:
+    backend, demo, _ = pipeline
+    app = build_gateway_api(backend, max_body_bytes=4096)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        ok = await client.post(
+            "/v1/messages/inbound",
+            json={"brand_id": str(demo.brand.id), "customer_id": "web-1", "text": "Return window?"},
+        )
+        assert ok.status_code == 200 and ok.json()["citations"]
+        big = await client.post("/v1/messages/inbound", content=b"x" * 5000)
+        assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
+        extra = await client.post(
+            "/v1/messages/inbound",
+            json={"brand_id": str(demo.brand.id), "customer_id": "w", "text": "hi", "admin": True},
+        )
+        assert extra.status_code == 400 and extra.json()["error"]["details"]["errors"]
+        page = await client.get(f"/chat/{demo.brand.id}")
+        assert page.status_code == 200 and "Acme Outdoor" in page.text and str(demo.brand.id) in page.text
+        conv = await client.get(f"/v1/conversations/{ok.json()['conversation_id']}")
+        assert conv.json()["state"] == "bot" and len(conv.json()["messages"]) == 2
+        ready = await client.get("/readyz")
+        assert ready.json() == {"ready": True, "checks": {"database": True, "redis": True}}
