@@ -9,11 +9,10 @@ from ray.serve.handle import DeploymentHandle
 
 from common.config import ServiceEndpoints, get_settings
 from common.db.session import make_engine, make_sessionmaker
-from common.domain import BrandProfile, InboundMessage, OutboundResponse
 from common.logging import configure_logging
-from common.schemas import IngestResult, KnowledgeUploadIn
 from common.streams import connect
-from serve_apps.gateway_api import build_gateway_api, database_ready
+from deployments.proxy import HandleProxy
+from serve_apps.gateway_api import build_gateway_api, dependencies_ready
 
 
 @serve.deployment(name="gateway", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
@@ -29,28 +28,15 @@ class GatewayDeployment:
     ) -> None:
         settings = endpoints.apply(get_settings())
         configure_logging(level=settings.log_level, json=settings.log_json)
-        self._orchestrator = orchestrator
-        self._knowledge = knowledge
+        self.settings = settings
+        self.orchestrator = HandleProxy(orchestrator)
+        self.knowledge = HandleProxy(knowledge)
         self.sessionmaker = make_sessionmaker(make_engine(settings.database.url or "", pool_size=5))
-        self._redis = connect(settings.redis)
+        self.redis = connect(settings.redis)
 
     def __serve_build_asgi_app__(self) -> Any:
         return build_gateway_api(self)
 
-    async def answer(self, message: InboundMessage) -> OutboundResponse:
-        """Forward to the orchestrator."""
-        reply: OutboundResponse = await self._orchestrator.handle.remote(message)
-        return reply
-
-    async def ingest(self, brand: BrandProfile, upload: KnowledgeUploadIn) -> IngestResult:
-        """Forward to the knowledge index."""
-        result: IngestResult = await self._knowledge.ingest.remote(brand.tenant_id, brand.id, upload)
-        return result
-
     async def ready(self) -> dict[str, bool]:
         """Postgres and Redis answer."""
-        try:
-            redis_ok = bool(await self._redis.ping())
-        except Exception:  # readiness must answer, whatever redis-py raised
-            redis_ok = False
-        return {"database": await database_ready(self.sessionmaker), "redis": redis_ok}
+        return await dependencies_ready(self.sessionmaker, self.redis)

@@ -20,11 +20,15 @@ from common.knowledge_service import KnowledgeService
 from common.logging import configure_logging
 from common.schemas import IngestResult, KnowledgeUploadIn, RetrievedChunk
 from common.vectorstore import VectorStore
+from deployments.proxy import Delegating
 
 
 @serve.deployment(name="knowledge", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
-class KnowledgeIndexDeployment:
-    """Retrieves context for questions and indexes uploaded documents."""
+class KnowledgeIndexDeployment(Delegating):
+    """Retrieves context for questions and indexes uploaded documents.
+
+    Public methods of :class:`KnowledgeService` are callable through the handle.
+    """
 
     def __init__(self, embedder: DeploymentHandle[Any], endpoints: ServiceEndpoints) -> None:
         settings = endpoints.apply(get_settings())
@@ -33,7 +37,7 @@ class KnowledgeIndexDeployment:
         store = VectorStore(settings)
         store.ensure_collection(settings.embeddings.model_name, settings.embeddings.dimension)
         engine = make_engine(settings.database.url or "", pool_size=settings.database.pool_size)
-        self._service = KnowledgeService(
+        self._target = self._service = KnowledgeService(
             store=store,
             embed=self._embed,
             count_tokens=token_counter(settings.embeddings),

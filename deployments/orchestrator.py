@@ -15,11 +15,16 @@ from common.logging import configure_logging
 from common.orchestration import MessageOrchestrator
 from common.schemas import ChatRequest, ChatResponse, RetrievedChunk
 from common.streams import StreamPublisher, connect
+from deployments.proxy import Delegating
 
 
 @serve.deployment(name="orchestrator", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
-class OrchestratorDeployment:
-    """Answers inbound messages: retrieval and generation go to the knowledge and LLM deployments."""
+class OrchestratorDeployment(Delegating):
+    """Answers inbound messages: retrieval and generation go to the knowledge and LLM deployments.
+
+    Every public method of :class:`MessageOrchestrator` (``handle``, ``accept``, ``process_stored``, ...)
+    is callable through the handle (see :class:`deployments.proxy.Delegating`).
+    """
 
     def __init__(
         self, knowledge: DeploymentHandle[Any], llm: DeploymentHandle[Any], endpoints: ServiceEndpoints
@@ -30,7 +35,7 @@ class OrchestratorDeployment:
         self._llm = llm
         engine = make_engine(settings.database.url or "", pool_size=settings.database.pool_size)
         self._publisher = StreamPublisher(connect(settings.redis), settings.redis)
-        self._pipeline = MessageOrchestrator(
+        self._target = self._pipeline = MessageOrchestrator(
             settings=settings,
             sessionmaker=make_sessionmaker(engine),
             retrieve=self._retrieve,

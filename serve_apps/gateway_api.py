@@ -11,6 +11,7 @@ import uuid
 from importlib import resources
 from typing import Any, Protocol
 
+import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -19,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
+from common.config import Settings
 from common.db import repositories as repo
 from common.domain import (
-    BrandProfile,
     Channel,
     ConversationState,
     Direction,
@@ -47,17 +48,19 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 class GatewayBackend(Protocol):
-    """What the HTTP layer needs from the rest of the system."""
+    """What the HTTP layer (and any router mounted on it) needs from the rest of the system.
 
+    ``orchestrator`` and ``knowledge`` expose the public async methods of
+    :class:`common.orchestration.MessageOrchestrator` and :class:`common.knowledge_service.KnowledgeService`:
+    the objects themselves in-process, :class:`deployments.proxy.HandleProxy` over Serve handles in the
+    gateway deployment. Either way: ``await backend.orchestrator.accept(message)``.
+    """
+
+    settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
-
-    async def answer(self, message: InboundMessage) -> OutboundResponse:
-        """Run the message pipeline for one inbound message."""
-        ...
-
-    async def ingest(self, brand: BrandProfile, upload: KnowledgeUploadIn) -> IngestResult:
-        """Index documents into the brand's knowledge."""
-        ...
+    redis: aioredis.Redis
+    orchestrator: Any
+    knowledge: Any
 
     async def ready(self) -> dict[str, bool]:
         """Dependency checks for the readiness probe."""
@@ -122,7 +125,7 @@ def build_gateway_api(backend: GatewayBackend, *, max_body_bytes: int = MAX_BODY
                 text=body.text,
                 provider_message_id=body.message_id or uuid.uuid4().hex,
             )
-            reply = await backend.answer(message)
+            reply: OutboundResponse = await backend.orchestrator.handle(message)
             log.info("message_answered", chars_in=len(body.text), chars_out=len(reply.text))
             return reply_out(reply)
 
@@ -160,7 +163,7 @@ def build_gateway_api(backend: GatewayBackend, *, max_body_bytes: int = MAX_BODY
         if brand is None:
             raise NotFound("unknown brand", details={"brand_id": str(brand_id)})
         with bind_correlation_id(brand_id=str(brand_id)):
-            result = await backend.ingest(brand, body)
+            result: IngestResult = await backend.knowledge.ingest(brand.tenant_id, brand.id, body)
             log.info("knowledge_ingested", documents=result.documents, written=result.chunks_written)
             return result
 
@@ -175,6 +178,7 @@ def build_gateway_api(backend: GatewayBackend, *, max_body_bytes: int = MAX_BODY
         page = page.replace("{{GREETING}}", _html(brand.persona.greeting))
         return HTMLResponse(page)
 
+    # Routers of other parts of the gateway (channels, web chat, agents, ...) are mounted here.
     return app
 
 
@@ -203,6 +207,18 @@ async def database_ready(sessionmaker: async_sessionmaker[AsyncSession]) -> bool
         log.warning("readiness_database_failed", error=str(exc))
         return False
     return True
+
+
+async def dependencies_ready(
+    sessionmaker: async_sessionmaker[AsyncSession], redis: aioredis.Redis
+) -> dict[str, bool]:
+    """The readiness checks every backend reports: Postgres and Redis answer."""
+    try:
+        redis_ok = bool(await redis.ping())
+    except Exception as exc:  # readiness must answer, whatever redis-py raised
+        log.warning("readiness_redis_failed", error=str(exc))
+        redis_ok = False
+    return {"database": await database_ready(sessionmaker), "redis": redis_ok}
 
 
 def _html(value: str) -> str:

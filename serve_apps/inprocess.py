@@ -10,16 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.config import ServiceEndpoints, Settings
 from common.db.session import make_engine, make_sessionmaker
-from common.domain import BrandProfile, InboundMessage, OutboundResponse
 from common.embeddings import Embedder, build_embedder, token_counter
 from common.knowledge_service import KnowledgeService
 from common.llm.base import ChatModel
 from common.llm.factory import build_chat_model
 from common.orchestration import MessageOrchestrator
-from common.schemas import IngestResult, KnowledgeUploadIn
 from common.streams import StreamPublisher, connect
 from common.vectorstore import VectorStore
-from serve_apps.gateway_api import database_ready
+from serve_apps.gateway_api import dependencies_ready
 
 
 class InProcessBackend:
@@ -57,21 +55,9 @@ class InProcessBackend:
             publisher=StreamPublisher(self.redis, s.redis),
         )
 
-    async def answer(self, message: InboundMessage) -> OutboundResponse:
-        """Run the pipeline."""
-        return await self.orchestrator.handle(message)
-
-    async def ingest(self, brand: BrandProfile, upload: KnowledgeUploadIn) -> IngestResult:
-        """Index documents."""
-        return await self.knowledge.ingest(brand.tenant_id, brand.id, upload)
-
     async def ready(self) -> dict[str, bool]:
         """Postgres and Redis answer."""
-        try:
-            redis_ok = bool(await self.redis.ping())
-        except Exception:  # readiness must answer, whatever redis-py raised
-            redis_ok = False
-        return {"database": await database_ready(self.sessionmaker), "redis": redis_ok}
+        return await dependencies_ready(self.sessionmaker, self.redis)
 
     async def aclose(self) -> None:
         """Release pools, clients and the vector store lock."""

@@ -62,7 +62,7 @@ async def pipeline(
     chat = ScriptedChatModel(RETURNS_ANSWER)
     backend = InProcessBackend(Settings(), endpoints, chat_model=chat)
     demo = await seed_demo_brand(backend.sessionmaker)
-    await backend.ingest(demo.brand, demo_documents())
+    await backend.knowledge.ingest(demo.tenant.id, demo.brand.id, demo_documents())
     try:
         yield backend, demo, chat
     finally:
@@ -87,7 +87,7 @@ async def _stream(backend: InProcessBackend, name: str) -> list[dict[str, str]]:
 
 async def test_handle_answers_grounded_and_publishes(pipeline) -> None:
     backend, demo, chat = pipeline
-    reply = await backend.answer(_message(demo, "How long do I have to return an item?"))
+    reply = await backend.orchestrator.handle(_message(demo, "How long do I have to return an item?"))
     assert reply.text == RETURNS_ANSWER and reply.guardrails[0].action == "pass"
     assert any("Return Window" in c.heading_path for c in reply.citations)
     published = await _stream(backend, "outbound")
@@ -98,7 +98,9 @@ async def test_handle_answers_grounded_and_publishes(pipeline) -> None:
 async def test_concurrent_duplicates_get_one_answer(pipeline) -> None:
     backend, demo, _chat = pipeline
     msg = _message(demo, "How long do I have to return an item?")
-    replies = await asyncio.gather(*(backend.answer(msg) for _ in range(3)), return_exceptions=True)
+    replies = await asyncio.gather(
+        *(backend.orchestrator.handle(msg) for _ in range(3)), return_exceptions=True
+    )
     answered = [r for r in replies if not isinstance(r, BaseException)]
     assert answered, replies
     assert len({r.message_id for r in answered}) == 1
@@ -129,7 +131,7 @@ async def test_accept_then_process_is_idempotent(pipeline) -> None:
 
 async def test_no_relevant_knowledge_escalates_without_calling_the_llm(pipeline) -> None:
     backend, demo, chat = pipeline
-    reply = await backend.answer(_message(demo, "What is the capital of France?"))
+    reply = await backend.orchestrator.handle(_message(demo, "What is the capital of France?"))
     assert reply.escalated and chat.calls == 0
     assert demo.brand.persona.fallback_message in reply.text
     assert reply.guardrails[0].action == "escalate"
@@ -138,7 +140,7 @@ async def test_no_relevant_knowledge_escalates_without_calling_the_llm(pipeline)
 async def test_unsupported_answer_is_replaced_by_a_quote(pipeline) -> None:
     backend, demo, chat = pipeline
     chat.text = "Returns are accepted for 365 days, and we refund double."
-    reply = await backend.answer(_message(demo, "How long do I have to return an item?"))
+    reply = await backend.orchestrator.handle(_message(demo, "How long do I have to return an item?"))
     assert reply.guardrails[0].action == "replace"
     assert reply.text.startswith("Here's what I found in returns.md") and "365" not in reply.text
 
@@ -146,10 +148,10 @@ async def test_unsupported_answer_is_replaced_by_a_quote(pipeline) -> None:
 async def test_errors(pipeline) -> None:
     backend, demo, _ = pipeline
     with pytest.raises(PayloadTooLarge):
-        await backend.answer(_message(demo, "x" * 10_000))
+        await backend.orchestrator.handle(_message(demo, "x" * 10_000))
     unknown = InboundMessage(brand_id=uuid.uuid4(), channel=Channel.WEBCHAT, customer_id="c", text="hi")
     with pytest.raises(NotFound):
-        await backend.answer(unknown)
+        await backend.orchestrator.handle(unknown)
     with pytest.raises(NotFound):
         await backend.orchestrator.process_stored(uuid.uuid4())
 
