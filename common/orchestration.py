@@ -40,7 +40,14 @@ from common.domain import (
 )
 from common.errors import NotFound, PayloadTooLarge, StreamUnavailable
 from common.logging import get_logger
-from common.schemas import ChatMessage, ChatRequest, ChatResponse, RetrievedChunk
+from common.schemas import (
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    InboundQueued,
+    OutboundPayload,
+    RetrievedChunk,
+)
 from common.streams import INBOUND_STREAM, OUTBOUND_STREAM, StreamPublisher
 
 log = get_logger(__name__)
@@ -135,7 +142,7 @@ class MessageOrchestrator:
                 if existing is None:  # pragma: no cover - the unique key said it exists
                     raise StreamUnavailable("inbound message vanished during deduplication; retry")
                 return Accepted(existing.id, existing.conversation_id, duplicate=True)
-            payload = {"inbound_id": str(inbound.id), "brand_id": str(brand.id)}
+            payload = InboundQueued(inbound_id=inbound.id, brand_id=brand.id).model_dump(mode="json")
             outbox = await repo.add_outbox(session, stream=INBOUND_STREAM, payload=payload)
             await session.commit()
             accepted = Accepted(inbound.id, conversation.id, duplicate=False)
@@ -354,17 +361,17 @@ class MessageOrchestrator:
 
 
 def outbound_payload(brand: BrandProfile, response: OutboundResponse) -> dict[str, Any]:
-    """The JSON a channel dispatcher needs to deliver one reply."""
-    return {
-        "message_id": str(response.message_id),
-        "conversation_id": str(response.conversation_id),
-        "tenant_id": str(brand.tenant_id),
-        "brand_id": str(brand.id),
-        "channel": str(response.channel),
-        "customer_id": response.customer_id,
-        "in_reply_to": response.in_reply_to,
-        "text": response.text,
-    }
+    """The JSON (an :class:`common.schemas.OutboundPayload`) a channel dispatcher needs for one reply."""
+    return OutboundPayload(
+        message_id=response.message_id,
+        conversation_id=response.conversation_id,
+        tenant_id=brand.tenant_id,
+        brand_id=brand.id,
+        channel=response.channel,
+        customer_id=response.customer_id,
+        in_reply_to=response.in_reply_to,
+        text=response.text,
+    ).model_dump(mode="json")
 
 
 def _usage(resp: ChatResponse | None) -> dict[str, Any] | None:

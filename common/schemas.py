@@ -163,3 +163,29 @@ class ChatResponse(_Strict):
     completion_tokens: int
     latency_ms: float
     finish_reason: str | None = None
+
+
+# --- streams --------------------------------------------------------------------------------------
+
+
+class OutboundPayload(_Strict):
+    """One reply on the ``outbound`` stream: everything a channel dispatcher needs to deliver it.
+
+    ``message_id`` (the outbound message log id) is the delivery idempotency key.
+    """
+
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    tenant_id: uuid.UUID
+    brand_id: uuid.UUID
+    channel: Channel
+    customer_id: str
+    in_reply_to: str | None = None
+    text: str
+
+
+class InboundQueued(_Strict):
+    """One stored inbound message on the ``inbound`` stream, waiting for ``process_stored``."""
+
+    inbound_id: uuid.UUID
+    brand_id: uuid.UUID
