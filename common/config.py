@@ -166,6 +166,16 @@ class RaySettings(BaseModel):
     llm_replicas: int = Field(default=1, ge=1)
 
 
+class TelemetrySettings(BaseModel):
+    """Tracing export. ``exporter``: none | console | otlp | memory (tests)."""
+
+    exporter: str = Field(default="none", pattern="^(none|console|otlp|memory)$")
+    service_name: str = "messaging-assistant"
+    otlp_endpoint: str | None = Field(default=None, description="e.g. http://otel-collector:4318/v1/traces")
+    otlp_headers: SecretStr | None = Field(default=None, description="k=v,k2=v2 (may carry an API key)")
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
 class Settings(BaseSettings):
     """Root settings object; use :func:`get_settings` for the process-wide cached instance."""
 
@@ -191,6 +201,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     channels: ChannelSecrets = Field(default_factory=ChannelSecrets)
     ray: RaySettings = Field(default_factory=RaySettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @classmethod
     def settings_customise_sources(
