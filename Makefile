@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 # Ray's usage-stats prompt and dashboard are noise on a laptop and in CI.
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run test test-fast lint format typecheck migrate revision clean-data
+.PHONY: setup run test test-fast lint format typecheck migrate revision clean-data load
 
 setup: $(STAMP)
 
@@ -52,6 +52,11 @@ migrate: setup
 revision: setup
 	@test -n "$(m)" || (echo 'usage: make revision m="what changed"' >&2; exit 2)
 	$(BIN)/alembic revision --autogenerate -m "$(m)"
+
+# Headless Locust against the Serve app with a fixed-latency LLM stub, plus the in-process baseline.
+LOAD_ARGS ?= --brands 2 --users-per-brand 50 --duration 60
+load: setup
+	$(BIN)/python -m bench.load $(LOAD_ARGS)
 
 clean-data:
 	rm -rf .data
