@@ -15,7 +15,14 @@ from deployments.proxy import HandleProxy
 from serve_apps.gateway_api import build_gateway_api, dependencies_ready
 
 
-@serve.deployment(name="gateway", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
+# Beyond max_ongoing + max_queued requests per replica, Serve answers 503 at once instead of letting
+# webhooks time out: providers retry, and the load benchmark shows where that knee is.
+@serve.deployment(
+    name="gateway",
+    ray_actor_options={"num_cpus": 0.1},
+    max_ongoing_requests=128,
+    max_queued_requests=256,
+)
 @serve.ingress()
 class GatewayDeployment:
     """Channel webhooks, web chat and the public API; the FastAPI app is built per replica."""
