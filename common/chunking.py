@@ -8,6 +8,10 @@ chunk's trailing units. A unit that alone exceeds the budget falls back to word 
 "word" that still does (a URL, CJK text without spaces) to character windows, so nothing is ever dropped
 and every chunk fits.
 
+FAQ entries (question/answer pairs from :mod:`common.parsing`) are one chunk each, ``Q: …\nA: …`` under the
+heading path ``"FAQ > <question>"``; an answer above the budget is split like any other section.
+:func:`chunk_parsed` chunks a whole :class:`~common.parsing.ParsedDocument` (text first, then its FAQ).
+
 Tokens are measured with a ``count_tokens`` callable (the embedding model's tokenizer in production),
 assumed roughly additive: each unit is counted once, and every packed chunk is checked again as a whole.
 Pure functions; nothing heavy is imported here.
@@ -16,11 +20,18 @@ Pure functions; nothing heavy is imported here.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from common.parsing import ParsedDocument
 
 #: Separator between the levels of a heading path.
 HEADING_SEPARATOR = " > "
+
+#: First level of every FAQ entry's heading path.
+FAQ_HEADING = "FAQ"
 
 #: Content types :func:`chunk_document` understands.
 MARKDOWN = "text/markdown"
@@ -86,6 +97,50 @@ def chunk_document(
         ):
             chunks.append(Chunk(heading_path=heading_path, text=piece, ordinal=len(chunks)))
     return chunks
+
+
+def chunk_faq(
+    entries: Iterable[tuple[str, str]],
+    *,
+    count_tokens: CountTokens,
+    chunk_tokens: int,
+    overlap_tokens: int,
+    first_ordinal: int = 0,
+) -> list[Chunk]:
+    """One chunk per ``(question, answer)``: ``Q: …\nA: …`` under ``"FAQ > <question>"``."""
+    chunks: list[Chunk] = []
+    for question, answer in entries:
+        question = " ".join(question.split())
+        heading_path = f"{FAQ_HEADING}{HEADING_SEPARATOR}{question}"
+        for piece in _chunk_section(
+            heading_path=heading_path,
+            body=f"Q: {question}\nA: {answer.strip()}",
+            count_tokens=count_tokens,
+            chunk_tokens=chunk_tokens,
+            overlap_tokens=overlap_tokens,
+        ):
+            chunks.append(Chunk(heading_path=heading_path, text=piece, ordinal=first_ordinal + len(chunks)))
+    return chunks
+
+
+def chunk_parsed(
+    document: ParsedDocument, *, count_tokens: CountTokens, chunk_tokens: int, overlap_tokens: int
+) -> list[Chunk]:
+    """Chunk a parsed document: its text as ``text_type``, then one chunk per FAQ entry."""
+    chunks = chunk_document(
+        document.text,
+        content_type=document.text_type,
+        count_tokens=count_tokens,
+        chunk_tokens=chunk_tokens,
+        overlap_tokens=overlap_tokens,
+    )
+    return chunks + chunk_faq(
+        document.sections,
+        count_tokens=count_tokens,
+        chunk_tokens=chunk_tokens,
+        overlap_tokens=overlap_tokens,
+        first_ordinal=len(chunks),
+    )
 
 
 def chunk_markdown(

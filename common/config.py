@@ -22,7 +22,7 @@ import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, Field, SecretStr
@@ -135,6 +135,9 @@ class RetrievalSettings(BaseModel):
     min_score: float = Field(default=0.25, description="Best dense score below this = no relevant knowledge")
     chunk_tokens: int = Field(default=200, ge=16)
     chunk_overlap_tokens: int = Field(default=30, ge=0)
+    hybrid: bool = Field(default=True, description="Fuse dense and sparse (BM25-style) rankings with RRF")
+    candidates: int = Field(default=20, ge=1, le=200, description="Chunks each ranking (and a reranker) sees")
+    reranker: Literal["none", "lexical"] = Field(default="none", description="Reorder the fused candidates")
 
 
 class ChannelSecrets(BaseModel):
@@ -151,12 +154,112 @@ class ChannelSecrets(BaseModel):
     webchat_identity_secret: SecretStr | None = None
 
 
+class DeliverySettings(BaseModel):
+    """Outbox relay and outbound dispatcher (see ``docs/DELIVERY.md``)."""
+
+    consumer_group: str = "dispatchers"
+    batch_size: int = Field(default=32, ge=1, description="Stream entries read per XREADGROUP")
+    block_ms: int = Field(default=1000, ge=0, description="XREADGROUP block time")
+    claim_min_idle_ms: int = Field(
+        default=60_000, ge=0, description="Pending entries idle this long are taken over (XAUTOCLAIM)"
+    )
+    lease_s: float = Field(default=60.0, gt=0, description="How long a claimed delivery row is reserved")
+    send_attempts: int = Field(default=4, ge=1, description="Tries per pass before the entry is left pending")
+    max_attempts: int = Field(default=12, ge=1, description="Passes in all before a reply is dead-lettered")
+    retry_base_delay_s: float = Field(default=0.5, gt=0)
+    retry_max_delay_s: float = Field(default=30.0, gt=0, description="Caps backoff and Retry-After")
+    http_timeout_s: float = Field(default=10.0, gt=0)
+    resend_uncertain: bool = Field(
+        default=True,
+        description="Resend a reply whose earlier attempt crashed mid-send (else dead-letter it)",
+    )
+    relay_batch_size: int = Field(default=100, ge=1)
+    relay_interval_s: float = Field(default=1.0, gt=0)
+
+
+class S3Settings(BaseModel):
+    """S3-compatible object storage for bulk knowledge sources (AWS S3, MinIO, Ceph, moto in tests)."""
+
+    endpoint_url: str | None = Field(default=None, description="Unset → AWS's default endpoint")
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    region: str = "us-east-1"
+
+
+class IngestionSettings(BaseModel):
+    """Bulk knowledge ingestion: upload limits, worker retries, Ray Data concurrency."""
+
+    max_upload_bytes: int = Field(default=2 * 1024 * 1024, ge=1, description="Per uploaded file")
+    max_attempts: int = Field(default=3, ge=1, description="Tries before a job goes to the dead letters")
+    backoff_base_s: float = Field(default=1.0, ge=0.0)
+    backoff_max_s: float = Field(default=30.0, ge=0.0)
+    claim_idle_ms: int = Field(default=60_000, ge=1, description="XAUTOCLAIM jobs idle this long")
+    block_ms: int = Field(default=2_000, ge=1, description="XREADGROUP block time")
+    embed_actors: int = Field(default=1, ge=1, description="EmbedChunks actor pool size (1 per CPU)")
+    batch_size: int = Field(default=16, ge=1, description="Documents per Ray Data batch")
+
+
+class EscalationSettings(BaseModel):
+    """When the bot hands a conversation to a human (see ``docs/ESCALATION_AND_ACTIONS.md``)."""
+
+    no_knowledge_turns: int = Field(
+        default=2, ge=1, description="Consecutive turns without relevant knowledge before a handoff"
+    )
+    failed_answers: int = Field(
+        default=3, ge=1, description="Consecutive replaced or fallback answers before a handoff"
+    )
+    negative_sentiment: float = Field(
+        default=-0.5, le=0.0, description="Lexicon sentiment at or below this hands off"
+    )
+    on_injection: bool = Field(default=True, description="A prompt-injection attempt hands off")
+    on_toxicity: bool = Field(default=True, description="Toxic input or a blocked toxic answer hands off")
+    events_stream: str = Field(default="agent-events", description="Stream agents' consoles follow")
+
+
+class ActionSettings(BaseModel):
+    """The action framework: allow-list default and the HTTP backends behind the plugins."""
+
+    default_allowed: list[str] = Field(
+        default_factory=lambda: ["faq_fallback"],
+        description="Actions a brand may use when it has no 'actions' automation rule",
+    )
+    commerce_base_url: str | None = Field(default=None, description="Order API; unset → order_lookup off")
+    commerce_api_key: SecretStr | None = None
+    helpdesk_base_url: str | None = Field(default=None, description="Ticket API; unset → create_ticket off")
+    helpdesk_api_key: SecretStr | None = None
+    http_timeout_s: float = Field(default=5.0, gt=0)
+    max_actions_per_turn: int = Field(default=2, ge=1)
+
+
+class AgentSettings(BaseModel):
+    """The human agents' API and console (``/v1/agents``, ``/agent``)."""
+
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the agent API; unset → the agent API refuses every call"
+    )
+
+
+class WebchatSettings(BaseModel):
+    """Web chat widget: rate limits, SSE timing, history size (see ``docs/WEBCHAT.md``)."""
+
+    messages_per_window: int = Field(default=10, ge=1, description="Messages per visitor per window")
+    reads_per_window: int = Field(default=60, ge=1, description="History/events opens per visitor per window")
+    window_s: int = Field(default=60, ge=1, description="Fixed rate-limit window")
+    heartbeat_s: float = Field(default=15.0, gt=0, description="SSE comment interval (keeps proxies open)")
+    sse_max_s: float = Field(default=300.0, gt=0, description="SSE lifetime; the browser reconnects after")
+    history_limit: int = Field(default=50, ge=1, le=500)
+    identity_max_ttl_s: int = Field(default=7 * 86400, ge=60, description="Longest accepted identity expiry")
+
+
 class RaySettings(BaseModel):
     """Ray and Serve placement."""
 
     address: str | None = Field(default=None, description="Existing cluster; unset → local Ray")
     namespace: str = "ema"
-    num_cpus: int | None = Field(default=None, description="CPUs for a local Ray; unset → all")
+    # Logical CPUs of a local Ray. Serve replicas here are mostly I/O-bound and the compute-heavy ones
+    # (embedder, llm, embed actors) pin their own threads, so the local default oversubscribes a small
+    # machine on purpose: with 2 logical CPUs the replicas alone would not fit, let alone Ray Data tasks.
+    num_cpus: int = Field(default=8, ge=1, description="logical CPUs for a local Ray (ignored with address)")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
     app_name: str = "assistant"
@@ -174,6 +277,24 @@ class TelemetrySettings(BaseModel):
     otlp_endpoint: str | None = Field(default=None, description="e.g. http://otel-collector:4318/v1/traces")
     otlp_headers: SecretStr | None = Field(default=None, description="k=v,k2=v2 (may carry an API key)")
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class VLLMSettings(BaseModel):
+    """In-cluster vLLM behind Ray Serve LLM (``serve_apps/llm_vllm.py``; GPU nodes only)."""
+
+    model_id: str = Field(default="qwen2.5-7b-instruct", description="Name clients send as 'model'")
+    model_source: str = Field(
+        default="Qwen/Qwen2.5-7B-Instruct", description="Hugging Face repo id, or s3:// / gs:// / path"
+    )
+    accelerator_type: str | None = Field(default=None, description="Ray accelerator type: L4, A10G, H100")
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per replica")
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=2, ge=1)
+    target_ongoing_requests: int = Field(default=16, ge=1, description="Serve autoscaling target per replica")
+    max_ongoing_requests: int = Field(default=64, ge=1, description="Per replica; beyond it requests queue")
+    max_model_len: int = Field(default=8192, ge=256)
+    gpu_memory_utilization: float = Field(default=0.90, gt=0.0, le=1.0)
+    route_prefix: str = Field(default="/llm", description="Where the OpenAI app is served")
 
 
 class Settings(BaseSettings):
@@ -200,8 +321,16 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     channels: ChannelSecrets = Field(default_factory=ChannelSecrets)
+    webchat: WebchatSettings = Field(default_factory=WebchatSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    actions: ActionSettings = Field(default_factory=ActionSettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
     @classmethod
     def settings_customise_sources(

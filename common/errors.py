@@ -5,7 +5,8 @@ Hierarchy::
     AssistantError                      500 internal_error
     ├── InvalidInput                    400 invalid_input
     │   ├── PayloadTooLarge             413 payload_too_large
-    │   └── UnsupportedMediaType        415 unsupported_media_type
+    │   ├── UnsupportedMediaType        415 unsupported_media_type
+    │   └── ParseError                  422 unparseable_document  (details["reason"], see common.parsing)
     ├── Unauthorized                    401 unauthorized
     ├── NotFound                        404 not_found
     ├── Conflict                        409 conflict
@@ -65,6 +66,13 @@ class UnsupportedMediaType(InvalidInput):
 
     status_code = 415
     code = "unsupported_media_type"
+
+
+class ParseError(InvalidInput):
+    """A document of a supported type that cannot be read; ``details["reason"]`` says why."""
+
+    status_code = 422
+    code = "unparseable_document"
 
 
 class Unauthorized(AssistantError):

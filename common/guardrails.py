@@ -10,14 +10,27 @@ figures, recombined claims and off-context answers, not every subtle paraphrase 
 
 An unsupported (or empty) answer is replaced by a quote of the best passage with its source; no context
 at all means the persona's fallback plus an escalation to a human.
+
+The pipeline's other guardrails are wired here from :mod:`common.safety` (which implements the checks),
+each turned into a recorded ``GuardrailDecision``:
+
+* input — :func:`check_input`: a prompt-injection attempt never reaches the LLM (safe reply instead);
+  toxic input is flagged for escalation;
+* retrieved context — :func:`screen_context`: every passage goes through ``neutralize_context`` (documents
+  are data, never instructions); a passage that carried instructions *taints* the turn, and a tainted turn
+  runs no actions (see :mod:`common.actions.engine`);
+* output — :func:`check_output`: personal data is masked except values this customer supplied in this
+  conversation, and a toxic answer is replaced by the persona's fallback.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from common import safety
 from common.domain import Citation, GuardrailDecision, Persona
 from common.schemas import RetrievedChunk
 
@@ -142,8 +155,11 @@ def check_grounded(answer: str, context: list[RetrievedChunk]) -> GroundednessRe
     chunk_words = [(chunk, content_words(chunk.text + " " + chunk.heading_path)) for chunk in context]
     all_words = set().union(*(words for _, words in chunk_words))
     context_numbers = set().union(*(numbers(f"{c.text} {c.heading_path}") for c in context))
+    anchors = _number_anchors(context)
     sentences = tuple(
-        _sentence_support(s, chunk_words=chunk_words, all_words=all_words, context_numbers=context_numbers)
+        _sentence_support(
+            s, chunk_words=chunk_words, all_words=all_words, context_numbers=context_numbers, anchors=anchors
+        )
         for s in _sentences(answer)
     )
     total = sum(s.content_words for s in sentences)
@@ -192,9 +208,13 @@ def _sentence_support(
     chunk_words: list[tuple[RetrievedChunk, set[str]]],
     all_words: set[str],
     context_numbers: set[str],
+    anchors: set[tuple[str, str]] | None = None,
 ) -> SentenceSupport:
     words = content_words(text)
-    missing_numbers = tuple(sorted(numbers(text) - context_numbers))
+    missing = numbers(text) - context_numbers
+    if anchors is not None:
+        missing |= _unanchored_numbers(text, anchors)
+    missing_numbers = tuple(sorted(missing))
     chunk_ids = tuple(
         chunk.chunk_id
         for chunk, cwords in chunk_words
@@ -218,6 +238,43 @@ def _sentence_support(
     )
 
 
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"[^\W_]+", text.lower())
+
+
+def _number_anchors(context: list[RetrievedChunk]) -> set[tuple[str, str]]:
+    """(neighbour, number) and (number, neighbour) token pairs of every number in the context."""
+    anchors: set[tuple[str, str]] = set()
+    for chunk in context:
+        toks = _tokens(f"{chunk.heading_path} {chunk.text}")
+        for i, tok in enumerate(toks):
+            if tok.isdigit():
+                if i > 0:
+                    anchors.add((toks[i - 1], tok))
+                if i + 1 < len(toks):
+                    anchors.add((tok, toks[i + 1]))
+    return anchors
+
+
+def _unanchored_numbers(text: str, anchors: set[tuple[str, str]]) -> set[str]:
+    """Numbers whose word on neither side matches a context occurrence of that number.
+
+    A figure must be stated *as* the context states it: "within 3 business days" is not backed by
+    "another 3-7 business days" even though "3", "business" and "days" all occur there.
+    """
+    toks = _tokens(text)
+    found: set[str] = set()
+    for i, tok in enumerate(toks):
+        if not tok.isdigit():
+            continue
+        before = i > 0 and (toks[i - 1], tok) in anchors
+        after = i + 1 < len(toks) and (tok, toks[i + 1]) in anchors
+        alone = len(toks) == 1
+        if not (before or after or alone):
+            found.add(tok)
+    return found
+
+
 def _pairs(text: str) -> set[tuple[str, str]]:
     """Consecutive content words (stopwords skipped), as a cheap word-order signal."""
     seq = [_fold(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) >= 2]
@@ -238,8 +295,8 @@ def _fold(word: str) -> str:
 
 
 def _strip_persona_phrases(answer: str, persona: Persona) -> str:
-    """Greeting and sign-off are the persona's words, not claims to check."""
-    for phrase in (persona.sign_off, persona.greeting):
+    """Greeting, sign-off and the escalation/fallback wording are the persona's words, not claims to check."""
+    for phrase in (persona.sign_off, persona.greeting, persona.escalation_message, persona.fallback_message):
         if phrase:
             answer = answer.replace(phrase, " ")
     return answer
@@ -287,3 +344,84 @@ def _why(report: GroundednessReport, *, answer: str) -> str:
     if report.unbacked_sentences:
         return f"{len(report.unbacked_sentences)} sentence(s) not stated by any retrieved passage"
     return f"support={report.support:.2f} below threshold"
+
+
+# --- safety wiring: input, retrieved context, output -----------------------------------------------
+
+CONTEXT_RULE = "indirect_injection"
+OUTPUT_TOXICITY_RULE = "toxicity_output"
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """What the input guardrails decided about the customer's message."""
+
+    decisions: tuple[GuardrailDecision, ...]
+    injection: bool
+    toxic: bool
+
+
+@dataclass(frozen=True)
+class ScreenedContext:
+    """Retrieved passages made safe to show the model, and whether any carried instructions."""
+
+    chunks: list[RetrievedChunk]
+    tainted: bool
+    decisions: tuple[GuardrailDecision, ...]
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """The reply after masking and the toxicity check."""
+
+    text: str
+    decisions: tuple[GuardrailDecision, ...]
+    toxic: bool
+
+
+def check_input(text: str) -> InputCheck:
+    """Prompt injection and toxicity of the customer's message (only non-pass decisions are kept)."""
+    injection = safety.detect_injection(text)
+    toxicity = safety.check_toxicity(text)
+    decisions = []
+    if injection.is_injection:
+        decisions.append(injection.decision())
+    if toxicity.is_toxic:
+        decisions.append(toxicity.decision(action="escalate"))
+    return InputCheck(tuple(decisions), injection.is_injection, toxicity.is_toxic)
+
+
+def screen_context(chunks: Iterable[RetrievedChunk]) -> ScreenedContext:
+    """Neutralise every passage; flag the turn when any passage carried instructions."""
+    screened: list[RetrievedChunk] = []
+    flagged: list[str] = []
+    for chunk in chunks:
+        if safety.context_has_instructions(chunk.text):
+            flagged.append(chunk.chunk_id)
+        screened.append(chunk.model_copy(update={"text": safety.neutralize_context(chunk.text)}))
+    decisions: tuple[GuardrailDecision, ...] = ()
+    if flagged:
+        reason = f"instructions in retrieved passages {', '.join(flagged)}: neutralised, no actions"
+        decisions = (GuardrailDecision(CONTEXT_RULE, "neutralize", reason),)
+    return ScreenedContext(screened, bool(flagged), decisions)
+
+
+def customer_pii(texts: Iterable[str]) -> tuple[str, ...]:
+    """Personal data values the customer wrote themselves (they may be repeated back to them)."""
+    return safety.customer_values(texts)
+
+
+def check_output(text: str, *, allowed_pii: Iterable[str], persona: Persona) -> OutputCheck:
+    """Mask personal data the customer did not supply; replace a toxic reply with the fallback."""
+    toxicity = safety.check_toxicity(text)
+    if toxicity.is_toxic:
+        decision = GuardrailDecision(OUTPUT_TOXICITY_RULE, "replace", f"terms={','.join(toxicity.terms)}")
+        return OutputCheck(persona.fallback_message, (decision,), toxic=True)
+    masked = safety.mask_pii(text, allowed=tuple(allowed_pii))
+    decisions = (masked.decision(),) if masked.masked_kinds else ()
+    return OutputCheck(masked.text, decisions, toxic=False)
+
+
+def redact(text: str) -> str:
+    """Audit copy of a text (stored prompts) with personal data removed."""
+    return safety.redact_for_audit(text)

@@ -6,6 +6,7 @@ uses the same class directly.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common import knowledge
 from common.config import RetrievalSettings
 from common.db import repositories as repo
-from common.schemas import IngestResult, KnowledgeUploadIn, RetrievedChunk
+from common.reranking import build_reranker
+from common.schemas import ChunkRecord, IngestResult, KnowledgeUploadIn, RetrievedChunk
 from common.vectorstore import VectorStore
 
 EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
@@ -38,11 +40,12 @@ class KnowledgeService:
         self._count_tokens = count_tokens
         self._sessionmaker = sessionmaker
         self._retrieval = retrieval
+        self._reranker = build_reranker(retrieval)
 
     async def retrieve(
         self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int
     ) -> list[RetrievedChunk]:
-        """Top-k chunks of this tenant's brand for ``query``."""
+        """Top-k chunks of this tenant's brand for ``query`` (hybrid and reranked as settings say)."""
         return await knowledge.retrieve_context(
             store=self._store,
             embed=self._embed,
@@ -50,6 +53,9 @@ class KnowledgeService:
             brand_id=brand_id,
             query=query,
             top_k=top_k,
+            mode="hybrid" if self._retrieval.hybrid else "dense",
+            candidates=self._retrieval.candidates,
+            reranker=self._reranker,
         )
 
     async def ingest(
@@ -92,4 +98,21 @@ class KnowledgeService:
             chunks_unchanged=unchanged,
             chunks_deleted=deleted,
             chunk_ids=chunk_ids,
+        )
+
+    async def source_chunk_ids(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, source: str) -> list[str]:
+        """Ids stored for one source (the bulk pipeline's diff), sorted."""
+        ids = await asyncio.to_thread(
+            self._store.source_chunk_ids, tenant_id=tenant_id, brand_id=brand_id, source=source
+        )
+        return sorted(ids)
+
+    async def write_chunks(self, records: list[ChunkRecord], vectors: list[list[float]]) -> None:
+        """Upsert chunks whose vectors the bulk pipeline computed, waiting for the ack."""
+        await asyncio.to_thread(self._store.upsert, records, vectors)
+
+    async def delete_chunks(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, chunk_ids: list[str]) -> None:
+        """Delete chunks of one brand (scoped by tenant and brand)."""
+        await asyncio.to_thread(
+            self._store.delete, tenant_id=tenant_id, brand_id=brand_id, chunk_ids=chunk_ids
         )

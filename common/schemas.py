@@ -182,6 +182,9 @@ class OutboundPayload(_Strict):
     customer_id: str
     in_reply_to: str | None = None
     text: str
+    sender: Literal["bot", "agent"] = Field(
+        default="bot", description="bot replies are dropped at send time when a human owns the conversation"
+    )
 
 
 class InboundQueued(_Strict):

@@ -2,10 +2,16 @@
 
 Layout, after Qdrant's multitenancy guide:
 
-* one collection per embedding model, named ``<prefix>__<model-slug>__<dimension>``, with one named
-  dense vector ``"dense"`` (cosine) so a sparse/BM25 vector can be added to the same collection later;
-* the collection's metadata records the model and dimension that made it;
-  :meth:`VectorStore.ensure_collection` refuses (``EmbeddingMismatch``) a collection made by anything else;
+* one collection per embedding model, named ``<prefix>__<model-slug>__<dimension>__hybrid``, with a named
+  dense vector ``"dense"`` (cosine) and a named sparse vector ``"sparse"`` (BM25-style term weights, IDF
+  applied by Qdrant: ``modifier=IDF``). The ``__hybrid`` suffix is the migration: collections of the
+  dense-only schema (no suffix) are never opened, so no sparse prefetch ever hits a collection without
+  sparse vectors; the old collection is left for the operator to drop once the brand is re-indexed;
+* the collection's metadata records the model, dimension and schema version that made it;
+  :meth:`VectorStore.ensure_collection` refuses (``EmbeddingMismatch``) a collection made by anything else,
+  or one that lacks the sparse vector;
+* :meth:`VectorStore.hybrid_search` is one ``query_points`` call: a dense and a sparse ``prefetch``, each
+  filtered by tenant + brand, fused with Reciprocal Rank Fusion, the same filter on the outer query;
 * ``tenant_id`` and ``brand_id`` in every point's payload, keyword-indexed (``tenant_id`` with
   ``is_tenant=True``), and the global HNSW graph off (``m=0``) in favour of per-tenant graphs
   (``payload_m``). Local mode accepts the indexes and ignores them;
@@ -14,6 +20,13 @@ Layout, after Qdrant's multitenancy guide:
 
 Point ids are deterministic (:func:`chunk_id`), so re-ingesting the same content overwrites in place.
 
+Sparse side (:func:`sparse_terms`): lowercase Unicode word tokens, each hashed with BLAKE2b to a stable
+32-bit index (Python's ``hash()`` is salted per process), weighted by BM25's saturated term frequency
+with length normalisation against a fixed average length (:data:`BM25_AVG_TOKENS`), because a running
+average would change every stored weight as documents arrive. Queries weight each distinct term 1.0, so
+Qdrant's IDF times the stored weight is the BM25 score. IDF statistics are collection-wide (all tenants):
+another tenant's documents shift term weights slightly, never which points a brand can see.
+
 Local mode (``qdrant.url`` unset) keeps the collection on disk and holds a file lock: one process per path.
 Its SQLite connection is shared across threads here, behind a lock, because async callers reach this
 blocking API through ``asyncio.to_thread``.
@@ -21,30 +34,44 @@ blocking API through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 import threading
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.common.client_exceptions import QdrantException
 from qdrant_client.http.exceptions import ApiException
 
+from common.chunking import embedding_text
 from common.config import Settings
 from common.errors import EmbeddingMismatch, VectorStoreError
 from common.schemas import ChunkRecord, RetrievedChunk
 
 #: Name of the dense vector in every collection.
 DENSE_VECTOR = "dense"
+#: Name of the sparse (BM25-style) vector in every collection.
+SPARSE_VECTOR = "sparse"
+#: Suffix of hybrid (dense + sparse) collections; dense-only collections lack it.
+HYBRID_SUFFIX = "__hybrid"
+#: BM25 parameters of the stored term weights.
+BM25_K1 = 1.2
+BM25_B = 0.75
+#: Fixed average document length (tokens) for BM25's length normalisation; chunks are ~200 tokens.
+BM25_AVG_TOKENS = 120.0
 #: Points per upsert request.
 UPSERT_BATCH = 256
 #: Points per scroll page.
 SCROLL_PAGE = 512
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
+_TOKEN = re.compile(r"\w+", re.UNICODE)
 _CHUNK_NAMESPACE = uuid.UUID("0b6e8a52-5c3e-4d4e-9f0a-6f1c2a4e7d10")
 _QDRANT_ERRORS = (ApiException, QdrantException, httpx.HTTPError, ValueError, RuntimeError, OSError)
 
@@ -56,9 +83,37 @@ def chunk_id(*, tenant_id: uuid.UUID, brand_id: uuid.UUID, source: str, heading_
 
 
 def collection_name(*, prefix: str, model_name: str, dimension: int) -> str:
-    """``<prefix>__<model-slug>__<dimension>``, e.g. ``knowledge__all-minilm-l6-v2__384``."""
+    """``<prefix>__<model-slug>__<dimension>__hybrid``, e.g. ``knowledge__all-minilm-l6-v2__384__hybrid``."""
     slug = re.sub(r"[^a-z0-9]+", "-", model_name.lower()).strip("-")
-    return f"{prefix}__{slug}__{dimension}"
+    return f"{prefix}__{slug}__{dimension}{HYBRID_SUFFIX}"
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """Lowercase Unicode word tokens (letters, digits, underscore), as the sparse index sees them."""
+    return _TOKEN.findall(text.lower())
+
+
+def term_index(token: str) -> int:
+    """Stable 32-bit index of a token (BLAKE2b), identical in every process and on every machine."""
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=4).digest(), "big")
+
+
+def sparse_terms(text: str, *, query: bool = False) -> dict[int, float]:
+    """Sparse vector of ``text`` as ``{index: weight}``: BM25 TF weights for documents, 1.0 per query term.
+
+    Two tokens hashing to one index (about one pair in 10^5 for a 300-token chunk) add up their counts.
+    """
+    counts = Counter(term_index(t) for t in lexical_tokens(text))
+    if query:
+        return dict.fromkeys(counts, 1.0)
+    length = sum(counts.values())
+    norm = BM25_K1 * (1.0 - BM25_B + BM25_B * length / BM25_AVG_TOKENS)
+    return {index: tf * (BM25_K1 + 1.0) / (tf + norm) for index, tf in counts.items()}
+
+
+def _sparse_vector(terms: dict[int, float]) -> models.SparseVector:
+    indices = sorted(terms)
+    return models.SparseVector(indices=indices, values=[terms[i] for i in indices])
 
 
 @contextmanager
@@ -137,6 +192,7 @@ class VectorStore:
             vectors_config={
                 DENSE_VECTOR: models.VectorParams(size=dimension, distance=models.Distance.COSINE)
             },
+            sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             # Per-tenant graphs instead of one global graph: every search filters by tenant.
             hnsw_config=models.HnswConfigDiff(payload_m=16, m=0),
             metadata={
@@ -160,13 +216,23 @@ class VectorStore:
             )
 
     def upsert(self, chunks: Sequence[ChunkRecord], vectors: Sequence[Sequence[float]]) -> None:
-        """Write chunks with their vectors (same order), waiting until they are searchable."""
+        """Write chunks with their dense vectors (same order) and their sparse term weights, computed here
+        from :func:`~common.chunking.embedding_text`; waits until they are searchable."""
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
         for vector in vectors:
             self._check_vector(vector)
         points = [
-            models.PointStruct(id=c.chunk_id, vector={DENSE_VECTOR: list(v)}, payload=_payload(c))
+            models.PointStruct(
+                id=c.chunk_id,
+                vector={
+                    DENSE_VECTOR: list(v),
+                    SPARSE_VECTOR: _sparse_vector(
+                        sparse_terms(embedding_text(heading_path=c.heading_path, text=c.text))
+                    ),
+                },
+                payload=_payload(c),
+            )
             for c, v in zip(chunks, vectors, strict=True)
         ]
         collection = self.collection
@@ -206,6 +272,76 @@ class VectorStore:
             if offset is None:
                 return ids
 
+    def brand_sources(self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID) -> set[str]:
+        """Every source that has at least one chunk stored for this brand."""
+        sources: set[str] = set()
+        offset: Any = None
+        collection = self.collection
+        scope = _scope_filter(tenant_id, brand_id)
+        while True:
+            with self._lock, _mapped_errors("scroll"):
+                records, offset = self._client.scroll(
+                    collection,
+                    scroll_filter=scope,
+                    limit=SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=["source"],
+                    with_vectors=False,
+                )
+            sources.update(str((r.payload or {}).get("source", "")) for r in records)
+            if offset is None:
+                return sources
+
+    def delete_source(self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID, source: str) -> None:
+        """Delete every chunk of one source of this brand."""
+        scope = _scope_filter(
+            tenant_id, brand_id, models.FieldCondition(key="source", match=models.MatchValue(value=source))
+        )
+        with self._lock, _mapped_errors("delete"):
+            self._client.delete(
+                self.collection, points_selector=models.FilterSelector(filter=scope), wait=True
+            )
+
+    def hybrid_search(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        brand_id: uuid.UUID,
+        vector: Sequence[float],
+        query_text: str,
+        top_k: int,
+        candidates: int = 20,
+    ) -> list[RetrievedChunk]:
+        """The ``top_k`` chunks of this brand by Reciprocal Rank Fusion of dense and sparse rankings.
+
+        Each ranking takes ``max(candidates, top_k)`` chunks of this brand. Order is the fused order;
+        each chunk's ``score`` is its dense cosine similarity to ``vector`` (what ``retrieval.min_score``
+        is calibrated on), since RRF scores only encode ranks. A query without word tokens is dense only.
+        """
+        self._check_vector(vector)
+        terms = sparse_terms(query_text, query=True)
+        if not terms:
+            return self.search(tenant_id=tenant_id, brand_id=brand_id, vector=vector, top_k=top_k)
+        scope = _scope_filter(tenant_id, brand_id)
+        depth = max(candidates, top_k)
+        collection = self.collection
+        with self._lock, _mapped_errors("hybrid_search"):
+            response = self._client.query_points(
+                collection,
+                prefetch=[
+                    models.Prefetch(query=list(vector), using=DENSE_VECTOR, filter=scope, limit=depth),
+                    models.Prefetch(
+                        query=_sparse_vector(terms), using=SPARSE_VECTOR, filter=scope, limit=depth
+                    ),
+                ],
+                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                query_filter=scope,
+                limit=top_k,
+                with_payload=True,
+                with_vectors=[DENSE_VECTOR],
+            )
+        return [_retrieved(point, score=_cosine(vector, _dense_of(point))) for point in response.points]
+
     def search(
         self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID, vector: Sequence[float], top_k: int
     ) -> list[RetrievedChunk]:
@@ -243,7 +379,14 @@ def _verify(name: str, info: models.CollectionInfo, *, model_name: str, dimensio
     metadata = info.config.metadata or {}
     vectors = info.config.params.vectors
     size = vectors[DENSE_VECTOR].size if isinstance(vectors, dict) and DENSE_VECTOR in vectors else None
+    sparse = info.config.params.sparse_vectors or {}
     found = {"model": metadata.get("embedding_model"), "dimension": metadata.get("embedding_dimension")}
+    if SPARSE_VECTOR not in sparse:
+        raise EmbeddingMismatch(
+            f"collection {name} has no {SPARSE_VECTOR!r} vector (schema {metadata.get('schema_version')}); "
+            "it cannot serve hybrid search: drop it and re-index",
+            details={"collection": name, "found": found, "missing": SPARSE_VECTOR},
+        )
     if found != {"model": model_name, "dimension": dimension} or size != dimension:
         raise EmbeddingMismatch(
             f"collection {name} was made by {found['model']} ({found['dimension']}, vector size {size}); "
@@ -264,12 +407,25 @@ def _payload(chunk: ChunkRecord) -> dict[str, Any]:
     }
 
 
-def _retrieved(point: models.ScoredPoint) -> RetrievedChunk:
+def _dense_of(point: models.ScoredPoint) -> list[float]:
+    vectors = point.vector
+    dense = vectors.get(DENSE_VECTOR) if isinstance(vectors, dict) else None
+    if not isinstance(dense, list) or not all(isinstance(x, float | int) for x in dense):
+        raise VectorStoreError(f"point {point.id} came back without its dense vector")
+    return cast(list[float], dense)
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return sum(x * y for x, y in zip(a, b, strict=True)) / norms if norms else 0.0
+
+
+def _retrieved(point: models.ScoredPoint, *, score: float | None = None) -> RetrievedChunk:
     payload = point.payload or {}
     return RetrievedChunk(
         chunk_id=str(point.id),
         text=str(payload.get("text", "")),
         source=str(payload.get("source", "")),
         heading_path=str(payload.get("heading_path", "")),
-        score=float(point.score),
+        score=float(point.score) if score is None else score,
     )

@@ -32,6 +32,7 @@ class GatewayDeployment:
         orchestrator: DeploymentHandle[Any],
         knowledge: DeploymentHandle[Any],
         endpoints: ServiceEndpoints,
+        **workers: DeploymentHandle[Any],
     ) -> None:
         settings = endpoints.apply(get_settings())
         configure_logging(level=settings.log_level, json=settings.log_json)
@@ -40,6 +41,9 @@ class GatewayDeployment:
         self.knowledge = HandleProxy(knowledge)
         self.sessionmaker = make_sessionmaker(make_engine(settings.database.url or "", pool_size=5))
         self.redis = connect(settings.redis)
+        # Worker deployments (inbound worker, dispatcher, ...) are bound here only so the one Serve
+        # application deploys them; the gateway never calls them.
+        self._workers = workers
 
     def __serve_build_asgi_app__(self) -> Any:
         return build_gateway_api(self)

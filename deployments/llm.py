@@ -14,7 +14,7 @@ from common.schemas import ChatRequest, ChatResponse
 # A bounded queue in front of generation: callers get a fast 503 (mapped at the gateway) instead of
 # waiting behind minutes of queued completions.
 @serve.deployment(
-    name="llm", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8, max_queued_requests=64
+    name="llm", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8, max_queued_requests=64
 )
 class LLMDeployment:
     """Serves chat completions to the orchestrator through a deployment handle."""

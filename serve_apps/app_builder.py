@@ -3,6 +3,12 @@
 gateway (ingress) ──► orchestrator ──► knowledge ──► embedder
                                   └──► llm
 gateway ──► knowledge (uploads)
+inbound worker ──► orchestrator          (consumes the ``inbound`` stream: webhook messages)
+dispatcher                               (outbox relay + ``outbound`` stream → provider send APIs)
+ingestion worker                         (``ingest-jobs`` stream → Ray Data pipeline → knowledge)
+
+Workers serve no requests; they are bound into the gateway's graph (as handles it keeps) so that one
+Serve application deploys and scales everything.
 
 Hops per answered message: gateway→orchestrator, orchestrator→knowledge, knowledge→embedder,
 orchestrator→llm. Each costs ~10 ms through Serve on this machine, small next to generation; the
@@ -21,8 +27,11 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 from common.config import ServiceEndpoints
+from deployments.dispatcher import DispatcherDeployment
 from deployments.embedder import EmbedderDeployment
 from deployments.gateway import GatewayDeployment
+from deployments.inbound_worker import InboundWorkerDeployment
+from deployments.ingestion_worker import IngestionWorkerDeployment
 from deployments.knowledge import KnowledgeIndexDeployment
 from deployments.llm import LLMDeployment
 from deployments.orchestrator import OrchestratorDeployment
@@ -36,6 +45,9 @@ class AppArgs(BaseModel):
     orchestrator_replicas: int = Field(default=1, ge=1)
     embedder_replicas: int = Field(default=1, ge=1)
     llm_replicas: int = Field(default=1, ge=1)
+    inbound_worker_replicas: int = Field(default=1, ge=1)
+    dispatcher_replicas: int = Field(default=1, ge=1)
+    ingestion_worker_replicas: int = Field(default=1, ge=1)
     knowledge_replicas: int = Field(
         default=1, ge=1, description="Must stay 1 with Qdrant local mode (it locks its directory)"
     )
@@ -57,7 +69,17 @@ def build_app(args: AppArgs) -> Application:
     knowledge = _deployment(KnowledgeIndexDeployment, args.knowledge_replicas).bind(embedder, ep)
     llm = _deployment(LLMDeployment, args.llm_replicas).bind(ep)
     orchestrator = _deployment(OrchestratorDeployment, args.orchestrator_replicas).bind(knowledge, llm, ep)
-    return _deployment(GatewayDeployment, args.gateway_replicas).bind(orchestrator, knowledge, ep)
+    inbound_worker = _deployment(InboundWorkerDeployment, args.inbound_worker_replicas).bind(orchestrator, ep)
+    dispatcher = _deployment(DispatcherDeployment, args.dispatcher_replicas).bind(ep)
+    ingestion_worker = _deployment(IngestionWorkerDeployment, args.ingestion_worker_replicas).bind(ep)
+    return _deployment(GatewayDeployment, args.gateway_replicas).bind(
+        orchestrator,
+        knowledge,
+        ep,
+        inbound_worker=inbound_worker,
+        dispatcher=dispatcher,
+        ingestion_worker=ingestion_worker,
+    )
 
 
 def app_builder(args: dict[str, Any]) -> Application:

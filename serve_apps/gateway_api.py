@@ -7,14 +7,15 @@ machine-readable body at this edge only: ``{"error": {"code", "message", "detail
 
 from __future__ import annotations
 
+import time
 import uuid
-from importlib import resources
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -29,7 +30,7 @@ from common.domain import (
     InboundMessage,
     OutboundResponse,
 )
-from common.errors import AssistantError, InvalidInput, NotFound, PayloadTooLarge
+from common.errors import AssistantError, DependencyError, InvalidInput, NotFound, PayloadTooLarge
 from common.logging import bind_correlation_id, get_logger
 from common.schemas import (
     CitationOut,
@@ -41,6 +42,8 @@ from common.schemas import (
     MessageOut,
     ReplyOut,
 )
+from serve_apps.agents import build_agents_router
+from serve_apps.channels.routes import build_channels_router
 
 log = get_logger(__name__)
 
@@ -68,9 +71,15 @@ class GatewayBackend(Protocol):
 
 
 def unwrap_error(exc: BaseException) -> BaseException:
-    """Ray wraps errors raised in another replica; the original (``cause``) carries our status code."""
+    """Ray wraps errors raised in another replica; the original (``cause``) carries our status code.
+
+    Serve's ``BackPressureError`` from a downstream deployment's full queue becomes a retryable 503.
+    """
     cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc
+    original = cause if isinstance(cause, BaseException) else exc
+    if type(original).__name__ == "BackPressureError":
+        return DependencyError("the assistant is at capacity; retry shortly", details={"retryable": True})
+    return original
 
 
 def error_response(exc: AssistantError) -> JSONResponse:
@@ -102,6 +111,7 @@ def build_gateway_api(backend: GatewayBackend, *, max_body_bytes: int = MAX_BODY
     """The FastAPI app served by the gateway ingress."""
     app = FastAPI(title="Messaging assistant gateway", version="0.1.0")
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(RequestContext)
     _install_error_handlers(app)
 
     @app.get("/healthz")
@@ -115,9 +125,8 @@ def build_gateway_api(backend: GatewayBackend, *, max_body_bytes: int = MAX_BODY
         return JSONResponse(status_code=status, content={"ready": status == 200, "checks": checks})
 
     @app.post("/v1/messages/inbound", response_model=ReplyOut)
-    async def inbound(body: InboundMessageIn, request: Request) -> ReplyOut:
-        cid = request.headers.get("x-correlation-id")
-        with bind_correlation_id(cid, brand_id=str(body.brand_id), channel=str(body.channel)):
+    async def inbound(body: InboundMessageIn) -> ReplyOut:
+        with structlog.contextvars.bound_contextvars(brand_id=str(body.brand_id), channel=str(body.channel)):
             message = InboundMessage(
                 brand_id=body.brand_id,
                 channel=body.channel,
@@ -162,22 +171,19 @@ def build_gateway_api(backend: GatewayBackend, *, max_body_bytes: int = MAX_BODY
             brand = await repo.get_brand_profile(session, brand_id=brand_id)
         if brand is None:
             raise NotFound("unknown brand", details={"brand_id": str(brand_id)})
-        with bind_correlation_id(brand_id=str(brand_id)):
+        with structlog.contextvars.bound_contextvars(brand_id=str(brand_id)):
             result: IngestResult = await backend.knowledge.ingest(brand.tenant_id, brand.id, body)
             log.info("knowledge_ingested", documents=result.documents, written=result.chunks_written)
             return result
 
-    @app.get("/chat/{brand_id}", response_class=HTMLResponse)
-    async def chat_page(brand_id: uuid.UUID) -> HTMLResponse:
-        async with backend.sessionmaker() as session:
-            brand = await repo.get_brand_profile(session, brand_id=brand_id)
-        if brand is None:
-            raise NotFound("unknown brand", details={"brand_id": str(brand_id)})
-        page = resources.files("serve_apps").joinpath("static/webchat.html").read_text(encoding="utf-8")
-        page = page.replace("{{BRAND_ID}}", str(brand.id)).replace("{{BRAND_NAME}}", _html(brand.name))
-        page = page.replace("{{GREETING}}", _html(brand.persona.greeting))
-        return HTMLResponse(page)
+    # Imported here: these routers import this module (GatewayBackend) themselves.
+    from serve_apps.knowledge_api import build_knowledge_router
+    from serve_apps.webchat.routes import build_webchat_router
 
+    app.include_router(build_webchat_router(backend))
+    app.include_router(build_channels_router(backend))
+    app.include_router(build_agents_router(backend))
+    app.include_router(build_knowledge_router(backend))
     # Routers of other parts of the gateway (channels, web chat, agents, ...) are mounted here.
     return app
 
@@ -221,10 +227,6 @@ async def dependencies_ready(
     return {"database": await database_ready(sessionmaker), "redis": redis_ok}
 
 
-def _html(value: str) -> str:
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-
-
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -234,12 +236,41 @@ def _install_error_handlers(app: FastAPI) -> None:
         ]
         return error_response(InvalidInput("request failed validation", details={"errors": errors}))
 
-    @app.exception_handler(Exception)
-    async def _any(_: Request, exc: Exception) -> JSONResponse:
-        original = unwrap_error(exc)
-        if isinstance(original, AssistantError):
-            if original.status_code >= 500:
-                log.warning("request_failed", code=original.code, error=original.message)
-            return error_response(original)
-        log.error("unhandled_error", error_type=type(original).__name__, exc_info=original)
-        return error_response(AssistantError("internal error"))
+    @app.exception_handler(AssistantError)
+    async def _ours(_: Request, exc: AssistantError) -> JSONResponse:
+        return _map_error(exc)
+
+
+def _map_error(exc: BaseException) -> JSONResponse:
+    original = unwrap_error(exc)
+    if isinstance(original, AssistantError):
+        if original.status_code >= 500:
+            log.warning("request_failed", code=original.code, error=original.message)
+        return error_response(original)
+    log.error("unhandled_error", error_type=type(original).__name__, exc_info=original)
+    return error_response(AssistantError("internal error"))
+
+
+class RequestContext(BaseHTTPMiddleware):
+    """One canonical log line per request, a correlation id for everything it logs, and errors mapped.
+
+    Errors that escape the routes (e.g. a Ray-wrapped error from another replica) are mapped here
+    rather than in an ``Exception`` handler, which Starlette re-raises after responding.
+    """
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        started = time.perf_counter()
+        with bind_correlation_id(request.headers.get("x-correlation-id")) as cid:
+            try:
+                response = await call_next(request)
+            except Exception as exc:  # mapped to a machine-readable body, never a stack trace
+                response = _map_error(exc)
+            response.headers["x-correlation-id"] = cid
+            log.info(
+                "request",
+                method=request.method,
+                path=request.url.path,
+                status=response.status_code,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+            return response

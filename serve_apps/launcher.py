@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -19,13 +20,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+from dotenv import dotenv_values
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.config import ServiceEndpoints, Settings, get_settings
 from common.db.migrate import upgrade
 from common.db.session import make_engine, make_sessionmaker
 from common.embedded import EmbeddedPostgres, EmbeddedValkey
 from common.logging import configure_logging, get_logger
-from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand
+from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand, seed_simulated_channels
 
 log = get_logger(__name__)
 
@@ -74,7 +77,39 @@ def backing_services(settings: Settings) -> Iterator[Stack]:
         stack.stop()
 
 
-def start_serve(settings: Settings, endpoints: ServiceEndpoints) -> str:
+SIMULATOR_PORT = 8900
+
+
+def simulated_channel_env(settings: Settings) -> dict[str, str]:
+    """Local-only channel secrets and provider URLs pointing at the provider SIMULATOR.
+
+    Only when no channel secret is configured (a fresh ``make run``): random secrets are generated once
+    into ``DATA_DIR/simulator.env`` (mode 600, never in the repo) so that ``make simulate`` signs its
+    webhooks with the same values the gateway verifies, and replies go to the simulator instead of the
+    unreachable Meta / Telegram APIs. Real deployments set CHANNELS__* and get none of this.
+    """
+    ch = settings.channels
+    if ch.meta_app_secret or ch.telegram_bot_token or ch.telegram_secret_token:
+        return {}
+    path = settings.data_dir / "simulator.env"
+    if path.is_file():
+        return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    sim = f"http://127.0.0.1:{SIMULATOR_PORT}"
+    env = {
+        "CHANNELS__META_APP_SECRET": secrets.token_hex(16),
+        "CHANNELS__META_VERIFY_TOKEN": secrets.token_hex(8),
+        "CHANNELS__META_ACCESS_TOKEN": secrets.token_hex(16),
+        "CHANNELS__TELEGRAM_BOT_TOKEN": f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(24)}",
+        "CHANNELS__TELEGRAM_SECRET_TOKEN": secrets.token_hex(16),
+        "CHANNELS__META_GRAPH_URL": sim,
+        "CHANNELS__TELEGRAM_API_URL": sim,
+    }
+    path.write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
+    path.chmod(0o600)
+    return env
+
+
+def start_serve(settings: Settings, endpoints: ServiceEndpoints, *, env: dict[str, str] | None = None) -> str:
     """Start (or join) Ray, run the Serve app; returns the HTTP base URL."""
     import ray
     from ray import serve
@@ -87,6 +122,8 @@ def start_serve(settings: Settings, endpoints: ServiceEndpoints) -> str:
         num_cpus=None if settings.ray.address else settings.ray.num_cpus,
         include_dashboard=False,
         log_to_driver=True,
+        # Replicas read settings from their environment: hand them the launcher's extra variables.
+        runtime_env={"env_vars": env} if env else None,
     )
     serve.start(http_options={"host": settings.ray.http_host, "port": settings.ray.http_port})
     args = AppArgs(
@@ -137,6 +174,8 @@ def banner(base_url: str, demo: DemoBrand, chunks: int) -> str:
             f"  Web chat:  {base_url}/chat/{demo.brand.id}",
             f"  API base:  {base_url}/v1   (health: {base_url}/healthz, ready: {base_url}/readyz)",
             f"  Try:       {curl}",
+            "  Simulated WhatsApp/Instagram/Telegram: `make simulate` (in another terminal) sends one "
+            "question on each and prints the replies.",
             "  Ctrl-C stops everything.",
             "",
         ]
@@ -160,12 +199,20 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = get_settings()
     configure_logging(level=settings.log_level, json=settings.log_json)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sim_env = {} if opts.no_demo else simulated_channel_env(settings)
+    if sim_env:
+        os.environ.update(sim_env)
+        get_settings.cache_clear()
+        settings = get_settings()
     with backing_services(settings) as stack:
         try:
             upgrade(stack.endpoints.database_url)
             engine = make_engine(stack.endpoints.database_url, pool_size=2)
-            demo = asyncio.run(_seed(engine, opts.no_demo))
-            base_url = start_serve(settings, stack.endpoints)
+            bot_token = settings.channels.telegram_bot_token
+            bot_id = bot_token.get_secret_value().split(":", 1)[0] if sim_env and bot_token else None
+            demo = asyncio.run(_seed(engine, opts.no_demo, bot_id))
+            base_url = start_serve(settings, stack.endpoints, env=sim_env)
             chunks = ingest_demo(base_url, demo) if demo is not None else 0
             if demo is not None:
                 print(banner(base_url, demo, chunks), flush=True)
@@ -178,12 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def _seed(engine: object, skip: bool) -> DemoBrand | None:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
-    assert isinstance(engine, AsyncEngine)
+async def _seed(engine: AsyncEngine, skip: bool, telegram_bot_id: str | None) -> DemoBrand | None:
     try:
-        return None if skip else await seed_demo_brand(make_sessionmaker(engine))
+        if skip:
+            return None
+        sessionmaker = make_sessionmaker(engine)
+        demo = await seed_demo_brand(sessionmaker)
+        if telegram_bot_id:
+            await seed_simulated_channels(sessionmaker, demo, telegram_bot_id=telegram_bot_id)
+        return demo
     finally:
         await engine.dispose()
 

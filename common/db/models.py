@@ -323,3 +323,83 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = _created_at(clock=True)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+
+DELIVERY_STATUSES: tuple[str, ...] = ("pending", "sent", "failed", "skipped")
+
+
+class Delivery(Base):
+    """Idempotency record of one outbound message's delivery to its provider (one row per message).
+
+    A dispatcher claims the row (``pending``, lease in ``claimed_until``) before calling the provider and
+    marks it ``sent`` once the provider accepted; a redelivered stream entry finds the row terminal and is
+    only acknowledged. ``sending_since`` is set while a provider call may be in flight: found on an expired
+    lease it means an earlier dispatcher crashed mid-send (see docs/DELIVERY.md).
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("message_id"),
+        _one_of("status", DELIVERY_STATUSES, "status"),
+        _one_of("channel", _enum_values(Channel), "channel"),
+        _brand_fk(),
+        Index("ix_deliveries_brand_id_status", "brand_id", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    message_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    brand_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    channel: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    provider_message_id: Mapped[str | None] = mapped_column(String(256))
+    provider_message_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    parts_sent: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sending_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+ACTION_STATUSES: tuple[str, ...] = (
+    "rejected",  # malformed, unknown, not allowed for the brand, or proposed in a tainted turn
+    "pending_confirmation",  # side-effecting: waits for the customer's "yes"
+    "declined",  # the customer did not confirm
+    "running",  # claimed by one worker; the unique key stops a second execution
+    "succeeded",
+    "failed",
+    "denied",  # authorization refused (e.g. another customer's order)
+)
+
+
+class ActionLog(Base):
+    """Every action the LLM proposed and what became of it (audit trail of the action framework).
+
+    ``(message_key, name)`` is unique: a message redelivered to two workers runs an action at most once.
+    """
+
+    __tablename__ = "action_logs"
+    __table_args__ = (
+        _one_of("status", ACTION_STATUSES, "status"),
+        _brand_fk(),
+        UniqueConstraint("message_key", "name"),
+        Index("ix_action_logs_conversation_id_created_at", "conversation_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    brand_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    # The inbound message's idempotency key (see common.actions.engine.message_key).
+    message_key: Mapped[uuid.UUID] = mapped_column(Uuid)
+    name: Mapped[str] = mapped_column(String(100))
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    status: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = _created_at(clock=True)
+    updated_at: Mapped[datetime] = _updated_at()

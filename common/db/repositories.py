@@ -18,9 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import domain
 from common.db.models import (
+    ActionLog,
+    AutomationRule,
     Brand,
     ChannelConfig,
     Conversation,
+    Delivery,
     IngestionJob,
     KnowledgeChunk,
     KnowledgeSource,
@@ -510,3 +513,313 @@ async def get_ingestion_job(
     if brand_id is not None:
         stmt = stmt.where(IngestionJob.brand_id == brand_id)
     return (await session.scalars(stmt)).one_or_none()
+
+
+# --- web chat -------------------------------------------------------------------------------------
+
+
+async def find_conversation(
+    session: AsyncSession, *, brand_id: uuid.UUID, channel: domain.Channel, customer_id: str
+) -> Conversation | None:
+    """The conversation of ``(brand, channel, customer)`` if it exists; never creates one."""
+    stmt = select(Conversation).where(
+        Conversation.brand_id == brand_id,
+        Conversation.channel == channel.value,
+        Conversation.customer_id == customer_id,
+    )
+    return (await session.scalars(stmt)).one_or_none()
+
+
+async def messages_after(
+    session: AsyncSession,
+    *,
+    conversation_id: uuid.UUID,
+    after_message_id: uuid.UUID,
+    direction: domain.Direction,
+    limit: int,
+) -> list[MessageLog]:
+    """Messages of ``direction`` logged after ``after_message_id`` in the same conversation, oldest first.
+
+    An anchor that is not a message of this conversation yields nothing (the caller cannot page into
+    another conversation through it).
+    """
+    from sqlalchemy import tuple_
+
+    anchor = await session.get(MessageLog, after_message_id)
+    if anchor is None or anchor.conversation_id != conversation_id:
+        return []
+    after = tuple_(MessageLog.created_at, MessageLog.id) > tuple_(anchor.created_at, anchor.id)
+    stmt = (
+        select(MessageLog)
+        .where(
+            MessageLog.conversation_id == conversation_id,
+            MessageLog.direction == direction.value,
+            after,
+        )
+        .order_by(MessageLog.created_at, MessageLog.id)
+        .limit(limit)
+    )
+    return list(await session.scalars(stmt))
+
+
+# --- outbound delivery ----------------------------------------------------------------------------
+
+
+async def find_brand_channel_config(
+    session: AsyncSession, *, brand_id: uuid.UUID, channel: domain.Channel
+) -> ChannelConfig | None:
+    """The brand's enabled account on ``channel`` (the one replies are sent from), or None.
+
+    A brand with several enabled accounts on one channel gets the first by ``external_id`` (deterministic).
+    """
+    stmt = (
+        select(ChannelConfig)
+        .where(
+            ChannelConfig.brand_id == brand_id,
+            ChannelConfig.channel == channel.value,
+            ChannelConfig.enabled.is_(True),
+        )
+        .order_by(ChannelConfig.external_id)
+        .limit(1)
+    )
+    return (await session.scalars(stmt)).first()
+
+
+async def claim_delivery(
+    session: AsyncSession,
+    *,
+    message_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    brand_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    channel: domain.Channel,
+    lease_s: float,
+) -> Delivery | None:
+    """Reserve the delivery of ``message_id`` for ``lease_s`` seconds; None when it is not ours to send.
+
+    One atomic statement: the row is created ``pending``, or an existing ``pending`` row whose lease has
+    expired is taken over (``attempts`` + 1). A terminal row (sent, failed, skipped) or one leased by a
+    live dispatcher returns None. ``sending_since`` is returned as it was: set, it means the last holder
+    crashed while a provider call may have been in flight.
+    """
+    lease_end = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, lease_s)
+    stmt = pg_insert(Delivery).values(
+        id=uuid.uuid4(),
+        message_id=message_id,
+        tenant_id=tenant_id,
+        brand_id=brand_id,
+        conversation_id=conversation_id,
+        channel=channel.value,
+        status="pending",
+        provider_message_ids=[],
+        attempts=1,
+        claimed_until=lease_end,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Delivery.message_id],
+        set_={"attempts": Delivery.attempts + 1, "claimed_until": lease_end, "updated_at": func.now()},
+        where=(Delivery.status == "pending")
+        & (Delivery.claimed_until.is_(None) | (Delivery.claimed_until < func.now())),
+    )
+    return (await session.scalars(stmt.returning(Delivery), execution_options=_POPULATE)).one_or_none()
+
+
+async def get_delivery(session: AsyncSession, *, message_id: uuid.UUID) -> Delivery | None:
+    """The delivery record of an outbound message, if any."""
+    stmt = select(Delivery).where(Delivery.message_id == message_id)
+    return (await session.scalars(stmt, execution_options=_POPULATE)).one_or_none()
+
+
+async def mark_delivery_sending(session: AsyncSession, *, message_id: uuid.UUID) -> None:
+    """Note that a provider call is about to start (cleared when its outcome is recorded)."""
+    stmt = (
+        update(Delivery)
+        .where(Delivery.message_id == message_id)
+        .values(sending_since=func.now(), updated_at=func.now())
+    )
+    await session.execute(stmt)
+
+
+async def release_delivery(
+    session: AsyncSession,
+    *,
+    message_id: uuid.UUID,
+    parts_sent: int,
+    provider_message_ids: list[str],
+    error: str,
+) -> None:
+    """Give a ``pending`` delivery back after a retryable failure, keeping the parts already sent."""
+    stmt = (
+        update(Delivery)
+        .where(Delivery.message_id == message_id, Delivery.status == "pending")
+        .values(
+            parts_sent=parts_sent,
+            provider_message_ids=provider_message_ids,
+            last_error=error,
+            claimed_until=None,
+            sending_since=None,
+            updated_at=func.now(),
+        )
+    )
+    await session.execute(stmt)
+
+
+async def finish_delivery(
+    session: AsyncSession,
+    *,
+    message_id: uuid.UUID,
+    status: str,
+    parts_sent: int | None = None,
+    provider_message_ids: list[str] | None = None,
+    error: str | None = None,
+) -> None:
+    """Record the final outcome (``sent``, ``failed`` or ``skipped``) of a pending delivery."""
+    values: dict[str, Any] = {
+        "status": status,
+        "claimed_until": None,
+        "sending_since": None,
+        "updated_at": func.now(),
+    }
+    if status == "sent":
+        values["sent_at"] = func.now()
+    if parts_sent is not None:
+        values["parts_sent"] = parts_sent
+    if provider_message_ids is not None:
+        values["provider_message_ids"] = provider_message_ids
+        values["provider_message_id"] = provider_message_ids[0] if provider_message_ids else None
+    if error is not None:
+        values["last_error"] = error
+    stmt = (
+        update(Delivery)
+        .where(Delivery.message_id == message_id, Delivery.status == "pending")
+        .values(**values)
+    )
+    await session.execute(stmt)
+
+
+# --- escalation and actions -----------------------------------------------------------------------
+
+
+async def list_automation_rules(session: AsyncSession, *, brand_id: uuid.UUID) -> list[AutomationRule]:
+    """The brand's enabled automation rules, lowest ``priority`` first."""
+    stmt = (
+        select(AutomationRule)
+        .where(AutomationRule.brand_id == brand_id, AutomationRule.enabled.is_(True))
+        .order_by(AutomationRule.priority, AutomationRule.name)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def add_automation_rule(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    brand_id: uuid.UUID,
+    name: str,
+    kind: str,
+    config: dict[str, Any],
+    priority: int = 100,
+) -> AutomationRule:
+    """Store a brand rule (``kind`` ``escalate`` or ``actions``; see ``common.escalation``)."""
+    rule = AutomationRule(
+        tenant_id=tenant_id, brand_id=brand_id, name=name, kind=kind, config=config, priority=priority
+    )
+    session.add(rule)
+    await session.flush()
+    return rule
+
+
+async def list_conversations(
+    session: AsyncSession, *, brand_id: uuid.UUID, state: domain.ConversationState, limit: int
+) -> list[Conversation]:
+    """A brand's conversations in ``state``, the longest waiting first."""
+    stmt = (
+        select(Conversation)
+        .where(Conversation.brand_id == brand_id, Conversation.state == state.value)
+        .order_by(Conversation.updated_at, Conversation.id)
+        .limit(limit)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def insert_action_log(
+    session: AsyncSession,
+    *,
+    conversation: Conversation,
+    message_key: uuid.UUID,
+    name: str,
+    arguments: dict[str, Any],
+    status: str,
+    reason: str = "",
+    result: dict[str, Any] | None = None,
+) -> ActionLog | None:
+    """Record a proposed action; None when the message ``message_key`` already has an action of that name.
+
+    The unique ``(message_key, name)`` key makes the check atomic, so racing workers run it once.
+    """
+    stmt = pg_insert(ActionLog).values(
+        id=uuid.uuid4(),
+        tenant_id=conversation.tenant_id,
+        brand_id=conversation.brand_id,
+        conversation_id=conversation.id,
+        message_key=message_key,
+        name=name,
+        arguments=arguments,
+        status=status,
+        reason=reason,
+        result=result,
+    )
+    stmt = stmt.on_conflict_do_nothing(index_elements=[ActionLog.message_key, ActionLog.name])
+    return (await session.scalars(stmt.returning(ActionLog), execution_options=_POPULATE)).one_or_none()
+
+
+async def finish_action_log(
+    session: AsyncSession,
+    *,
+    action_id: uuid.UUID,
+    status: str,
+    reason: str = "",
+    result: dict[str, Any] | None = None,
+) -> ActionLog | None:
+    """Set an action's outcome; None when it does not exist."""
+    stmt = (
+        update(ActionLog)
+        .where(ActionLog.id == action_id)
+        .values(status=status, reason=reason, result=result, updated_at=func.now())
+        .returning(ActionLog)
+    )
+    return (await session.scalars(stmt, execution_options=_POPULATE)).one_or_none()
+
+
+async def pending_action(session: AsyncSession, *, conversation_id: uuid.UUID) -> ActionLog | None:
+    """The newest action of a conversation waiting for the customer's confirmation, if any."""
+    stmt = (
+        select(ActionLog)
+        .where(ActionLog.conversation_id == conversation_id, ActionLog.status == "pending_confirmation")
+        .order_by(ActionLog.created_at.desc(), ActionLog.id.desc())
+        .limit(1)
+    )
+    return (await session.scalars(stmt)).first()
+
+
+async def claim_pending_action(
+    session: AsyncSession, *, action_id: uuid.UUID, status: str
+) -> ActionLog | None:
+    """Move a pending action to ``status`` (running / declined); None when another caller got it first."""
+    stmt = (
+        update(ActionLog)
+        .where(ActionLog.id == action_id, ActionLog.status == "pending_confirmation")
+        .values(status=status, updated_at=func.now())
+        .returning(ActionLog)
+    )
+    return (await session.scalars(stmt, execution_options=_POPULATE)).one_or_none()
+
+
+async def list_action_logs(session: AsyncSession, *, conversation_id: uuid.UUID) -> list[ActionLog]:
+    """Every action of a conversation, oldest first."""
+    stmt = (
+        select(ActionLog)
+        .where(ActionLog.conversation_id == conversation_id)
+        .order_by(ActionLog.created_at, ActionLog.id)
+    )
+    return list(await session.scalars(stmt))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from common.domain import BrandProfile, Persona, Tenant
+from common.domain import BrandProfile, Channel, Persona, Tenant
 from common.schemas import KnowledgeDocumentIn, KnowledgeUploadIn
 
 if TYPE_CHECKING:
@@ -85,6 +85,13 @@ def demo_documents() -> KnowledgeUploadIn:
     )
 
 
+#: Public web chat widget token of the demo brand (``/chat/{brand_id}`` and ``widget.js`` use it).
+DEMO_WIDGET_TOKEN = "acme-outdoor-web"  # noqa: S105 - a public widget id, not a secret
+#: Account ids the provider SIMULATOR uses by default (``python -m serve_apps.simulator demo``).
+SIM_PHONE_NUMBER_ID = "SIM-PHONE-1"
+SIM_INSTAGRAM_ID = "SIM-IG-1"
+
+
 async def seed_demo_brand(sessionmaker: async_sessionmaker[AsyncSession]) -> DemoBrand:
     """Create or update the demo tenant and brand in Postgres (idempotent) and return them."""
     from common.db import repositories as repo
@@ -102,8 +109,44 @@ async def seed_demo_brand(sessionmaker: async_sessionmaker[AsyncSession]) -> Dem
             name=demo.brand.name,
             persona=demo.brand.persona,
         )
+        await repo.upsert_channel_config(
+            session,
+            tenant_id=tenant.id,
+            brand_id=brand.id,
+            channel=Channel.WEBCHAT,
+            external_id=DEMO_WIDGET_TOKEN,
+            settings={"primary_color": "#0a7d38"},
+        )
         await session.commit()
     return DemoBrand(tenant=tenant, brand=brand)
+
+
+async def seed_simulated_channels(
+    sessionmaker: async_sessionmaker[AsyncSession], demo: DemoBrand, *, telegram_bot_id: str
+) -> None:
+    """Give the demo brand the SIMULATOR's WhatsApp number, Instagram account and Telegram bot.
+
+    These ids only exist in the local provider simulator (``make simulate``); a real deployment creates
+    its ChannelConfig rows with the provider's ids instead.
+    """
+    from common.db import repositories as repo
+
+    accounts = {
+        Channel.WHATSAPP: SIM_PHONE_NUMBER_ID,
+        Channel.INSTAGRAM: SIM_INSTAGRAM_ID,
+        Channel.TELEGRAM: telegram_bot_id,
+    }
+    async with sessionmaker() as session:
+        for channel, external_id in accounts.items():
+            await repo.upsert_channel_config(
+                session,
+                tenant_id=demo.tenant.id,
+                brand_id=demo.brand.id,
+                channel=channel,
+                external_id=external_id,
+                settings={"simulated": True},
+            )
+        await session.commit()
 
 
 def _title(path: Path) -> str:

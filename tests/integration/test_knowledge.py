@@ -1,19 +1,29 @@
-"""refresh_source / retrieve_context with the real local model and Qdrant local mode, on the demo brand."""
+"""Knowledge sync and hybrid retrieval with the real local model and Qdrant local mode, on the demo brand."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import yaml
 
 from common.config import QdrantSettings, RetrievalSettings, Settings
 from common.embeddings import SentenceTransformerEmbedder, build_embedder
-from common.errors import UnsupportedMediaType
-from common.knowledge import EmbedFn, SourceSync, refresh_source, retrieve_context
+from common.errors import EmbeddingMismatch, InvalidInput, UnsupportedMediaType
+from common.knowledge import (
+    EmbedFn,
+    SourceSync,
+    initialize_brand_knowledge,
+    refresh_brand_knowledge,
+    refresh_source,
+    retrieve_context,
+)
+from common.parsing import DOCX, parse_document
+from common.reranking import LexicalReranker, build_reranker
+from common.schemas import RetrievedChunk
 from common.vectorstore import VectorStore
 from pipelines.demo import BRAND_FILE, DEMO_DIR, DOCUMENTS, demo_documents, load_demo_brand, seed_demo_brand
 
@@ -166,18 +176,31 @@ async def test_unsupported_content_type_is_refused(
         ("what warranty does the Summit 45L backpack have", "warranty.md", "Warranty > Summit 45L Backpack"),
     ],
 )
+@pytest.mark.parametrize("mode", ["hybrid", "dense"])
 async def test_retrieve_context_answers_demo_questions(
-    store: VectorStore, embedder: SentenceTransformerEmbedder, question: str, source: str, heading: str
+    store: VectorStore,
+    embedder: SentenceTransformerEmbedder,
+    question: str,
+    source: str,
+    heading: str,
+    mode: Literal["hybrid", "dense"],
 ) -> None:
     for path in DOCUMENTS:
         await refresh(store, embedder.aembed, embedder, path.read_text(), uri=path.name)
     hits = await retrieve_context(
-        store=store, embed=embedder.aembed, tenant_id=TENANT_ID, brand_id=BRAND_ID, query=question, top_k=4
+        store=store,
+        embed=embedder.aembed,
+        tenant_id=TENANT_ID,
+        brand_id=BRAND_ID,
+        query=question,
+        top_k=4,
+        mode=mode,
     )
     assert len(hits) == 4
     assert (hits[0].source, hits[0].heading_path) == (source, heading)
     assert hits[0].score >= RETRIEVAL.min_score
-    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    if mode == "dense":  # hybrid order is RRF's; its scores are still the dense cosine similarities
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     # another brand of the same tenant has no knowledge yet
     other = await retrieve_context(
         store=store,
@@ -186,6 +209,7 @@ async def test_retrieve_context_answers_demo_questions(
         brand_id=uuid.uuid4(),
         query=question,
         top_k=4,
+        mode=mode,
     )
     assert other == []
 
@@ -205,3 +229,263 @@ async def test_seed_demo_brand_is_idempotent(database_url: str) -> None:
         assert stored == load_demo_brand().brand
     finally:
         await engine.dispose()
+
+
+# --- hybrid retrieval on the demo brand plus a parts list with part numbers ----------------------
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "docs"
+OTHER_TENANT, OTHER_BRAND = uuid.UUID(int=0xB), uuid.UUID(int=0xB1)
+
+
+@pytest.fixture(scope="module")
+def indexed(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder
+) -> Iterator[VectorStore]:
+    """Demo documents + parts.md for the demo brand, and the same parts.md for another tenant's brand."""
+    import asyncio
+
+    s = VectorStore(Settings(qdrant=QdrantSettings(path=tmp_path_factory.mktemp("kb") / "qdrant")))
+    s.ensure_collection(embedder.model_name, embedder.dimension)
+    parts = (FIXTURES / "parts.md").read_text()
+
+    async def index() -> None:
+        for path in DOCUMENTS:
+            await refresh(s, embedder.aembed, embedder, path.read_text(), uri=path.name)
+        await refresh(s, embedder.aembed, embedder, parts, uri="parts.md")
+        await refresh(
+            s, embedder.aembed, embedder, parts, uri="parts.md", tenant_id=OTHER_TENANT, brand_id=OTHER_BRAND
+        )
+
+    asyncio.run(index())
+    yield s
+    s.close()
+
+
+async def search(
+    store: VectorStore, embedder: SentenceTransformerEmbedder, query: str, mode: str
+) -> list[RetrievedChunk]:
+    return await retrieve_context(
+        store=store,
+        embed=embedder.aembed,
+        tenant_id=TENANT_ID,
+        brand_id=BRAND_ID,
+        query=query,
+        top_k=8,
+        mode=mode,  # type: ignore[arg-type]
+    )
+
+
+async def ranked(
+    store: VectorStore, embedder: SentenceTransformerEmbedder, query: str, mode: str
+) -> list[str]:
+    return [f"{h.source}#{h.heading_path}" for h in await search(store, embedder, query, mode)]
+
+
+@pytest.mark.parametrize(
+    ("query", "target"),
+    [
+        ("RF-7730", "parts.md#Replacement Parts > Rainfly"),
+        ("SK-1180", "parts.md#Replacement Parts > Stakes"),
+        ("TP-2291", "parts.md#Replacement Parts > Tent Poles"),
+        ("restocking fee", "parts.md#Replacement Parts > Opened Electronics"),
+        # two chunks name it (the warranty and the pole set); the top hit must be one of them
+        ("TrailBlazer 2", "warranty.md#Warranty > TrailBlazer 2 Tent"),
+    ],
+)
+async def test_hybrid_ranks_exact_names_first_and_never_below_dense(
+    indexed: VectorStore, embedder: SentenceTransformerEmbedder, query: str, target: str
+) -> None:
+    hits = await search(indexed, embedder, query, "hybrid")
+    hybrid = [f"{h.source}#{h.heading_path}" for h in hits]
+    dense = await ranked(indexed, embedder, query, "dense")
+    assert query.lower() in f"{hits[0].heading_path} {hits[0].text}".lower()
+    assert target in hybrid[:2] and target in dense
+    assert hybrid.index(target) <= dense.index(target)
+
+
+async def test_dense_alone_misses_a_part_number_that_hybrid_finds(
+    indexed: VectorStore, embedder: SentenceTransformerEmbedder
+) -> None:
+    # Measured with all-MiniLM-L6-v2: a vaguely similar paragraph outranks the exact part number.
+    dense = await ranked(indexed, embedder, "RF-7730", "dense")
+    hybrid = await ranked(indexed, embedder, "RF-7730", "hybrid")
+    assert dense[0] != "parts.md#Replacement Parts > Rainfly"
+    assert hybrid[0] == "parts.md#Replacement Parts > Rainfly"
+
+
+async def test_hybrid_never_returns_another_tenants_identical_chunks(
+    indexed: VectorStore, embedder: SentenceTransformerEmbedder
+) -> None:
+    mine = indexed.source_chunk_ids(tenant_id=TENANT_ID, brand_id=BRAND_ID, source="parts.md")
+    theirs = indexed.source_chunk_ids(tenant_id=OTHER_TENANT, brand_id=OTHER_BRAND, source="parts.md")
+    assert mine and theirs and not mine & theirs  # same text, different ids
+    for tenant, brand, own, foreign in [
+        (TENANT_ID, BRAND_ID, mine, theirs),
+        (OTHER_TENANT, OTHER_BRAND, theirs, mine),
+    ]:
+        hits = await retrieve_context(
+            store=indexed,
+            embed=embedder.aembed,
+            tenant_id=tenant,
+            brand_id=brand,
+            query="RF-7730 restocking fee",
+            top_k=20,
+        )
+        ids = {h.chunk_id for h in hits}
+        assert ids and not ids & foreign
+        if tenant == OTHER_TENANT:
+            assert ids == own  # the other brand holds parts.md only
+    # a tenant asking for another tenant's brand gets nothing
+    assert (
+        await retrieve_context(
+            store=indexed,
+            embed=embedder.aembed,
+            tenant_id=OTHER_TENANT,
+            brand_id=BRAND_ID,
+            query="RF-7730",
+            top_k=5,
+        )
+        == []
+    )
+
+
+async def test_lexical_reranker_reorders_fused_candidates_by_query_coverage(
+    indexed: VectorStore, embedder: SentenceTransformerEmbedder
+) -> None:
+    query = "restocking fee for opened headlamps"
+    reranked = await retrieve_context(
+        store=indexed,
+        embed=embedder.aembed,
+        tenant_id=TENANT_ID,
+        brand_id=BRAND_ID,
+        query=query,
+        top_k=3,
+        candidates=10,
+        reranker=LexicalReranker(),
+    )
+    assert len(reranked) == 3
+    assert reranked[0].heading_path == "Replacement Parts > Opened Electronics"
+    assert all(h.source and h.heading_path and -1.0 <= h.score <= 1.0 for h in reranked)
+    assert build_reranker(RetrievalSettings()) is None  # off by default
+    assert isinstance(build_reranker(RetrievalSettings(reranker="lexical")), LexicalReranker)
+
+
+def test_lexical_reranker_prefers_full_coverage_then_phrases_then_incoming_order() -> None:
+    def chunk(cid: str, text: str) -> RetrievedChunk:
+        return RetrievedChunk(chunk_id=cid, text=text, source="s.md", heading_path="H", score=0.5)
+
+    candidates = [
+        chunk("fee-only", "A fee applies."),
+        chunk("both-apart", "Fee schedule: the restocking rules."),
+        chunk("phrase", "A restocking fee of 15%."),
+        chunk("none", "Unrelated."),
+    ]
+    out = LexicalReranker().rerank("Restocking fee?", candidates, top_k=3)
+    assert [c.chunk_id for c in out] == ["phrase", "both-apart", "fee-only"]
+    assert LexicalReranker().rerank("?!", candidates, top_k=2) == candidates[:2]
+
+
+# --- brand-level sync and parsed formats ----------------------------------------------------------
+
+
+async def test_initialize_then_refresh_brand_knowledge(
+    store: VectorStore, embedder: SentenceTransformerEmbedder
+) -> None:
+    embed = CountingEmbed(embedder)
+    kw: dict[str, Any] = {
+        "store": store,
+        "embed": embed,
+        "count_tokens": embedder.count_tokens,
+        "tenant_id": TENANT_ID,
+        "brand_id": BRAND_ID,
+        "retrieval": RETRIEVAL,
+    }
+    csv_doc = parse_document((FIXTURES / "faq.csv").read_bytes(), uri="faq.csv")
+    html_doc = parse_document((FIXTURES / "page.html").read_bytes(), uri="care.html")
+    parts_doc = parse_document((FIXTURES / "parts.md").read_bytes(), uri="parts.md")
+    first = await initialize_brand_knowledge(documents=[csv_doc, html_doc, parts_doc], **kw)
+    assert first.written == sum(len(s.records) for s in first.sources) > 0 and first.removed_sources == []
+    assert store.brand_sources(tenant_id=TENANT_ID, brand_id=BRAND_ID) == {"faq.csv", "care.html", "parts.md"}
+
+    # unchanged → nothing embedded or written
+    embed.calls.clear()
+    again = await initialize_brand_knowledge(documents=[csv_doc, html_doc, parts_doc], **kw)
+    assert (again.written, again.deleted, embed.calls) == (0, 0, [])
+    assert again.unchanged == first.written
+
+    # one section changed, one section removed, one source gone
+    edited = (FIXTURES / "parts.md").read_text().replace("packs of eight", "packs of ten")
+    edited, _, _ = edited.partition("## Opened Electronics")
+    new_parts = parse_document(edited.encode(), uri="parts.md")
+    refreshed = await refresh_brand_knowledge(documents=[csv_doc, new_parts], **kw)
+    parts_sync = refreshed.sources[1]
+    assert refreshed.removed_sources == ["care.html"]
+    assert [r.heading_path for r in parts_sync.records if r.chunk_id in parts_sync.new_ids] == [
+        "Replacement Parts > Stakes"
+    ]
+    assert len(parts_sync.deleted_ids) == 2  # old Stakes + Opened Electronics
+    assert embed.calls == [["Replacement Parts > Stakes\n" + parts_sync.records[-1].text]]
+    assert store.brand_sources(tenant_id=TENANT_ID, brand_id=BRAND_ID) == {"faq.csv", "parts.md"}
+    assert store.source_chunk_ids(tenant_id=TENANT_ID, brand_id=BRAND_ID, source="care.html") == set()
+
+    # FAQ entries are retrievable one question per chunk, with their citation fields
+    hits = await retrieve_context(
+        store=store,
+        embed=embedder.aembed,
+        tenant_id=TENANT_ID,
+        brand_id=BRAND_ID,
+        query="ship to Canada?",
+        top_k=2,
+    )
+    assert (hits[0].source, hits[0].heading_path) == ("faq.csv", "FAQ > Do you ship to Canada?")
+    assert (
+        hits[0].text
+        == "Q: Do you ship to Canada?\nA: Yes, standard shipping to Canada takes 5-8 business days."
+    )
+
+    with pytest.raises(InvalidInput, match="distinct uris"):
+        await refresh_brand_knowledge(documents=[csv_doc, csv_doc], **kw)
+
+
+async def test_refresh_source_parses_html_and_csv_text(
+    store: VectorStore, embedder: SentenceTransformerEmbedder
+) -> None:
+    html = await refresh(
+        store,
+        embedder.aembed,
+        embedder,
+        (FIXTURES / "page.html").read_text(),
+        uri="care.html",
+        content_type="text/html",
+    )
+    texts = " ".join(r.text for r in html.records)
+    assert "NAV-MENU-TEXT" not in texts and "mildew" in texts
+    assert "FAQ > Can I store my tent wet?" in {r.heading_path for r in html.records}
+    with pytest.raises(UnsupportedMediaType):
+        await refresh(store, embedder.aembed, embedder, "PK", content_type=DOCX)
+
+
+async def test_embedding_model_or_dimension_mismatch_still_refused(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    path = tmp_path / "qdrant"
+    first = VectorStore(Settings(qdrant=QdrantSettings(path=path)))
+    first.ensure_collection(embedder.model_name, embedder.dimension)
+    first.close()
+    other = VectorStore(Settings(qdrant=QdrantSettings(path=path)))
+    try:
+        with pytest.raises(EmbeddingMismatch):
+            other.ensure_collection("all_minilm_l6_v2", embedder.dimension)  # same slug, other model
+        other.ensure_collection("all-MiniLM-L6-v2", 8)  # its own collection ...
+
+        async def wrong_size(texts: list[str]) -> list[list[float]]:
+            return await embedder.aembed(texts)  # ... but 384-dimensional vectors
+
+        with pytest.raises(EmbeddingMismatch):
+            await refresh(other, wrong_size, embedder, "# A\nText.")
+        with pytest.raises(EmbeddingMismatch):
+            await retrieve_context(
+                store=other, embed=wrong_size, tenant_id=TENANT_ID, brand_id=BRAND_ID, query="text", top_k=1
+            )
+    finally:
+        other.close()

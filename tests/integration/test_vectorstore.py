@@ -74,9 +74,9 @@ def record(
 
 
 def test_collection_is_named_per_model_and_records_it(store: VectorStore, qdrant_path: Path) -> None:
-    assert store.collection == "knowledge__all-minilm-l6-v2__384"
+    assert store.collection == "knowledge__all-minilm-l6-v2__384__hybrid"
     assert collection_name(prefix="kb", model_name="BAAI/bge-small-en-v1.5", dimension=384) == (
-        "kb__baai-bge-small-en-v1-5__384"
+        "kb__baai-bge-small-en-v1-5__384__hybrid"
     )
     store.close()
     reopened = VectorStore(settings_for(qdrant_path))
@@ -193,7 +193,7 @@ def test_reopening_with_another_dimension_never_mixes_vectors(store: VectorStore
     small = VectorStore(settings_for(qdrant_path, dimension=8))
     try:
         # settings name the 8-dimensional model: its own, empty collection
-        assert small.collection == "knowledge__all-minilm-l6-v2__8"
+        assert small.collection == "knowledge__all-minilm-l6-v2__8__hybrid"
         assert small.search(tenant_id=TENANT_A, brand_id=BRAND_A, vector=axis(0, dim=8), top_k=5) == []
         # vectors of the old dimension are refused before they reach Qdrant
         with pytest.raises(EmbeddingMismatch, match="384"):
@@ -202,8 +202,9 @@ def test_reopening_with_another_dimension_never_mixes_vectors(store: VectorStore
             small.search(tenant_id=TENANT_A, brand_id=BRAND_A, vector=axis(0), top_k=5)
         # a collection under the 384 name that holds another vector size is refused too
         small._client.create_collection(
-            "knowledge__tampered__384",
+            "knowledge__tampered__384__hybrid",
             vectors_config={"dense": models.VectorParams(size=8, distance=models.Distance.COSINE)},
+            sparse_vectors_config={"sparse": models.SparseVectorParams(modifier=models.Modifier.IDF)},
             metadata={"embedding_model": "tampered", "embedding_dimension": 384},
         )
         with pytest.raises(EmbeddingMismatch, match="vector size 8"):
@@ -224,3 +225,135 @@ def test_qdrant_failures_map_to_vector_store_error(store: VectorStore, qdrant_pa
 def test_upsert_needs_one_vector_per_chunk(store: VectorStore) -> None:
     with pytest.raises(ValueError, match="2 chunks but 1 vectors"):
         store.upsert([record("a"), record("b")], [axis(0)])
+
+
+# --- hybrid (dense + sparse) ----------------------------------------------------------------------
+
+
+def test_hybrid_ranks_the_exact_term_first_where_dense_prefers_a_vague_neighbour(store: VectorStore) -> None:
+    vague = record("Our tents are built for every season and trail.", heading="Tents")
+    exact = record("The TrailBlazer 2 has a 3-year fabric warranty.", heading="Warranty > TrailBlazer 2")
+    store.upsert([vague, exact], [axis(0), axis(1)])
+    query = [0.0] * DIM
+    query[0], query[1] = 0.8, 0.6  # dense prefers the vague chunk
+    dense = store.search(tenant_id=TENANT_A, brand_id=BRAND_A, vector=query, top_k=2)
+    assert [h.chunk_id for h in dense] == [vague.chunk_id, exact.chunk_id]
+    hybrid = store.hybrid_search(
+        tenant_id=TENANT_A, brand_id=BRAND_A, vector=query, query_text="TrailBlazer 2 warranty", top_k=2
+    )
+    assert [h.chunk_id for h in hybrid] == [exact.chunk_id, vague.chunk_id]
+    # scores stay dense cosine similarities (what retrieval.min_score gates on), not RRF ranks
+    assert [h.score for h in hybrid] == pytest.approx([0.6, 0.8], abs=1e-5)
+    assert (hybrid[0].source, hybrid[0].heading_path) == ("returns.md", "Warranty > TrailBlazer 2")
+
+
+def test_hybrid_never_returns_another_tenants_or_brands_identical_chunk(store: VectorStore) -> None:
+    text = "Restocking fee: 15% on opened electronics."
+    mine = record(text, heading="Fees", tenant=TENANT_A, brand=BRAND_A)
+    other_tenant = record(text, heading="Fees", tenant=TENANT_B, brand=BRAND_B)
+    other_brand = record(text, heading="Fees", tenant=TENANT_A, brand=BRAND_B)
+    # the others are the exact dense match and the same lexical match
+    store.upsert([mine, other_tenant, other_brand], [axis(1), axis(0), axis(0)])
+    hits = store.hybrid_search(
+        tenant_id=TENANT_A, brand_id=BRAND_A, vector=axis(0), query_text="restocking fee", top_k=10
+    )
+    assert [h.chunk_id for h in hits] == [mine.chunk_id]
+    assert (
+        store.hybrid_search(
+            tenant_id=TENANT_B, brand_id=BRAND_A, vector=axis(0), query_text="restocking fee", top_k=10
+        )
+        == []
+    )
+
+
+def test_hybrid_query_filters_every_prefetch_and_the_outer_query(
+    store: VectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.upsert([record("Restocking fee applies.")], [axis(0)])
+    seen: list[dict[str, Any]] = []
+    real = store._client.query_points
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store._client, "query_points", spy)
+    store.hybrid_search(
+        tenant_id=TENANT_A, brand_id=BRAND_A, vector=axis(0), query_text="restocking fee", top_k=3
+    )
+    (call,) = seen
+    expected = vectorstore._scope_filter(TENANT_A, BRAND_A)
+    assert call["query_filter"] == expected
+    assert [p.using for p in call["prefetch"]] == ["dense", "sparse"]
+    assert all(p.filter == expected for p in call["prefetch"])
+    assert call["query"] == models.FusionQuery(fusion=models.Fusion.RRF)
+
+
+def test_sparse_terms_are_stable_lowercase_words_with_bm25_saturation() -> None:
+    # BLAKE2b, not the per-process salted hash(): this constant holds in every process.
+    assert vectorstore.term_index("trailblazer") == int.from_bytes(
+        hashlib.blake2b(b"trailblazer", digest_size=4).digest(), "big"
+    )
+    assert vectorstore.lexical_tokens("TrailBlazer-2, ¿Envío GRATIS? 🏕️") == [
+        "trailblazer",
+        "2",
+        "envío",
+        "gratis",
+    ]
+    doc = vectorstore.sparse_terms("fee fee fee fee other")
+    fee, other = vectorstore.term_index("fee"), vectorstore.term_index("other")
+    assert doc[other] < doc[fee] < 4 * doc[other]  # more occurrences weigh more, but saturate
+    assert vectorstore.sparse_terms("Fee FEE", query=True) == {fee: 1.0}
+    assert vectorstore.sparse_terms("!!! ...") == {}
+
+
+def test_query_without_word_tokens_falls_back_to_dense(store: VectorStore) -> None:
+    chunk = record("Anything.")
+    store.upsert([chunk], [axis(0)])
+    hits = store.hybrid_search(tenant_id=TENANT_A, brand_id=BRAND_A, vector=axis(0), query_text="?!", top_k=3)
+    assert [h.chunk_id for h in hits] == [chunk.chunk_id]
+
+
+def test_an_old_dense_only_collection_is_never_queried(qdrant_path: Path) -> None:
+    old_name = "knowledge__all-minilm-l6-v2__384"
+    first = VectorStore(settings_for(qdrant_path))
+    first._client.create_collection(
+        old_name,
+        vectors_config={"dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE)},
+        metadata={"embedding_model": "all-MiniLM-L6-v2", "embedding_dimension": DIM, "schema_version": 1},
+    )
+    first._client.upsert(
+        old_name, [models.PointStruct(id=record("old").chunk_id, vector={"dense": axis(0)}, payload={})]
+    )
+    try:
+        assert first.ensure_collection("all-MiniLM-L6-v2", DIM) == old_name + "__hybrid"
+        assert (
+            first.hybrid_search(
+                tenant_id=TENANT_A, brand_id=BRAND_A, vector=axis(0), query_text="old", top_k=3
+            )
+            == []
+        )
+        # the old collection is left as it was, for the operator to drop after re-indexing
+        assert first._client.count(old_name).count == 1
+        # a dense-only collection under the hybrid name is refused, not queried with a sparse prefetch
+        first._client.delete_collection(old_name + "__hybrid")
+        first._client.create_collection(
+            old_name + "__hybrid",
+            vectors_config={"dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE)},
+            metadata={"embedding_model": "all-MiniLM-L6-v2", "embedding_dimension": DIM},
+        )
+        with pytest.raises(EmbeddingMismatch, match="no 'sparse' vector"):
+            first.ensure_collection("all-MiniLM-L6-v2", DIM)
+    finally:
+        first.close()
+
+
+def test_brand_sources_and_delete_source_stay_in_scope(store: VectorStore) -> None:
+    a = record("A", source="a.md")
+    b = record("B", source="b.md")
+    foreign = record("B", source="b.md", tenant=TENANT_B, brand=BRAND_B)
+    store.upsert([a, b, foreign], [axis(0), axis(1), axis(1)])
+    assert store.brand_sources(tenant_id=TENANT_A, brand_id=BRAND_A) == {"a.md", "b.md"}
+    store.delete_source(tenant_id=TENANT_A, brand_id=BRAND_A, source="b.md")
+    assert store.brand_sources(tenant_id=TENANT_A, brand_id=BRAND_A) == {"a.md"}
+    assert store.brand_sources(tenant_id=TENANT_B, brand_id=BRAND_B) == {"b.md"}

@@ -7,7 +7,8 @@ from itertools import pairwise
 
 import pytest
 
-from common.chunking import Chunk, chunk_document, chunk_markdown, embedding_text
+from common.chunking import Chunk, chunk_document, chunk_faq, chunk_markdown, chunk_parsed, embedding_text
+from common.parsing import parse_document
 
 
 def words(text: str) -> int:
@@ -183,3 +184,75 @@ def test_non_latin_text_and_emoji_are_kept_intact() -> None:
 def test_embedding_text_prefixes_the_heading_path() -> None:
     assert embedding_text(heading_path="Returns > Window", text="30 days.") == "Returns > Window\n30 days."
     assert embedding_text(heading_path="", text="30 days.") == "30 days."
+
+
+# --- FAQ entries and parsed documents -------------------------------------------------------------
+
+
+def test_faq_entries_are_one_chunk_each_under_faq_heading_paths() -> None:
+    entries = [("Do you ship  to Canada?", "Yes, in 5-8 days."), ("Restocking fee?", "15% on electronics.")]
+    chunks = chunk_faq(entries, count_tokens=words, chunk_tokens=50, overlap_tokens=0, first_ordinal=3)
+    assert chunks == [
+        Chunk("FAQ > Do you ship to Canada?", "Q: Do you ship to Canada?\nA: Yes, in 5-8 days.", 3),
+        Chunk("FAQ > Restocking fee?", "Q: Restocking fee?\nA: 15% on electronics.", 4),
+    ]
+
+
+def test_a_long_faq_answer_is_split_under_its_question() -> None:
+    chunks = chunk_faq([("Why?", sentences(40))], count_tokens=words, chunk_tokens=40, overlap_tokens=0)
+    assert len(chunks) > 3
+    assert {c.heading_path for c in chunks} == {"FAQ > Why?"}
+    assert chunks[0].text.startswith("Q: Why?\nA: S0 ")
+    assert all(words(c.text) <= 40 for c in chunks)
+
+
+def test_faq_with_rtl_text_and_emoji_keeps_them_intact() -> None:
+    question, answer = "هل الشحن مجاني؟", "نعم 🚚 للطلبات فوق 75 دولارًا."
+    (only,) = chunk_faq([(question, answer)], count_tokens=chars, chunk_tokens=200, overlap_tokens=0)
+    assert only.heading_path == f"FAQ > {question}" and only.text == f"Q: {question}\nA: {answer}"
+
+
+def test_chunk_parsed_chunks_text_then_faq_with_continuous_ordinals() -> None:
+    doc = parse_document(
+        b"# Help\nIntro.\n\n| Question | Answer |\n|---|---|\n| Ship? | Yes. |\n|  | Also |\n| Wait? |  |\n",
+        uri="help.md",
+    )
+    chunks = chunk_parsed(doc, count_tokens=words, chunk_tokens=50, overlap_tokens=0)
+    assert [(c.heading_path, c.text, c.ordinal) for c in chunks] == [
+        ("Help", "Intro.", 0),
+        ("FAQ > Ship?", "Q: Ship?\nA: Yes.\nAlso", 1),  # the empty-question row continues the answer
+    ]
+
+
+def test_chunk_parsed_of_an_empty_or_faq_only_document() -> None:
+    empty = parse_document(b"", uri="e.md", allow_empty=True)
+    assert chunk_parsed(empty, count_tokens=words, chunk_tokens=50, overlap_tokens=0) == []
+    csv_doc = parse_document(b"question,answer\nQ1,A1\n", uri="f.csv")
+    chunks = chunk_parsed(csv_doc, count_tokens=words, chunk_tokens=50, overlap_tokens=0)
+    assert [(c.heading_path, c.ordinal) for c in chunks] == [("FAQ > Q1", 0)]
+
+
+def test_a_markdown_table_with_empty_cells_that_is_not_faq_stays_prose() -> None:
+    table = "| Store | Phone | Hours |\n|---|---|---|\n| Portland |  | 9-21 |\n|  | 555-0100 |  |"
+    chunks = chunk(f"# Stores\n{table}", tokens=200)
+    assert [c.text for c in chunks] == [table]
+
+
+def test_code_block_lines_with_hashes_and_pipes_stay_in_their_section() -> None:
+    doc = "# Setup\n```bash\n# install\npip install acme | tee log\n```\nDone."
+    (only,) = chunk(doc, tokens=200)
+    assert only.heading_path == "Setup" and only.text.startswith("```bash\n# install\n")
+
+
+def test_single_huge_paragraph_in_real_embedding_tokens() -> None:
+    from common.config import EmbeddingSettings
+    from common.embeddings import token_counter
+
+    count = token_counter(EmbeddingSettings())
+    paragraph = "The TrailBlazer 2 tent is warranted for three years " * 200  # one line, no sentence end
+    chunks = chunk_document(
+        paragraph, content_type="text/plain", count_tokens=count, chunk_tokens=64, overlap_tokens=0
+    )
+    assert len(chunks) > 10
+    assert all(count(c.text) <= 64 for c in chunks)
+    assert " ".join(c.text for c in chunks).split() == paragraph.split()

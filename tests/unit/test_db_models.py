@@ -13,6 +13,8 @@ from common.db.models import Base, MessageLog, OutboxMessage
 from common.domain import Channel, ConversationState
 
 EXPECTED_TABLES = {
+    "deliveries",
+    "action_logs",
     "tenants",
     "brands",
     "persona_profiles",
@@ -42,7 +44,9 @@ def test_every_constraint_and_index_has_a_deterministic_name(table_name):
     assert all(table_name in name for name in names)
     assert all(len(name) <= 63 for name in names)
     for index in table.indexes:
-        assert str(index.name).startswith(f"ix_{table_name}_")
+        # Plain indexes are ix_<table>_..., unique (partial) indexes uq_<table>_...
+        prefix = "uq" if index.unique else "ix"
+        assert str(index.name).startswith(f"{prefix}_{table_name}_")
         assert len(str(index.name)) <= 63
 
 

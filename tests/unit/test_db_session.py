@@ -72,4 +72,7 @@ def test_migrations_have_a_single_head():
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(migrate.alembic_config("postgresql://u@h/db"))
-    assert script.get_heads() == ["0001"]
+    heads = script.get_heads()
+    assert len(heads) == 1, heads  # a linear history: no branches to merge
+    # ...and every revision chains down to 0001.
+    assert [r.revision for r in script.walk_revisions()][-1] == "0001"

@@ -148,3 +148,28 @@ def test_one_bad_sentence_spoils_the_answer_but_a_faithful_copy_passes():
         finalize_answer(answer=mixed, context=_returns_context(), persona=Persona()).decisions[0].action
         == "replace"
     )
+
+
+def test_a_figure_must_be_stated_as_the_context_states_it():
+    # Seen from SmolLM2 under Serve: "3" occurs in the context ("another 3-7 business days");
+    # the claim does not.
+    refunds = RetrievedChunk(
+        chunk_id="refunds",
+        text=(
+            "Refunds go to the original payment method within 5 business days after your return reaches our "
+            "warehouse; your bank may take another 3-7 business days to show it."
+        ),
+        source="returns.md",
+        heading_path="Returns > Refunds",
+        score=0.6,
+    )
+    context = [*_returns_context(), refunds]
+    bad = "You can return an item within 3 business days after delivery."
+    final = finalize_answer(answer=bad, context=context, persona=Persona())
+    assert final.decisions[0].action == "replace" and "3" in final.decisions[0].reason
+    good = "Refunds go to the original payment method within 5 business days after your return reaches us."
+    assert finalize_answer(answer=good, context=context, persona=Persona()).decisions[0].action == "pass"
+    paraphrase = "You have 30 days from the delivery date to return an item."
+    assert (
+        finalize_answer(answer=paraphrase, context=context, persona=Persona()).decisions[0].action == "pass"
+    )

@@ -29,7 +29,7 @@ def words(text: str) -> int:
 
 
 def test_version_is_pinned():
-    assert PROMPT_VERSION == "grounded-v1"
+    assert PROMPT_VERSION == "grounded-v2"
 
 
 def test_system_prompt_carries_persona_and_rules():

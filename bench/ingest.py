@@ -1,0 +1,313 @@
+"""Ingestion benchmark: the Ray Data pipeline vs the bare embedding model, and retrieval at 50,000 chunks.
+
+    python -m bench.ingest                      (what `make bench-ingest` runs)
+    python -m bench.ingest --docs 220 --retrieval-chunks 50000 --queries 50
+
+All figures come from one run on one machine:
+
+1. **Pipeline**: a generated corpus (``--docs`` Markdown files of ``--sections`` sections; each section
+   is one chunk) ingested by :func:`pipelines.ingest.run_ingest` on the Ray Data engine into a fresh
+   Qdrant local-mode directory: chunks/s over the whole run (listing, reading, parsing, chunking,
+   embedding in ``--actors`` EmbedChunks actors, upserting, Postgres sync; model loads included).
+   ``ray.init`` is done before the clock starts and reported separately.
+2. **Bare model**: the same chunk texts embedded by one ``SentenceTransformer`` in this process with
+   ``torch.set_num_threads(1)`` (model load excluded): chunks/s, and the pipeline/bare ratio.
+3. **Retrieval**: one brand with ``--retrieval-chunks`` chunks (plus a second brand of 10 % as many, so
+   the tenant filter has work to do). Their vectors are *generated* (seeded random unit vectors; the
+   texts are generated sentences), not embedded: embedding 50,000 chunks would take ~40 minutes on
+   one core and does not change search latency. Queries embed a real question with the real model;
+   p50/p95 of hybrid (dense + sparse, RRF) and dense-only search are reported, plus the query
+   embedding time.
+
+Needs a Postgres the run may create a database on (``--pg-url``, default the local one); the database
+and the Qdrant directories are removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+_WORDS = [
+    "order",
+    "shipping",
+    "return",
+    "refund",
+    "warranty",
+    "store",
+    "delivery",
+    "tracking",
+    "payment",
+    "invoice",
+    "size",
+    "colour",
+    "tent",
+    "jacket",
+    "boot",
+    "backpack",
+    "exchange",
+    "voucher",
+    "account",
+    "password",
+    "address",
+    "courier",
+    "pickup",
+    "weekend",
+    "holiday",
+    "repair",
+    "battery",
+    "lantern",
+    "stove",
+    "sleeping",
+    "bag",
+    "waterproof",
+    "breathable",
+    "guarantee",
+    "discount",
+    "member",
+]
+
+
+def _sentence(rng: random.Random, words: int = 14) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "."
+
+
+def write_corpus(directory: Path, *, docs: int, sections: int, seed: int = 7) -> None:
+    """``docs`` Markdown files of ``sections`` short sections (one chunk each)."""
+    rng = random.Random(seed)  # noqa: S311 - a reproducible corpus, not secrets
+    for d in range(docs):
+        parts = [f"# Policy {d}"]
+        for s in range(sections):
+            parts.append(f"## Topic {d}.{s}\n\n{_sentence(rng)} {_sentence(rng)} {_sentence(rng)}")
+        (directory / f"doc{d:04d}.md").write_text("\n\n".join(parts), encoding="utf-8")
+
+
+def _database(pg_url: str) -> tuple[str, str]:
+    import psycopg
+
+    from common.db import migrate
+
+    name = f"ema_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # generated name, not user input
+    url = pg_url.rsplit("/", 1)[0] + f"/{name}"
+    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    migrate.upgrade(url)
+    return name, url
+
+
+def _drop(pg_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _brand(database_url: str) -> tuple[uuid.UUID, uuid.UUID]:
+    from common.db import repositories as repo
+    from common.db.session import make_engine, make_sessionmaker
+    from common.domain import Persona
+
+    tenant_id, brand_id = uuid.uuid4(), uuid.uuid4()
+
+    async def seed() -> None:
+        engine = make_engine(database_url, pool_size=1)
+        async with make_sessionmaker(engine)() as session:
+            await repo.upsert_tenant(session, tenant_id=tenant_id, slug="bench", name="Bench")
+            await repo.upsert_brand(
+                session, brand_id=brand_id, tenant_id=tenant_id, slug="bench", name="Bench", persona=Persona()
+            )
+            await session.commit()
+        await engine.dispose()
+
+    asyncio.run(seed())
+    return tenant_id, brand_id
+
+
+def pipeline_rate(args: argparse.Namespace, database_url: str, work: Path) -> tuple[int, float, float]:
+    """(chunks written, seconds, ray.init seconds) of a Ray Data run over the generated corpus."""
+    import ray
+
+    from common.config import Settings
+    from pipelines.ingest import Engine, IngestRequest, run_ingest
+
+    corpus = work / "corpus"
+    corpus.mkdir()
+    write_corpus(corpus, docs=args.docs, sections=args.sections)
+    tenant_id, brand_id = _brand(database_url)
+    settings = Settings()
+    settings = settings.model_copy(
+        update={
+            "database": settings.database.model_copy(update={"url": database_url}),
+            "qdrant": settings.qdrant.model_copy(update={"url": None, "path": work / "qdrant-pipeline"}),
+            "ingestion": settings.ingestion.model_copy(
+                update={"embed_actors": args.actors, "batch_size": args.batch_docs}
+            ),
+        }
+    )
+    started = time.perf_counter()
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    init_s = time.perf_counter() - started
+    try:
+        request = IngestRequest(tenant_id=tenant_id, brand_id=brand_id, sources=[str(corpus / "*.md")])
+        started = time.perf_counter()
+        summary = run_ingest(request, settings=settings, engine=Engine.RAY)
+        seconds = time.perf_counter() - started
+    finally:
+        ray.shutdown()
+    if summary.documents_quarantined:
+        raise SystemExit(f"bench corpus had quarantined documents: {summary.quarantined}")
+    return summary.chunks_written, seconds, init_s
+
+
+def bare_rate(corpus: Path) -> tuple[int, float]:
+    """(chunks, seconds) for the bare model embedding the same chunk texts, one process, one thread."""
+    from common.chunking import MARKDOWN, chunk_document, embedding_text
+    from common.config import Settings
+    from common.embeddings import SentenceTransformerEmbedder, token_counter
+
+    settings = Settings()
+    count = token_counter(settings.embeddings)
+    texts: list[str] = []
+    for path in sorted(corpus.glob("*.md")):
+        chunks = chunk_document(
+            path.read_text(encoding="utf-8"),
+            content_type=MARKDOWN,
+            count_tokens=count,
+            chunk_tokens=settings.retrieval.chunk_tokens,
+            overlap_tokens=settings.retrieval.chunk_overlap_tokens,
+        )
+        texts.extend(embedding_text(heading_path=c.heading_path, text=c.text) for c in chunks)
+    embedder = SentenceTransformerEmbedder(settings.embeddings.model_copy(update={"num_threads": 1}))
+    started = time.perf_counter()
+    embedder.embed(texts)
+    return len(texts), time.perf_counter() - started
+
+
+def retrieval_latency(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    """p50/p95 (ms) of hybrid and dense search for one brand of ``--retrieval-chunks`` generated chunks."""
+    import hashlib
+
+    import numpy as np
+
+    from common.config import Settings
+    from common.embeddings import SentenceTransformerEmbedder
+    from common.schemas import ChunkRecord
+    from common.vectorstore import VectorStore, chunk_id
+
+    settings = Settings()
+    settings = settings.model_copy(
+        update={"qdrant": settings.qdrant.model_copy(update={"url": None, "path": work / "qdrant-retrieval"})}
+    )
+    store = VectorStore(settings)
+    dim = settings.embeddings.dimension
+    store.ensure_collection(settings.embeddings.model_name, dim)
+    rng, nprng = random.Random(11), np.random.default_rng(11)  # noqa: S311 - generated data
+    tenant, brand, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    load_started = time.perf_counter()
+    for owner, total in ((brand, args.retrieval_chunks), (other, args.retrieval_chunks // 10)):
+        for start in range(0, total, 2000):
+            n = min(2000, total - start)
+            vectors = nprng.standard_normal((n, dim)).astype("float32")
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            records = []
+            for i in range(n):
+                text = _sentence(rng)
+                cid = chunk_id(
+                    tenant_id=tenant, brand_id=owner, source=f"gen{start + i}", heading_path="", text=text
+                )
+                records.append(
+                    ChunkRecord(
+                        chunk_id=cid, tenant_id=tenant, brand_id=owner, source=f"gen{(start + i) // 10}",
+                        heading_path="", ordinal=i, text=text,
+                        content_hash=hashlib.sha256(text.encode()).hexdigest(),
+                    )
+                )  # fmt: skip
+            store.upsert(records, vectors.tolist())
+    load_s = time.perf_counter() - load_started
+    embedder = SentenceTransformerEmbedder(settings.embeddings.model_copy(update={"num_threads": 1}))
+    questions = [f"How does {rng.choice(_WORDS)} {rng.choice(_WORDS)} work?" for _ in range(args.queries)]
+    embed_ms, hybrid_ms, dense_ms = [], [], []
+    for question in questions:
+        t0 = time.perf_counter()
+        vector = embedder.embed([question])[0]
+        t1 = time.perf_counter()
+        found = store.hybrid_search(
+            tenant_id=tenant, brand_id=brand, vector=vector, query_text=question, top_k=4
+        )
+        t2 = time.perf_counter()
+        store.search(tenant_id=tenant, brand_id=brand, vector=vector, top_k=4)
+        t3 = time.perf_counter()
+        assert found and all(r.source.startswith("gen") for r in found)
+        embed_ms.append((t1 - t0) * 1000)
+        hybrid_ms.append((t2 - t1) * 1000)
+        dense_ms.append((t3 - t2) * 1000)
+    store.close()
+    return {
+        "load_s": load_s,
+        "embed_p50": _pct(embed_ms, 50),
+        "hybrid_p50": _pct(hybrid_ms, 50),
+        "hybrid_p95": _pct(hybrid_ms, 95),
+        "dense_p50": _pct(dense_ms, 50),
+        "dense_p95": _pct(dense_ms, 95),
+    }
+
+
+def _pct(values: list[float], pct: int) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the three measurements and print one report."""
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=220)
+    parser.add_argument("--sections", type=int, default=10)
+    parser.add_argument("--actors", type=int, default=1, help="EmbedChunks actors")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs for the local Ray instance")
+    parser.add_argument("--batch-docs", type=int, default=16)
+    parser.add_argument("--retrieval-chunks", type=int, default=50_000)
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--pg-url", default="postgresql://root@127.0.0.1:5432/postgres")
+    parser.add_argument("--skip-retrieval", action="store_true")
+    args = parser.parse_args(argv)
+
+    name, database_url = _database(args.pg_url)
+    out = sys.stdout
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+            work = Path(tmp)
+            chunks, seconds, init_s = pipeline_rate(args, database_url, work)
+            bare_chunks, bare_s = bare_rate(work / "corpus")
+            pipeline_cps, bare_cps = chunks / seconds, bare_chunks / bare_s
+            out.write(f"corpus: {args.docs} documents, {chunks} chunks\n")
+            out.write(f"ray.init: {init_s:.1f} s (not counted)\n")
+            out.write(f"pipeline (Ray Data, {args.actors} embed actor(s), {args.cpus} CPUs): ")
+            out.write(f"{chunks} chunks in {seconds:.1f} s = {pipeline_cps:.1f} chunks/s\n")
+            out.write(f"bare model (1 process, 1 thread): {bare_chunks} chunks in {bare_s:.1f} s ")
+            out.write(f"= {bare_cps:.1f} chunks/s\n")
+            out.write(f"ratio pipeline/bare: {pipeline_cps / bare_cps:.2f}\n")
+            if not args.skip_retrieval:
+                r = retrieval_latency(args, work)
+                out.write(
+                    f"retrieval, one brand of {args.retrieval_chunks} generated chunks "
+                    f"(+{args.retrieval_chunks // 10} of another brand; loaded in {r['load_s']:.0f} s), "
+                    f"{args.queries} queries, top 4:\n"
+                    f"  query embedding p50 {r['embed_p50']:.1f} ms\n"
+                    f"  hybrid search p50 {r['hybrid_p50']:.1f} ms, p95 {r['hybrid_p95']:.1f} ms\n"
+                    f"  dense search  p50 {r['dense_p50']:.1f} ms, p95 {r['dense_p95']:.1f} ms\n"
+                )
+    finally:
+        _drop(args.pg_url, name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

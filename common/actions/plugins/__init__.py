@@ -1,0 +1,1 @@
+"""Built-in action plugins; each module exposes ``build(deps) -> ActionPlugin | None``."""

@@ -1,0 +1,329 @@
+"""Outbound dispatcher: consumes the ``outbound`` stream and delivers each reply exactly once.
+
+Per stream entry (one :class:`common.schemas.OutboundPayload`)::
+
+    claim deliveries row (atomic upsert, lease)  ──none──► terminal? XACK : leave pending (another holder)
+      │ bot reply and conversation not ``bot``  ──────────► status skipped, XACK
+      │ no enabled account / sender / bad payload ────────► status failed, XADD outbound-dead, XACK
+      ▼
+    sending_since := now ─► provider call(s), bounded retries honouring Retry-After (common.retry)
+      │ accepted      ─► status sent (+ provider ids)  ─► XACK
+      │ permanent 4xx ─► status failed ─► XADD outbound-dead (reason) ─► XACK
+      └ retryable, tries used up ─► release the row (parts sent so far kept), no XACK: the entry stays
+                                    in the pending list and is taken over later with XAUTOCLAIM
+
+The only window left is a crash after the provider accepted and before ``status sent`` commits: the row
+is found ``pending`` with ``sending_since`` set and an expired lease. ``delivery.resend_uncertain`` picks
+at-least-once (resend, default) or at-most-once (dead-letter as uncertain). See docs/DELIVERY.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import cast
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError, ResponseError
+from redis.typing import EncodableT, FieldT
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.config import Settings
+from common.db import repositories as repo
+from common.db.models import Delivery
+from common.delivery.base import PermanentSendError, RecipientConfig, RetryableSendError, SendError
+from common.delivery.registry import SenderRegistry
+from common.domain import ConversationState
+from common.errors import NotFound
+from common.logging import get_logger
+from common.retry import RetryPolicy, retry_async
+from common.schemas import OutboundPayload
+from common.streams import OUTBOUND_STREAM, STREAM_MAXLEN, decode_entry
+
+log = get_logger(__name__)
+
+DEAD_LETTER_STREAM = "outbound-dead"
+
+Entry = tuple[str, dict[str, str] | None]
+
+
+class Outcome(StrEnum):
+    """What handling one stream entry did."""
+
+    SENT = "sent"
+    ALREADY_DONE = "already_done"  # a redelivered entry whose reply is already sent/failed/skipped: acked
+    SKIPPED = "skipped"  # a bot reply in a conversation a human owns: not sent, acked
+    DEAD_LETTERED = "dead_lettered"
+    DEFERRED = "deferred"  # retryable failure: left pending for a later pass
+    BUSY = "busy"  # another dispatcher holds the lease: left pending
+
+
+class _Permanent(Exception):
+    """Internal: stop handling this entry and dead-letter it with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OutboundDispatcher:
+    """One consumer of the ``outbound`` stream's consumer group; run several for throughput."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        redis: aioredis.Redis,
+        senders: SenderRegistry,
+        consumer: str,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._cfg = settings.delivery
+        self._sessionmaker = sessionmaker
+        self._redis = redis
+        self._senders = senders
+        self._consumer = consumer
+        self._sleep = sleep
+        self.stream = settings.redis.key("stream", OUTBOUND_STREAM)
+        self.dead_letter_stream = settings.redis.key("stream", DEAD_LETTER_STREAM)
+        self._policy = RetryPolicy(
+            attempts=self._cfg.send_attempts,
+            base_delay_s=self._cfg.retry_base_delay_s,
+            max_delay_s=self._cfg.retry_max_delay_s,
+        )
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) if missing; reads start at the stream's beginning."""
+        try:
+            await self._redis.xgroup_create(self.stream, self._cfg.consumer_group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run_once(self, *, block_ms: int | None = None) -> list[Outcome]:
+        """Handle stale pending entries (XAUTOCLAIM) if any, else new ones (XREADGROUP)."""
+        entries = await self._claim_stale()
+        if not entries:
+            entries = await self._read_new(block_ms)
+        return [await self.handle_entry(entry_id, fields) for entry_id, fields in entries]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until ``stop`` is set; database or Redis outages are waited out, not fatal."""
+        await self.ensure_group()
+        while not stop.is_set():
+            try:
+                await self.run_once(block_ms=self._cfg.block_ms)
+            except (SQLAlchemyError, RedisError) as exc:
+                log.warning("dispatcher_backend_error", error=type(exc).__name__)
+                await self._sleep(self._cfg.retry_base_delay_s)
+
+    async def _claim_stale(self) -> list[Entry]:
+        result = await self._redis.xautoclaim(
+            self.stream,
+            self._cfg.consumer_group,
+            self._consumer,
+            min_idle_time=self._cfg.claim_min_idle_ms,
+            start_id="0-0",
+            count=self._cfg.batch_size,
+        )
+        return list(result[1])
+
+    async def _read_new(self, block_ms: int | None) -> list[Entry]:
+        response = await self._redis.xreadgroup(
+            self._cfg.consumer_group,
+            self._consumer,
+            {self.stream: ">"},
+            count=self._cfg.batch_size,
+            block=block_ms or None,
+        )
+        # RESP2 answers [[stream, entries]], RESP3 {stream: entries}; the entries are the same.
+        streams = response.items() if isinstance(response, dict) else (response or [])
+        return [cast(Entry, tuple(entry)) for _stream, entries in streams for entry in entries]
+
+    async def handle_entry(self, entry_id: str, fields: dict[str, str] | None) -> Outcome:
+        """Deliver one entry's reply at most once per delivery record; XACK when its fate is settled."""
+        if not fields:  # trimmed from the stream while pending: nothing left to deliver
+            await self._ack(entry_id)
+            return Outcome.ALREADY_DONE
+        try:
+            payload = OutboundPayload.model_validate(decode_entry(fields))
+        except (ValueError, KeyError, ValidationError) as exc:
+            await self._dead_letter(entry_id, fields, reason=f"invalid payload: {type(exc).__name__}")
+            await self._ack(entry_id)
+            return Outcome.DEAD_LETTERED
+        outcome = await self._deliver(entry_id, fields, payload)
+        log.info("dispatch", entry_id=entry_id, message_id=str(payload.message_id), outcome=str(outcome))
+        return outcome
+
+    async def _deliver(self, entry_id: str, fields: dict[str, str], payload: OutboundPayload) -> Outcome:
+        row = await self._claim(payload)
+        if row is None:
+            async with self._sessionmaker() as session:
+                existing = await repo.get_delivery(session, message_id=payload.message_id)
+            if existing is not None and existing.status != "pending":
+                await self._ack(entry_id)
+                return Outcome.ALREADY_DONE
+            return Outcome.BUSY
+        try:
+            account = await self._prepare(payload, row)
+        except _Permanent as exc:
+            return await self._fail(entry_id, fields, payload, reason=exc.reason)
+        if account is None:
+            await self._finish(payload, status="skipped", error="conversation is owned by a human")
+            await self._ack(entry_id)
+            return Outcome.SKIPPED
+        return await self._send(entry_id, fields, payload, row, account)
+
+    async def _claim(self, payload: OutboundPayload) -> Delivery | None:
+        async with self._sessionmaker() as session:
+            row = await repo.claim_delivery(
+                session,
+                message_id=payload.message_id,
+                tenant_id=payload.tenant_id,
+                brand_id=payload.brand_id,
+                conversation_id=payload.conversation_id,
+                channel=payload.channel,
+                lease_s=self._cfg.lease_s,
+            )
+            await session.commit()
+        return row
+
+    async def _prepare(self, payload: OutboundPayload, row: Delivery) -> RecipientConfig | None:
+        """The account to send from, None for a bot reply that must not be sent; :class:`_Permanent` else."""
+        if row.sending_since is not None:
+            log.warning("delivery_uncertain", message_id=str(payload.message_id), attempts=row.attempts)
+            if not self._cfg.resend_uncertain:
+                raise _Permanent("uncertain: an earlier attempt crashed while sending")
+        if row.attempts > self._cfg.max_attempts:
+            raise _Permanent(f"gave up after {row.attempts - 1} attempts: {row.last_error}")
+        async with self._sessionmaker() as session:
+            if payload.sender == "bot":
+                try:
+                    conversation = await repo.get_conversation(
+                        session, conversation_id=payload.conversation_id
+                    )
+                except NotFound:
+                    raise _Permanent("unknown conversation") from None
+                if conversation.state != ConversationState.BOT.value:
+                    return None
+            config = await repo.find_brand_channel_config(
+                session, brand_id=payload.brand_id, channel=payload.channel
+            )
+        if config is None or config.tenant_id != payload.tenant_id:
+            raise _Permanent(f"brand has no enabled {payload.channel} account")
+        if payload.channel not in self._senders.channels:
+            raise _Permanent(f"no sender for channel {payload.channel}")
+        return RecipientConfig(
+            channel=payload.channel, external_id=config.external_id, settings=config.settings
+        )
+
+    async def _send(
+        self,
+        entry_id: str,
+        fields: dict[str, str],
+        payload: OutboundPayload,
+        row: Delivery,
+        account: RecipientConfig,
+    ) -> Outcome:
+        sender = self._senders.get(payload.channel)
+        async with self._sessionmaker() as session:
+            await repo.mark_delivery_sending(session, message_id=payload.message_id)
+            await session.commit()
+        progress = row.parts_sent
+        ids = list(row.provider_message_ids or [])
+
+        async def attempt() -> int:
+            nonlocal progress
+            try:
+                result = await sender.send(payload, recipient_config=account, start_part=progress)
+            except SendError as exc:
+                progress = max(progress, exc.parts_sent)
+                ids.extend(exc.provider_message_ids)
+                raise
+            ids.extend(result.provider_message_ids or (result.provider_message_id,))
+            return result.parts
+
+        try:
+            parts = await retry_async(attempt, policy=self._policy, sleep=self._sleep)
+        except PermanentSendError as exc:
+            return await self._fail(entry_id, fields, payload, reason=exc.reason, parts=progress, ids=ids)
+        except RetryableSendError as exc:
+            if row.attempts >= self._cfg.max_attempts:
+                reason = f"gave up after {row.attempts} attempts: {exc.message}"
+                return await self._fail(entry_id, fields, payload, reason=reason, parts=progress, ids=ids)
+            async with self._sessionmaker() as session:
+                await repo.release_delivery(
+                    session,
+                    message_id=payload.message_id,
+                    parts_sent=progress,
+                    provider_message_ids=ids,
+                    error=exc.message,
+                )
+                await session.commit()
+            return Outcome.DEFERRED
+        await self._mark_sent(payload, parts=parts, ids=ids)
+        await self._ack(entry_id)
+        return Outcome.SENT
+
+    async def _mark_sent(self, payload: OutboundPayload, *, parts: int, ids: list[str]) -> None:
+        await self._finish(payload, status="sent", parts=parts, ids=ids)
+
+    async def _fail(
+        self,
+        entry_id: str,
+        fields: dict[str, str],
+        payload: OutboundPayload,
+        *,
+        reason: str,
+        parts: int | None = None,
+        ids: list[str] | None = None,
+    ) -> Outcome:
+        await self._finish(payload, status="failed", error=reason, parts=parts, ids=ids)
+        await self._dead_letter(entry_id, fields, reason=reason, payload=payload)
+        await self._ack(entry_id)
+        return Outcome.DEAD_LETTERED
+
+    async def _finish(
+        self,
+        payload: OutboundPayload,
+        *,
+        status: str,
+        error: str | None = None,
+        parts: int | None = None,
+        ids: list[str] | None = None,
+    ) -> None:
+        async with self._sessionmaker() as session:
+            await repo.finish_delivery(
+                session,
+                message_id=payload.message_id,
+                status=status,
+                parts_sent=parts,
+                provider_message_ids=ids,
+                error=error,
+            )
+            await session.commit()
+
+    async def _dead_letter(
+        self,
+        entry_id: str,
+        fields: dict[str, str],
+        *,
+        reason: str,
+        payload: OutboundPayload | None = None,
+    ) -> None:
+        """XADD the original ``data`` with why it was given up; before the XACK, so nothing is lost."""
+        record: dict[FieldT, EncodableT] = {"data": fields.get("data", json.dumps(fields)), "reason": reason}
+        record["entry_id"] = entry_id
+        if payload is not None:
+            record["message_id"] = str(payload.message_id)
+            record["channel"] = str(payload.channel)
+        await self._redis.xadd(self.dead_letter_stream, record, maxlen=STREAM_MAXLEN, approximate=True)
+        log.warning("dead_lettered", entry_id=entry_id, reason=reason)
+
+    async def _ack(self, entry_id: str) -> None:
+        await self._redis.xack(self.stream, self._cfg.consumer_group, entry_id)

@@ -1,0 +1,103 @@
+"""What every HTTP sender shares: split, send parts in order, classify provider answers.
+
+Provider-specific code only builds one part's request and reads the provider id out of a success body;
+turning transport errors and status codes into :class:`RetryableSendError` / :class:`PermanentSendError`
+happens here. Error messages never contain the URL (the Telegram token is part of it).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any, ClassVar
+
+import httpx
+
+from common.config import ChannelSecrets
+from common.delivery.base import (
+    PermanentSendError,
+    RecipientConfig,
+    RetryableSendError,
+    SendError,
+    SendResult,
+)
+from common.delivery.splitting import split_text
+from common.domain import Channel
+from common.schemas import OutboundPayload
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+class HttpSender:
+    """Base of the provider senders; subclasses implement :meth:`_send_part`."""
+
+    channel: ClassVar[Channel]
+    max_chars: ClassVar[int]
+
+    def __init__(self, *, client: httpx.AsyncClient, secrets: ChannelSecrets) -> None:
+        self._client = client
+        self._secrets = secrets
+
+    async def send(
+        self, payload: OutboundPayload, *, recipient_config: RecipientConfig, start_part: int = 0
+    ) -> SendResult:
+        """Send every part from ``start_part`` on; the first part quotes the customer's message."""
+        parts = split_text(payload.text, limit=self.max_chars)
+        if not parts:
+            raise PermanentSendError("empty reply")
+        if not 0 <= start_part < len(parts):
+            raise PermanentSendError(f"start_part {start_part} out of range for {len(parts)} parts")
+        ids: list[str] = []
+        for index in range(start_part, len(parts)):
+            try:
+                ids.append(await self._send_part(payload, recipient_config, parts[index], index))
+            except SendError as exc:
+                raise _with_progress(exc, parts_sent=index, ids=tuple(ids)) from exc
+        return SendResult(provider_message_id=ids[0], provider_message_ids=tuple(ids), parts=len(parts))
+
+    async def _send_part(
+        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
+    ) -> str:
+        raise NotImplementedError
+
+    async def _post(self, url: str, *, json: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        """POST; transport failures become :class:`RetryableSendError` (the provider may be fine later)."""
+        try:
+            return await self._client.post(url, json=json, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise RetryableSendError(f"{self.channel} provider timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise RetryableSendError(f"{self.channel} provider unreachable ({type(exc).__name__})") from exc
+
+
+def body_json(response: httpx.Response) -> dict[str, Any]:
+    """The response body as a JSON object, ``{}`` when it is not one."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _with_progress(exc: SendError, *, parts_sent: int, ids: tuple[str, ...]) -> SendError:
+    if isinstance(exc, RetryableSendError):
+        return RetryableSendError(
+            exc.message, retry_after_s=exc.retry_after_s, parts_sent=parts_sent, provider_message_ids=ids
+        )
+    if isinstance(exc, PermanentSendError):
+        return PermanentSendError(exc.reason, parts_sent=parts_sent, provider_message_ids=ids)
+    return SendError(exc.message, parts_sent=parts_sent, provider_message_ids=ids)

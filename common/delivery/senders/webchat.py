@@ -1,0 +1,68 @@
+"""The web chat sender: a reply is "delivered" by notifying the visitor's open SSE connections.
+
+The notice goes to a Redis Pub/Sub channel per conversation (:func:`webchat_channel`). It carries only
+ids: the gateway's SSE handler reads the reply (text and citations) from the message log, filtered by the
+conversation it serves, so the event a browser sees is always the stored reply and Pub/Sub content is
+never trusted. A visitor with no open connection misses nothing: the widget loads history on page load
+and catches up from its last seen message when it reconnects; so zero subscribers is a successful send.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict
+from redis.exceptions import RedisError
+
+from common.config import RedisSettings
+from common.delivery.base import RecipientConfig, RetryableSendError, SendResult
+from common.domain import Channel
+from common.logging import get_logger
+from common.schemas import OutboundPayload
+
+log = get_logger(__name__)
+
+
+class WebchatNotice(BaseModel):
+    """What is published on a conversation's channel: which reply to show."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+
+
+def webchat_channel(settings: RedisSettings, conversation_id: uuid.UUID) -> str:
+    """The Pub/Sub channel of one conversation (``<prefix>:webchat:<conversation id>``)."""
+    return settings.key("webchat", str(conversation_id))
+
+
+class WebchatSender:
+    """:class:`common.delivery.base.Sender` for ``Channel.WEBCHAT``; never splits a reply."""
+
+    channel = Channel.WEBCHAT
+    max_chars = 100_000
+
+    def __init__(self, client: aioredis.Redis, settings: RedisSettings) -> None:
+        self._client = client
+        self._settings = settings
+
+    async def send(
+        self, payload: OutboundPayload, *, recipient_config: RecipientConfig, start_part: int = 0
+    ) -> SendResult:
+        """Publish the notice; ``provider_message_id`` is the reply's own id (web chat has no provider)."""
+        result = SendResult(
+            provider_message_id=str(payload.message_id), provider_message_ids=(str(payload.message_id),)
+        )
+        if start_part >= 1:  # the single part already went out
+            return result
+        notice = WebchatNotice(message_id=payload.message_id, conversation_id=payload.conversation_id)
+        try:
+            receivers = await self._client.publish(
+                webchat_channel(self._settings, payload.conversation_id), notice.model_dump_json()
+            )
+        except RedisError as exc:
+            raise RetryableSendError(f"could not publish web chat reply: {exc}") from exc
+        log.info("webchat_reply_published", message_id=str(payload.message_id), receivers=int(receivers))
+        return result

@@ -1,0 +1,56 @@
+"""WhatsApp Cloud API sender: ``POST {graph}/{version}/{phone_number_id}/messages`` (text, contextual reply).
+
+The phone number id is the brand's ``channel_configs.external_id``; the access token comes from settings
+(``CHANNELS__META_ACCESS_TOKEN``). Success body: ``{"messaging_product", "contacts", "messages": [{"id"}]}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from common.delivery.base import PermanentSendError, RecipientConfig
+from common.delivery.senders.http import HttpSender, body_json
+from common.delivery.senders.meta import graph_error
+from common.domain import Channel
+from common.schemas import OutboundPayload
+
+MAX_CHARS = 4096
+
+
+class WhatsAppSender(HttpSender):
+    """Text replies through the WhatsApp Cloud API; the first part quotes the customer's message."""
+
+    channel: ClassVar[Channel] = Channel.WHATSAPP
+    max_chars: ClassVar[int] = MAX_CHARS
+
+    async def _send_part(
+        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
+    ) -> str:
+        token = self._secrets.meta_access_token
+        if token is None:
+            raise PermanentSendError("CHANNELS__META_ACCESS_TOKEN is not configured")
+        body: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": payload.customer_id,
+            "type": "text",
+            "text": {"body": text, "preview_url": False},
+        }
+        if index == 0 and payload.in_reply_to:
+            body["context"] = {"message_id": payload.in_reply_to}
+        graph = self._secrets.meta_graph_url.rstrip("/")
+        url = f"{graph}/{self._secrets.meta_graph_version}/{account.external_id}/messages"
+        response = await self._post(
+            url, json=body, headers={"Authorization": f"Bearer {token.get_secret_value()}"}
+        )
+        if not response.is_success:
+            raise graph_error(response, channel="whatsapp")
+        messages = body_json(response).get("messages")
+        if (
+            isinstance(messages, list)
+            and messages
+            and isinstance(messages[0], dict)
+            and messages[0].get("id")
+        ):
+            return str(messages[0]["id"])
+        raise PermanentSendError("whatsapp accepted the request but returned no message id")

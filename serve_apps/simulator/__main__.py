@@ -1,0 +1,126 @@
+"""``python -m serve_apps.simulator``: the provider SIMULATOR.
+
+* ``serve`` (default): run the simulator in the foreground (``--host``, ``--port``).
+* ``demo --gateway URL --sim-port 8900``: start the simulator, send one WhatsApp, one Instagram and one
+  Telegram question to the gateway as signed webhooks, wait for the three replies to reach the
+  simulator, print them. The gateway must send through the simulator
+  (``CHANNELS__META_GRAPH_URL`` and ``CHANNELS__TELEGRAM_API_URL`` = ``http://127.0.0.1:<sim-port>``) and
+  its brand must own the accounts named by ``--phone-number-id``, ``--ig-id`` and the bot token.
+
+Webhook secrets come from settings (``CHANNELS__META_APP_SECRET``, ``CHANNELS__TELEGRAM_SECRET_TOKEN``),
+the same ones the gateway verifies with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from common.config import get_settings
+from serve_apps.simulator.server import SimulatorServer
+from serve_apps.simulator.state import SentMessage, SimChannel
+from serve_apps.simulator.webhooks import (
+    WebhookFirer,
+    WebhookPaths,
+    instagram_message,
+    instagram_update,
+    telegram_update,
+    whatsapp_message,
+    whatsapp_update,
+)
+
+CHANNELS: tuple[SimChannel, ...] = ("whatsapp", "instagram", "telegram")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serve_apps.simulator", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the simulator")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8900)
+    demo = sub.add_parser("demo", help="fire three webhooks at a gateway and print the replies")
+    demo.add_argument("--gateway", default="http://127.0.0.1:8000")
+    demo.add_argument("--sim-port", type=int, default=8900)
+    demo.add_argument("--phone-number-id", default="SIM-PHONE-1")
+    demo.add_argument("--ig-id", default="SIM-IG-1")
+    demo.add_argument("--telegram-chat-id", type=int, default=4242)
+    demo.add_argument("--whatsapp-path", default=WebhookPaths.whatsapp)
+    demo.add_argument("--instagram-path", default=WebhookPaths.instagram)
+    demo.add_argument("--telegram-path", default=WebhookPaths.telegram)
+    demo.add_argument("--question", default="How long do I have to return an item?")
+    demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the replies")
+    return parser
+
+
+async def _fire(args: argparse.Namespace) -> None:
+    secrets = get_settings().channels
+    meta = secrets.meta_app_secret
+    tg = secrets.telegram_secret_token
+    bot = secrets.telegram_bot_token
+    if meta is None or tg is None or bot is None:
+        raise SystemExit(
+            "set CHANNELS__META_APP_SECRET, CHANNELS__TELEGRAM_SECRET_TOKEN and CHANNELS__TELEGRAM_BOT_TOKEN"
+            " (the gateway's values)"
+        )
+    bot_id = bot.get_secret_value().split(":", 1)[0]
+    firer = WebhookFirer(
+        args.gateway,
+        meta_app_secret=meta.get_secret_value(),
+        telegram_secret_token=tg.get_secret_value(),
+        paths=WebhookPaths(args.whatsapp_path, args.instagram_path, args.telegram_path),
+    )
+    try:
+        wa = whatsapp_update(
+            phone_number_id=args.phone_number_id,
+            messages=[whatsapp_message(sender="15550001111", text=args.question)],
+        )
+        ig = instagram_update(
+            ig_id=args.ig_id,
+            events=[instagram_message(ig_id=args.ig_id, sender="SIM-IGSID-1", text=args.question)],
+        )
+        answers = [
+            await firer.whatsapp(wa),
+            await firer.instagram(ig),
+            await firer.telegram(
+                telegram_update(chat_id=args.telegram_chat_id, text=args.question), bot_id=bot_id
+            ),
+        ]
+    finally:
+        await firer.aclose()
+    for channel, response in zip(CHANNELS, answers, strict=True):
+        sys.stdout.write(f"{channel} webhook -> HTTP {response.status_code}\n")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    with SimulatorServer(port=args.sim_port) as sim:
+        sys.stdout.write(f"provider SIMULATOR on {sim.url}; firing webhooks at {args.gateway}\n")
+        asyncio.run(_fire(args))
+        replies: dict[str, SentMessage] = {}
+        for channel in CHANNELS:
+            found = sim.state.wait_for(1, timeout_s=args.timeout, channel=channel)
+            if found:
+                replies[channel] = found[0]
+        for channel in CHANNELS:
+            reply = replies.get(channel)
+            line = f"[{channel}] to {reply.recipient}: {reply.text}" if reply else f"[{channel}] no reply"
+            sys.stdout.write(line + "\n")
+    return 0 if len(replies) == len(CHANNELS) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
+    host = getattr(args, "host", "127.0.0.1")
+    port = getattr(args, "port", 8900)
+    server = SimulatorServer(host=host, port=port)
+    sys.stdout.write(f"provider SIMULATOR on {server.url} (GET /_sim/sent, POST /_sim/faults)\n")
+    sys.stdout.flush()
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

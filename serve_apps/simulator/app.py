@@ -1,0 +1,205 @@
+"""The provider SIMULATOR's HTTP app: Meta Graph send endpoints and the Telegram Bot API, locally.
+
+Not a provider: it speaks the providers' wire format closely enough to test senders, the dispatcher and
+the demo end to end without the internet. Emulated endpoints:
+
+* ``POST /{version}/{account_id}/messages``: WhatsApp Cloud API (body with ``messaging_product``) and
+  Instagram messaging (body with ``recipient``); Graph error bodies ``{"error": {message, type, code}}``.
+* ``POST /bot{token}/sendMessage`` and ``/bot{token}/setWebhook``: Telegram, ``{"ok": ...}`` envelopes.
+* ``GET /_sim/sent`` (``?channel=``), ``DELETE /_sim/sent``, ``POST /_sim/faults`` (``FaultSpec``),
+  ``GET /_sim/faults``: inspection and fault injection (429 with Retry-After, 500, 400, timeouts).
+
+Text limits are enforced as the providers do (WhatsApp 4096, Instagram 1000, Telegram 4096 characters),
+and when ``meta_access_token`` / ``telegram_bot_token`` are given, other credentials are refused (401).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from serve_apps.simulator.state import FaultSpec, SentMessage, SimChannel, SimulatorState
+
+LIMITS: dict[SimChannel, int] = {"whatsapp": 4096, "instagram": 1000, "telegram": 4096}
+
+
+def build_simulator_app(
+    state: SimulatorState,
+    *,
+    meta_access_token: str | None = None,
+    telegram_bot_token: str | None = None,
+) -> FastAPI:
+    """The simulator app over ``state``; pass tokens to make it check credentials."""
+    app = FastAPI(title="Provider SIMULATOR (Meta Graph, Telegram Bot API)", version="0.1.0")
+
+    @app.get("/_sim/sent")
+    async def sent(channel: SimChannel | None = None) -> list[SentMessage]:
+        return state.sent(channel)
+
+    @app.delete("/_sim/sent")
+    async def clear() -> dict[str, bool]:
+        state.clear()
+        return {"cleared": True}
+
+    @app.post("/_sim/faults")
+    async def add_fault(spec: FaultSpec) -> list[FaultSpec]:
+        state.add_fault(spec)
+        return state.pending_faults()
+
+    @app.get("/_sim/faults")
+    async def faults() -> list[FaultSpec]:
+        return state.pending_faults()
+
+    @app.post("/{version}/{account_id}/messages")
+    async def graph_messages(version: str, account_id: str, request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        channel: SimChannel = "whatsapp" if body.get("messaging_product") == "whatsapp" else "instagram"
+        if meta_access_token is not None:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {meta_access_token}".encode()):
+                return _graph_error(401, 190, "Invalid OAuth access token (simulated)")
+        fault = await _apply_fault(state, channel)
+        if fault is not None:
+            return _graph_fault(fault)
+        parsed = _parse_whatsapp(body) if channel == "whatsapp" else _parse_instagram(body)
+        if isinstance(parsed, str):
+            return _graph_error(400, 100, parsed)
+        recipient, text, reply_to = parsed
+        if len(text) > LIMITS[channel]:
+            return _graph_error(400, 100, f"message text longer than {LIMITS[channel]} characters")
+        prefix = "wamid.SIM" if channel == "whatsapp" else "mid.SIM"
+        record = state.record(
+            channel=channel,
+            account=account_id,
+            recipient=recipient,
+            text=text,
+            reply_to=reply_to,
+            body=body,
+            id_prefix=prefix,
+        )
+        if channel == "whatsapp":
+            return JSONResponse(
+                {
+                    "messaging_product": "whatsapp",
+                    "contacts": [{"input": recipient, "wa_id": recipient}],
+                    "messages": [{"id": record.provider_message_id}],
+                }
+            )
+        return JSONResponse({"recipient_id": recipient, "message_id": record.provider_message_id})
+
+    @app.post("/{bot_path}/{method}")
+    async def telegram(bot_path: str, method: str, request: Request) -> JSONResponse:
+        token = bot_path.removeprefix("bot")
+        if not bot_path.startswith("bot") or ":" not in token:
+            return _tg_error(404, "Not Found")
+        if telegram_bot_token is not None and not hmac.compare_digest(
+            token.encode(), telegram_bot_token.encode()
+        ):
+            return _tg_error(401, "Unauthorized")
+        body = await _json_body(request)
+        if method == "setWebhook":
+            state.telegram_webhooks[token.split(":", 1)[0]] = body
+            return JSONResponse({"ok": True, "result": True, "description": "Webhook was set"})
+        if method != "sendMessage":
+            return _tg_error(404, "Not Found: method not found")
+        fault = await _apply_fault(state, "telegram")
+        if fault is not None:
+            return _tg_fault(fault)
+        text = body.get("text")
+        chat_id = body.get("chat_id")
+        if not isinstance(text, str) or not text.strip():
+            return _tg_error(400, "Bad Request: message text is empty")
+        if chat_id in (None, ""):
+            return _tg_error(400, "Bad Request: chat not found")
+        if len(text) > LIMITS["telegram"]:
+            return _tg_error(400, "Bad Request: message is too long")
+        reply = body.get("reply_parameters")
+        reply_to = str(reply.get("message_id")) if isinstance(reply, dict) else None
+        record = state.record(
+            channel="telegram",
+            account=token.split(":", 1)[0],
+            recipient=str(chat_id),
+            text=text,
+            reply_to=reply_to,
+            body=body,
+            id_prefix="",
+        )
+        message = {"message_id": record.seq, "chat": {"id": chat_id, "type": "private"}, "text": text}
+        return JSONResponse({"ok": True, "result": {**message, "date": int(record.received_at)}})
+
+    return app
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        data = json.loads(await request.body() or b"{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+async def _apply_fault(state: SimulatorState, channel: SimChannel) -> FaultSpec | None:
+    fault = state.take_fault(channel)
+    if fault is not None and fault.kind == "timeout":
+        await asyncio.sleep(fault.delay_s)  # the client gives up first; the send is not recorded
+    return fault
+
+
+def _parse_whatsapp(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
+    text = body.get("text")
+    if body.get("type") != "text" or not isinstance(text, dict) or not isinstance(text.get("body"), str):
+        return "(#100) only type=text with text.body is simulated"
+    to = body.get("to")
+    if not isinstance(to, str) or not to:
+        return "(#100) The parameter to is required"
+    context = body.get("context")
+    reply_to = context.get("message_id") if isinstance(context, dict) else None
+    return to, text["body"], reply_to if isinstance(reply_to, str) else None
+
+
+def _parse_instagram(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
+    recipient = body.get("recipient")
+    message = body.get("message")
+    rid = recipient.get("id") if isinstance(recipient, dict) else None
+    text = message.get("text") if isinstance(message, dict) else None
+    if not isinstance(rid, str) or not rid:
+        return "(#100) The parameter recipient is required"
+    if not isinstance(text, str) or not text:
+        return "(#100) message.text is required"
+    return rid, text, None
+
+
+def _graph_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    error = {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "SIMULATED"}
+    return JSONResponse(status_code=status, content={"error": error}, headers=headers)
+
+
+def _graph_fault(fault: FaultSpec) -> JSONResponse:
+    if fault.kind == "429":
+        headers = {"Retry-After": str(fault.retry_after_s)}
+        return _graph_error(429, 80007, "(#80007) Rate limit hit (simulated)", headers)
+    if fault.kind == "400":
+        return _graph_error(400, 100, "(#100) Invalid parameter (simulated)")
+    return _graph_error(
+        500 if fault.kind == "500" else 504, 2, "An unexpected error has occurred (simulated)"
+    )
+
+
+def _tg_error(code: int, description: str, retry_after: int | None = None) -> JSONResponse:
+    content: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+    if retry_after is not None:
+        content["parameters"] = {"retry_after": retry_after}
+    return JSONResponse(status_code=code, content=content)
+
+
+def _tg_fault(fault: FaultSpec) -> JSONResponse:
+    if fault.kind == "429":
+        return _tg_error(429, f"Too Many Requests: retry after {fault.retry_after_s}", fault.retry_after_s)
+    if fault.kind == "400":
+        return _tg_error(400, "Bad Request: chat not found (simulated)")
+    return _tg_error(500 if fault.kind == "500" else 504, "Internal Server Error (simulated)")

@@ -1,0 +1,130 @@
+"""What the provider simulator remembers: the sends it accepted, the faults queued for the next calls.
+
+Thread-safe: the simulator's server runs in its own thread (or process) while tests and the demo read
+and wait on this state from another.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+FaultKind = Literal["429", "500", "400", "timeout"]
+SimChannel = Literal["whatsapp", "instagram", "telegram"]
+
+
+class SentMessage(BaseModel):
+    """One send the SIMULATED provider accepted, as it arrived on the wire."""
+
+    seq: int
+    channel: SimChannel
+    account: str = Field(description="phone_number_id, Instagram account id, or the bot id of the token")
+    recipient: str
+    text: str
+    reply_to: str | None
+    provider_message_id: str
+    body: dict[str, object]
+    received_at: float
+
+
+class FaultSpec(BaseModel):
+    """``POST /_sim/faults``: fail the next ``count`` provider calls (optionally of one channel only)."""
+
+    kind: FaultKind
+    count: int = Field(default=1, ge=1, le=10_000)
+    retry_after_s: int = Field(default=1, ge=0, le=3600, description="Retry-After of a 429")
+    delay_s: float = Field(default=30.0, ge=0, le=600, description="How long a 'timeout' keeps the call")
+    channel: SimChannel | None = None
+
+
+class SimulatorState:
+    """Recorded sends, queued faults and registered Telegram webhooks."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._sent: list[SentMessage] = []
+        self._faults: deque[FaultSpec] = deque()
+        self._seq = itertools.count(1)
+        self.telegram_webhooks: dict[str, dict[str, object]] = {}
+
+    def add_fault(self, spec: FaultSpec) -> None:
+        """Queue a fault; faults are consumed in the order they were added."""
+        with self._cond:
+            self._faults.append(spec)
+
+    def take_fault(self, channel: SimChannel) -> FaultSpec | None:
+        """The fault for this call, if one is queued for its channel (uses up one of its ``count``)."""
+        with self._cond:
+            for spec in self._faults:
+                if spec.channel in (None, channel):
+                    remaining = spec.count - 1
+                    if remaining == 0:
+                        self._faults.remove(spec)
+                    else:
+                        index = self._faults.index(spec)
+                        self._faults[index] = spec.model_copy(update={"count": remaining})
+                    return spec
+        return None
+
+    def pending_faults(self) -> list[FaultSpec]:
+        """Faults not used up yet."""
+        with self._cond:
+            return list(self._faults)
+
+    def record(
+        self,
+        *,
+        channel: SimChannel,
+        account: str,
+        recipient: str,
+        text: str,
+        reply_to: str | None,
+        body: dict[str, object],
+        id_prefix: str,
+    ) -> SentMessage:
+        """Store an accepted send and wake up waiters."""
+        with self._cond:
+            seq = next(self._seq)
+            sent = SentMessage(
+                seq=seq,
+                channel=channel,
+                account=account,
+                recipient=recipient,
+                text=text,
+                reply_to=reply_to,
+                provider_message_id=f"{id_prefix}{seq}",
+                body=body,
+                received_at=time.time(),
+            )
+            self._sent.append(sent)
+            self._cond.notify_all()
+            return sent
+
+    def sent(self, channel: SimChannel | None = None) -> list[SentMessage]:
+        """Accepted sends in arrival order."""
+        with self._cond:
+            return [s for s in self._sent if channel in (None, s.channel)]
+
+    def clear(self) -> None:
+        """Forget sends and faults."""
+        with self._cond:
+            self._sent.clear()
+            self._faults.clear()
+
+    def wait_for(
+        self, count: int, *, timeout_s: float, channel: SimChannel | None = None
+    ) -> list[SentMessage]:
+        """Block until at least ``count`` sends (of ``channel``) arrived or ``timeout_s`` passed."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                found = [s for s in self._sent if channel in (None, s.channel)]
+                left = deadline - time.monotonic()
+                if len(found) >= count or left <= 0:
+                    return found
+                self._cond.wait(timeout=left)

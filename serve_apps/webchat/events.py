@@ -1,0 +1,149 @@
+"""The reply stream of one web chat conversation, as Server-Sent Events.
+
+Order of work on connect, so nothing delivered in between is lost:
+
+1. ``SUBSCRIBE`` to the conversation's Pub/Sub channel
+   (:func:`common.delivery.senders.webchat.webchat_channel`);
+2. catch up from the message log: replies stored after the client's last seen message (``Last-Event-ID``
+   header on a browser reconnect, else the ``after`` query parameter);
+3. stream notices from the web chat sender, reading each reply from the log (same conversation only);
+   a reply already sent in step 2 is not sent twice.
+
+Wire format: ``retry:`` once, ``: connected`` and ``: heartbeat`` comments, and per reply
+``id: <message id>`` / ``event: message`` / ``data: <WebchatMessageOut JSON>``. The stream ends on client
+disconnect or after ``webchat.sse_max_s`` (the browser then reconnects with ``Last-Event-ID``); the
+subscription is always released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.config import Settings
+from common.db import repositories as repo
+from common.db.models import MessageLog
+from common.delivery.senders.webchat import WebchatNotice, webchat_channel
+from common.domain import Direction
+from common.logging import get_logger
+from serve_apps.webchat.schemas import WebchatCitationOut, WebchatMessageOut
+
+log = get_logger(__name__)
+
+RETRY_MS = 3000
+CATCH_UP_LIMIT = 50
+POLL_S = 1.0
+
+
+def message_out(row: MessageLog) -> WebchatMessageOut:
+    """The public view of a logged message (no prompts, scores or guardrail internals)."""
+    return WebchatMessageOut(
+        id=row.id,
+        role="visitor" if row.direction == Direction.INBOUND else "assistant",
+        text=row.text,
+        created_at=row.created_at,
+        citations=_citations(row),
+    )
+
+
+def format_event(message: WebchatMessageOut) -> str:
+    """One SSE ``message`` event (the JSON has no newlines, so one ``data:`` line)."""
+    return f"id: {message.id}\nevent: message\ndata: {message.model_dump_json()}\n\n"
+
+
+async def reply_stream(
+    *,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: aioredis.Redis,
+    conversation_id: uuid.UUID,
+    after: uuid.UUID | None,
+    is_disconnected: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[str]:
+    """Yield SSE frames for ``conversation_id`` until disconnect or ``sse_max_s``."""
+    cfg = settings.webchat
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(webchat_channel(settings.redis, conversation_id))
+    loop = asyncio.get_running_loop()
+    try:
+        yield f"retry: {RETRY_MS}\n: connected\n\n"
+        seen: set[uuid.UUID] = set()
+        if after is not None:
+            for earlier in await _catch_up(sessionmaker, conversation_id, after):
+                seen.add(earlier.id)
+                yield format_event(message_out(earlier))
+        deadline = loop.time() + cfg.sse_max_s
+        next_beat = loop.time() + cfg.heartbeat_s
+        while loop.time() < deadline and not await is_disconnected():
+            raw = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
+            if raw is None:
+                if loop.time() >= next_beat:
+                    next_beat = loop.time() + cfg.heartbeat_s
+                    yield ": heartbeat\n\n"
+                continue
+            row = await _noticed_reply(sessionmaker, conversation_id, raw.get("data"))
+            if row is None or row.id in seen:
+                continue
+            seen.add(row.id)
+            yield format_event(message_out(row))
+    finally:
+        await _release(pubsub)
+
+
+async def _catch_up(
+    sessionmaker: async_sessionmaker[AsyncSession], conversation_id: uuid.UUID, after: uuid.UUID
+) -> list[MessageLog]:
+    async with sessionmaker() as session:
+        rows = await repo.messages_after(
+            session,
+            conversation_id=conversation_id,
+            after_message_id=after,
+            direction=Direction.OUTBOUND,
+            limit=CATCH_UP_LIMIT,
+        )
+    return [r for r in rows if r.text]
+
+
+async def _noticed_reply(
+    sessionmaker: async_sessionmaker[AsyncSession], conversation_id: uuid.UUID, data: object
+) -> MessageLog | None:
+    """The stored reply a notice names, only if it is an outbound message of this conversation."""
+    if not isinstance(data, str | bytes):
+        return None
+    try:
+        notice = WebchatNotice.model_validate_json(data)
+    except ValidationError:
+        log.warning("webchat_notice_malformed", conversation_id=str(conversation_id))
+        return None
+    if notice.conversation_id != conversation_id:
+        return None
+    async with sessionmaker() as session:
+        row = await repo.get_message(session, message_id=notice.message_id)
+    if row is None or row.conversation_id != conversation_id or row.direction != Direction.OUTBOUND:
+        return None
+    return row if row.text else None
+
+
+async def _release(pubsub: aioredis.client.PubSub) -> None:
+    try:
+        await pubsub.unsubscribe()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+    except RedisError as exc:  # the connection is gone with Redis; nothing left to release
+        log.warning("webchat_unsubscribe_failed", error=str(exc))
+
+
+def _citations(row: MessageLog) -> list[WebchatCitationOut]:
+    out: list[WebchatCitationOut] = []
+    seen: set[tuple[str, str]] = set()
+    for c in row.citations or []:
+        key = (str(c.get("source", "")), str(c.get("heading_path", "")))
+        if key[0] and key not in seen:
+            seen.add(key)
+            out.append(WebchatCitationOut(source=key[0], heading_path=key[1]))
+    return out

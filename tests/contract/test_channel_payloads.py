@@ -1,0 +1,161 @@
+"""Recorded provider payloads (tests/fixtures/<channel>/*.json, shaped as the providers document them)
+→ the events each adapter must produce: messages to record, or "ignored" with the reason."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import pytest
+
+from common.domain import Channel
+from common.errors import InvalidInput, Unauthorized
+from serve_apps.channels import ADAPTERS, ChannelEvent, IgnoredEvent, get_adapter
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+WA = "106540352242922"
+IG = "17841405822304914"
+BOT = "7000000001"
+WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA"
+
+
+def msg(account: str, customer: str, mid: str, text: str, unsupported: str | None = None) -> ChannelEvent:
+    return ChannelEvent(account, customer, mid, text, unsupported)
+
+
+def ignored(reason: str) -> tuple[str, str]:
+    return ("ignored", reason)
+
+
+#: (channel, fixture) → expected events; ("ignored", substring of the reason) for skipped ones.
+EXPECTED: dict[tuple[Channel, str], list[ChannelEvent | tuple[str, str]]] = {
+    (Channel.WHATSAPP, "text"): [
+        msg(WA, "16505551234", f"{WAMID}1", "How long do I have to return an item?")
+    ],
+    (Channel.WHATSAPP, "batched"): [
+        msg(WA, "16505551234", f"{WAMID}2", "Do you ship to Canada?"),
+        msg(WA, "16505550000", f"{WAMID}3", "And how much is shipping?"),
+        msg(WA, "16505551234", f"{WAMID}4", "Where is your store?"),
+        ignored("status delivered"),
+    ],
+    (Channel.WHATSAPP, "statuses"): [
+        ignored("status sent"),
+        ignored("status delivered"),
+        ignored("status read"),
+    ],
+    (Channel.WHATSAPP, "unsupported_media"): [
+        msg(WA, "16505551234", "wamid.IMG1", "[unsupported: image]", "image"),
+        msg(WA, "16505551234", "wamid.STK1", "[unsupported: sticker]", "sticker"),
+        msg(WA, "16505551234", "wamid.LOC1", "[unsupported: location]", "location"),
+    ],
+    (Channel.WHATSAPP, "reaction"): [ignored("reaction")],
+    (Channel.WHATSAPP, "interactive_reply"): [msg(WA, "16505551234", "wamid.BTN1", "Track my order")],
+    (Channel.INSTAGRAM, "text"): [
+        msg(
+            IG,
+            "6143275139104912",
+            "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQxNDA1ODIyMzA0OTE0OjM0MDI4MjM2Njg0MTcxMDMwMTI0NDI1OTg0N"
+            "zY1MjE5ODc3NjQ2NDo2OTg3OTk5MDYzMjQ1MzI5OTIzMjM3NDY1OTQ5NjM4NTI4AA",
+            "What is your warranty?",
+        )
+    ],
+    (Channel.INSTAGRAM, "batched"): [
+        msg(IG, "6143275139104912", "ig.mid.A1", "Hi, do you ship to Spain?"),
+        msg(IG, "6143275139104912", "ig.mid.A2", "Also, returns?"),
+        msg(IG, "7000000000000002", "ig.mid.B1", "Opening hours?"),
+    ],
+    (Channel.INSTAGRAM, "echo"): [ignored("echo")],
+    (Channel.INSTAGRAM, "reaction"): [ignored("reaction")],
+    (Channel.INSTAGRAM, "deleted"): [ignored("deleted")],
+    (Channel.INSTAGRAM, "attachment_image"): [
+        msg(IG, "6143275139104912", "ig.mid.IMG1", "[unsupported: image]", "image")
+    ],
+    (Channel.TELEGRAM, "message"): [
+        msg(BOT, "111222333", f"{BOT}:912345001", "Do you have a store in Lisbon?")
+    ],
+    (Channel.TELEGRAM, "edited_message"): [ignored("edited_message")],
+    (Channel.TELEGRAM, "channel_post"): [ignored("channel_post")],
+    (Channel.TELEGRAM, "callback_query"): [ignored("callback_query")],
+    (Channel.TELEGRAM, "group_message"): [ignored("group chats")],
+    (Channel.TELEGRAM, "photo"): [msg(BOT, "111222333", f"{BOT}:912345004", "[unsupported: photo]", "photo")],
+    (Channel.TELEGRAM, "location"): [
+        msg(BOT, "111222333", f"{BOT}:912345005", "[unsupported: location]", "location")
+    ],
+}
+
+
+def load(channel: Channel, name: str) -> object:
+    return json.loads((FIXTURES / channel.value / f"{name}.json").read_text())
+
+
+def test_every_fixture_has_an_expectation() -> None:
+    on_disk = {(Channel(p.parent.name), p.stem) for p in FIXTURES.glob("*/*.json")}
+    assert on_disk == set(EXPECTED)
+
+
+@pytest.mark.parametrize(("channel", "name"), sorted(EXPECTED), ids=lambda v: str(v))
+def test_fixture_parses_to_expected_events(channel: Channel, name: str) -> None:
+    account = BOT if channel is Channel.TELEGRAM else None
+    events = get_adapter(channel).parse(load(channel, name), account_id=account)
+    expected = EXPECTED[(channel, name)]
+    assert len(events) == len(expected), events
+    for event, want in zip(events, expected, strict=True):
+        if isinstance(want, ChannelEvent):
+            assert event == want
+        else:
+            assert isinstance(event, IgnoredEvent), event
+            assert want[1] in event.reason
+
+
+@pytest.mark.parametrize(
+    ("channel", "payload"),
+    [
+        (Channel.WHATSAPP, {"object": "whatsapp_business_account"}),
+        (Channel.WHATSAPP, {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": "x"}]}),
+        (Channel.WHATSAPP, [1, 2]),
+        (Channel.INSTAGRAM, {"object": "instagram", "entry": [{"id": "1", "messaging": [{"sender": {}}]}]}),
+        (Channel.TELEGRAM, {"message": {"text": "no update id"}}),
+        (Channel.TELEGRAM, {"update_id": "x"}),
+    ],
+)
+def test_bad_shapes_are_invalid_input(channel: Channel, payload: object) -> None:
+    with pytest.raises(InvalidInput) as info:
+        get_adapter(channel).parse(payload, account_id=BOT)
+    assert info.value.status_code == 400 and info.value.details["errors"]
+
+
+def test_other_objects_are_ignored() -> None:
+    assert isinstance(get_adapter(Channel.WHATSAPP).parse({"object": "page", "entry": []})[0], IgnoredEvent)
+    assert isinstance(get_adapter(Channel.INSTAGRAM).parse({"object": "page", "entry": []})[0], IgnoredEvent)
+
+
+def test_meta_signature_is_hmac_sha256_of_the_raw_body() -> None:
+    body = (FIXTURES / "whatsapp" / "text.json").read_bytes()
+    good = "sha256=" + hmac.new(b"app-secret", body, hashlib.sha256).hexdigest()
+    for channel in (Channel.WHATSAPP, Channel.INSTAGRAM):
+        adapter = ADAPTERS[channel]
+        adapter.verify(headers={"x-hub-signature-256": good}, body=body, secret="app-secret")
+        for headers, secret in [
+            ({"x-hub-signature-256": good}, "other-secret"),
+            ({"x-hub-signature-256": good}, None),
+            ({}, "app-secret"),
+            ({"x-hub-signature-256": good.replace("sha256=", "sha1=")}, "app-secret"),
+        ]:
+            with pytest.raises(Unauthorized):
+                adapter.verify(headers=headers, body=body, secret=secret)
+        with pytest.raises(Unauthorized):
+            adapter.verify(headers={"x-hub-signature-256": good}, body=body + b" ", secret="app-secret")
+
+
+def test_telegram_secret_header() -> None:
+    adapter = ADAPTERS[Channel.TELEGRAM]
+    adapter.verify(headers={"x-telegram-bot-api-secret-token": "s3cr3t"}, body=b"{}", secret="s3cr3t")
+    for headers, secret in [
+        ({"x-telegram-bot-api-secret-token": "nope"}, "s3cr3t"),
+        ({}, "s3cr3t"),
+        ({}, None),
+    ]:
+        with pytest.raises(Unauthorized):
+            adapter.verify(headers=headers, body=b"{}", secret=secret)
