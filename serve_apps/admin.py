@@ -3,6 +3,10 @@
     streams                      lengths, consumer groups, pending and lag of every project stream
     dead-letters STREAM          list entries of STREAM-dead with their reasons
     replay-dead STREAM [--limit] move entries of STREAM-dead back onto STREAM (oldest first)
+    rebuild-vectors --tenant T --brand B
+                                 re-embed a brand's chunks from Postgres (the system of record) and
+                                 upsert them into Qdrant (same deterministic ids: idempotent). With Qdrant
+                                 local mode, stop the app first (local mode locks its directory).
 
 Streams are the logical names (``inbound``, ``outbound``, ``ingest-jobs``); keys are namespaced with
 ``REDIS__KEY_PREFIX``. Replaying is safe because every consumer is idempotent (inbound messages by
@@ -15,6 +19,7 @@ import argparse
 import asyncio
 import json
 import sys
+import uuid
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -84,8 +89,67 @@ async def replay_dead(client: aioredis.Redis, settings: Settings, stream: str, l
     return moved
 
 
+async def rebuild_vectors(settings: Settings, *, tenant_id: uuid.UUID, brand_id: uuid.UUID) -> int:
+    """Re-embed every chunk Postgres holds for the brand and upsert it; returns the number of chunks."""
+    from sqlalchemy import select
+
+    from common.chunking import embedding_text
+    from common.db import repositories as repo
+    from common.db.models import KnowledgeSource
+    from common.db.session import make_engine, make_sessionmaker
+    from common.embeddings import build_embedder
+    from common.schemas import ChunkRecord
+    from common.vectorstore import VectorStore
+
+    engine = make_engine(settings.database.url or "", pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            chunks = await repo.list_chunks(session, tenant_id=tenant_id, brand_id=brand_id)
+            sources = {
+                s.id: s.uri
+                for s in await session.scalars(
+                    select(KnowledgeSource).where(KnowledgeSource.brand_id == brand_id)
+                )
+            }
+    finally:
+        await engine.dispose()
+    records = [
+        ChunkRecord(
+            chunk_id=c.id,
+            tenant_id=c.tenant_id,
+            brand_id=c.brand_id,
+            source=sources[c.source_id],
+            heading_path=c.heading_path,
+            ordinal=c.ordinal,
+            text=c.text,
+            content_hash=c.content_hash,
+        )
+        for c in chunks
+    ]
+    embedder = build_embedder(settings.embeddings)
+    store = VectorStore(settings)
+    try:
+        store.ensure_collection(embedder.model_name, embedder.dimension)
+        for start in range(0, len(records), 64):
+            batch = records[start : start + 64]
+            vectors = embedder.embed(
+                [embedding_text(heading_path=r.heading_path, text=r.text) for r in batch]
+            )
+            store.upsert(batch, vectors)
+    finally:
+        store.close()
+    return len(records)
+
+
 async def _run(opts: argparse.Namespace) -> int:
     settings = get_settings()
+    if opts.command == "rebuild-vectors":
+        if not settings.database.url:
+            print("DATABASE_URL is not set")
+            return 2
+        count = await rebuild_vectors(settings, tenant_id=opts.tenant, brand_id=opts.brand)
+        print(json.dumps({"rebuilt_chunks": count}))
+        return 0
     if not settings.redis.url:
         print("REDIS_URL is not set (the embedded Valkey of `make run` listens on redis://127.0.0.1:6390/0)")
         return 2
@@ -116,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = sub.add_parser(name)
         cmd.add_argument("stream", choices=KNOWN_STREAMS)
         cmd.add_argument("--limit", type=int, default=100)
+    rebuild = sub.add_parser("rebuild-vectors", help="re-embed a brand's chunks from Postgres into Qdrant")
+    rebuild.add_argument("--tenant", type=uuid.UUID, required=True)
+    rebuild.add_argument("--brand", type=uuid.UUID, required=True)
     return asyncio.run(_run(parser.parse_args(argv)))
 
 

@@ -40,3 +40,39 @@ async def test_replay_moves_dead_letters_back_in_order(redis_url: str, redis_pre
     finally:
         await client.delete(live, dead)
         await client.aclose()
+
+
+async def test_rebuild_vectors_restores_a_lost_index_from_postgres(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path
+) -> None:
+    from common.config import ServiceEndpoints
+    from common.vectorstore import VectorStore
+    from pipelines.demo import demo_documents, seed_demo_brand
+    from serve_apps.admin import rebuild_vectors
+    from serve_apps.inprocess import InProcessBackend
+
+    first = ServiceEndpoints(database_url=database_url, redis_url=redis_url, qdrant_path=tmp_path / "q1")
+    backend = InProcessBackend(Settings(), first)
+    try:
+        demo = await seed_demo_brand(backend.sessionmaker)
+        result = await backend.knowledge.ingest(demo.tenant.id, demo.brand.id, demo_documents())
+    finally:
+        await backend.aclose()
+
+    # The vector store is lost: rebuild into an empty one from Postgres alone.
+    settings = ServiceEndpoints(
+        database_url=database_url, redis_url=redis_url, qdrant_path=tmp_path / "q2"
+    ).apply(Settings())
+    assert await rebuild_vectors(settings, tenant_id=demo.tenant.id, brand_id=demo.brand.id) >= len(
+        result.chunk_ids
+    )
+    store = VectorStore(settings)
+    try:
+        restored: set[str] = set()
+        for doc in demo_documents().documents:
+            restored |= store.source_chunk_ids(
+                tenant_id=demo.tenant.id, brand_id=demo.brand.id, source=doc.uri
+            )
+    finally:
+        store.close()
+    assert set(result.chunk_ids) <= restored
