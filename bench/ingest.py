@@ -7,11 +7,15 @@ All figures come from one run on one machine:
 
 1. **Pipeline**: a generated corpus (``--docs`` Markdown files of ``--sections`` sections; each section
    is one chunk) ingested by :func:`pipelines.ingest.run_ingest` on the Ray Data engine into a fresh
-   Qdrant local-mode directory: chunks/s over the whole run (listing, reading, parsing, chunking,
-   embedding in ``--actors`` EmbedChunks actors, upserting, Postgres sync; model loads included).
-   ``ray.init`` is done before the clock starts and reported separately.
+   Qdrant local-mode directory (listing, reading, parsing, chunking, embedding in ``--actors``
+   EmbedChunks actors, upserting, Postgres sync). Two rates: *end to end* (the whole run, actor starts
+   and model loads included) and *steady state* (from the first batch of documents the driver gets back
+   to the last one, so actor start-up and the first batch are outside it). ``ray.init`` is done before
+   the clock starts and reported separately.
 2. **Bare model**: the same chunk texts embedded by one ``SentenceTransformer`` in this process with
-   ``torch.set_num_threads(1)`` (model load excluded): chunks/s, and the pipeline/bare ratio.
+   ``torch.set_num_threads(1)`` (model load excluded): chunks/s, and the pipeline/bare ratios. Then the
+   machine's own ceiling: two such processes at once, each on half the texts (model loads excluded,
+   both start together) — what two cores give right now, with whatever else runs on the machine.
 3. **Retrieval**: one brand with ``--retrieval-chunks`` chunks (plus a second brand of 10 % as many, so
    the tenant filter has work to do). Their vectors are *generated* (seeded random unit vectors; the
    texts are generated sentences), not embedded: embedding 50,000 chunks would take ~40 minutes on
@@ -28,12 +32,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import multiprocessing
+import os
 import random
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _WORDS = [
     "order",
@@ -131,8 +139,19 @@ def _brand(database_url: str) -> tuple[uuid.UUID, uuid.UUID]:
     return tenant_id, brand_id
 
 
-def pipeline_rate(args: argparse.Namespace, database_url: str, work: Path) -> tuple[int, float, float]:
-    """(chunks written, seconds, ray.init seconds) of a Ray Data run over the generated corpus."""
+@dataclass(frozen=True)
+class PipelineRun:
+    """What one Ray Data run over the generated corpus took."""
+
+    chunks: int
+    seconds: float
+    init_s: float
+    steady_chunks: float
+    steady_s: float
+
+
+def pipeline_rate(args: argparse.Namespace, database_url: str, work: Path) -> PipelineRun:
+    """End-to-end and steady-state figures of a Ray Data run over the generated corpus."""
     import ray
 
     from common.config import Settings
@@ -155,23 +174,37 @@ def pipeline_rate(args: argparse.Namespace, database_url: str, work: Path) -> tu
     started = time.perf_counter()
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     init_s = time.perf_counter() - started
+    marks: list[tuple[float, int]] = []  # (time, documents done) per batch back in the driver
     try:
         request = IngestRequest(tenant_id=tenant_id, brand_id=brand_id, sources=[str(corpus / "*.md")])
         started = time.perf_counter()
-        summary = run_ingest(request, settings=settings, engine=Engine.RAY)
+        summary = run_ingest(
+            request,
+            settings=settings,
+            engine=Engine.RAY,
+            progress=lambda done, total: marks.append((time.perf_counter(), done)),
+        )
         seconds = time.perf_counter() - started
     finally:
         ray.shutdown()
     if summary.documents_quarantined:
         raise SystemExit(f"bench corpus had quarantined documents: {summary.quarantined}")
-    return summary.chunks_written, seconds, init_s
+    (t_first, d_first), (t_last, d_last) = marks[1], marks[-1]  # marks[0] is the (0, total) report
+    per_doc = summary.chunks_written / summary.documents_in
+    return PipelineRun(
+        chunks=summary.chunks_written,
+        seconds=seconds,
+        init_s=init_s,
+        steady_chunks=(d_last - d_first) * per_doc,
+        steady_s=t_last - t_first,
+    )
 
 
-def bare_rate(corpus: Path) -> tuple[int, float]:
-    """(chunks, seconds) for the bare model embedding the same chunk texts, one process, one thread."""
+def corpus_texts(corpus: Path) -> list[str]:
+    """The embedding texts of the generated corpus, chunked as the pipeline chunks them."""
     from common.chunking import MARKDOWN, chunk_document, embedding_text
     from common.config import Settings
-    from common.embeddings import SentenceTransformerEmbedder, token_counter
+    from common.embeddings import token_counter
 
     settings = Settings()
     count = token_counter(settings.embeddings)
@@ -185,10 +218,49 @@ def bare_rate(corpus: Path) -> tuple[int, float]:
             overlap_tokens=settings.retrieval.chunk_overlap_tokens,
         )
         texts.extend(embedding_text(heading_path=c.heading_path, text=c.text) for c in chunks)
+    return texts
+
+
+def bare_rate(texts: list[str]) -> float:
+    """Seconds for the bare model to embed ``texts`` in this process with one thread (load excluded)."""
+    from common.config import Settings
+    from common.embeddings import SentenceTransformerEmbedder
+
+    settings = Settings()
     embedder = SentenceTransformerEmbedder(settings.embeddings.model_copy(update={"num_threads": 1}))
     started = time.perf_counter()
     embedder.embed(texts)
-    return len(texts), time.perf_counter() - started
+    return time.perf_counter() - started
+
+
+def _ceiling_worker(texts: list[str], ready: Any, results: Any) -> None:
+    from common.config import Settings
+    from common.embeddings import SentenceTransformerEmbedder
+
+    settings = Settings()
+    embedder = SentenceTransformerEmbedder(settings.embeddings.model_copy(update={"num_threads": 1}))
+    ready.wait()  # both models loaded: start together
+    started = time.time()
+    embedder.embed(texts)
+    results.put((started, time.time()))
+
+
+def ceiling_rate(texts: list[str], *, processes: int = 2) -> float:
+    """Seconds for ``processes`` bare one-thread processes, started together, to embed ``texts`` between
+    them: what the machine's cores give right now, with no pipeline around the model."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, results = ctx.Barrier(processes), ctx.Queue()
+    share = math.ceil(len(texts) / processes)
+    workers = [
+        ctx.Process(target=_ceiling_worker, args=(texts[i * share : (i + 1) * share], ready, results))
+        for i in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    spans: list[tuple[float, float]] = [results.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join()
+    return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
 def retrieval_latency(args: argparse.Namespace, work: Path) -> dict[str, float]:
@@ -265,35 +337,55 @@ def _pct(values: list[float], pct: int) -> float:
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
+def _load() -> str:
+    """The 1/5/15-minute load averages: other work on a shared machine shows up here."""
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _report_ingestion(args: argparse.Namespace, run: PipelineRun, corpus: Path) -> None:
+    out = sys.stdout
+    out.write(f"load average after the pipeline: {_load()}\n")
+    texts = corpus_texts(corpus)
+    bare_cps = len(texts) / bare_rate(texts)
+    end_cps, steady_cps = run.chunks / run.seconds, run.steady_chunks / run.steady_s
+    out.write(f"corpus: {args.docs} documents, {run.chunks} chunks\n")
+    out.write(f"ray.init: {run.init_s:.1f} s (not counted)\n")
+    out.write(f"pipeline (Ray Data, {args.actors} embed actor(s), {args.cpus} CPUs):\n")
+    out.write(f"  end to end: {run.chunks} chunks in {run.seconds:.1f} s = {end_cps:.1f} chunks/s\n")
+    out.write(f"  steady state: {run.steady_chunks:.0f} chunks in {run.steady_s:.1f} s ")
+    out.write(f"= {steady_cps:.1f} chunks/s\n")
+    out.write(f"bare model (1 process, 1 thread): {len(texts)} chunks = {bare_cps:.1f} chunks/s\n")
+    out.write(f"ratio pipeline/bare: end to end {end_cps / bare_cps:.2f}, ")
+    out.write(f"steady state {steady_cps / bare_cps:.2f}\n")
+    if not args.skip_ceiling:
+        ceiling_cps = len(texts) / ceiling_rate(texts)
+        out.write(f"bare model, 2 processes x 1 thread at once: {ceiling_cps:.1f} chunks/s ")
+        out.write(f"= {ceiling_cps / bare_cps:.2f}x one process (what the 2 cores give right now)\n")
+    out.write(f"load average after the bare runs: {_load()}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the three measurements and print one report."""
     parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=220)
     parser.add_argument("--sections", type=int, default=10)
-    parser.add_argument("--actors", type=int, default=1, help="EmbedChunks actors")
+    parser.add_argument("--actors", type=int, default=2, help="EmbedChunks actors (one per CPU)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs for the local Ray instance")
     parser.add_argument("--batch-docs", type=int, default=16)
     parser.add_argument("--retrieval-chunks", type=int, default=50_000)
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--pg-url", default="postgresql://root@127.0.0.1:5432/postgres")
     parser.add_argument("--skip-retrieval", action="store_true")
+    parser.add_argument("--skip-ceiling", action="store_true", help="skip the two-process bare model run")
     args = parser.parse_args(argv)
 
     name, database_url = _database(args.pg_url)
     out = sys.stdout
+    out.write(f"load average (1/5/15 min) at start: {_load()}\n")
     try:
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
             work = Path(tmp)
-            chunks, seconds, init_s = pipeline_rate(args, database_url, work)
-            bare_chunks, bare_s = bare_rate(work / "corpus")
-            pipeline_cps, bare_cps = chunks / seconds, bare_chunks / bare_s
-            out.write(f"corpus: {args.docs} documents, {chunks} chunks\n")
-            out.write(f"ray.init: {init_s:.1f} s (not counted)\n")
-            out.write(f"pipeline (Ray Data, {args.actors} embed actor(s), {args.cpus} CPUs): ")
-            out.write(f"{chunks} chunks in {seconds:.1f} s = {pipeline_cps:.1f} chunks/s\n")
-            out.write(f"bare model (1 process, 1 thread): {bare_chunks} chunks in {bare_s:.1f} s ")
-            out.write(f"= {bare_cps:.1f} chunks/s\n")
-            out.write(f"ratio pipeline/bare: {pipeline_cps / bare_cps:.2f}\n")
+            _report_ingestion(args, pipeline_rate(args, database_url, work), work / "corpus")
             if not args.skip_retrieval:
                 r = retrieval_latency(args, work)
                 out.write(

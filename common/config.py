@@ -297,6 +297,16 @@ class VLLMSettings(BaseModel):
     route_prefix: str = Field(default="/llm", description="Where the OpenAI app is served")
 
 
+class ApiSettings(BaseModel):
+    """The platform API (messages, conversations, knowledge).
+
+    ``token`` set → every platform API call needs ``Authorization: Bearer <token>``; unset (local
+    development, ``make run``) → open. Channel webhooks, web chat and the agent API have their own auth.
+    """
+
+    token: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     """Root settings object; use :func:`get_settings` for the process-wide cached instance."""
 
@@ -327,6 +337,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     actions: ActionSettings = Field(default_factory=ActionSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)

@@ -30,10 +30,12 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
+from common import metrics
 from common.config import RedisSettings
 from common.domain import OutboundResponse
 from common.errors import AssistantError, StreamUnavailable
 from common.logging import get_logger
+from common.observability import BacklogReporter, stage
 from common.retry import RetryPolicy, retry_async
 from common.schemas import InboundQueued
 from common.streams import INBOUND_STREAM, STREAM_MAXLEN
@@ -110,6 +112,7 @@ class InboundWorker:
         self.stream = redis_settings.key("stream", INBOUND_STREAM)
         self.dead_stream = redis_settings.key("stream", INBOUND_DEAD_STREAM)
         self._group_ready = False
+        self._backlog = BacklogReporter(redis, key=self.stream, stream=INBOUND_STREAM, group=config.group)
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and stream) if missing; from id 0 so earlier entries count too."""
@@ -143,6 +146,7 @@ class InboundWorker:
         while not stop.is_set():
             try:
                 await self.run_once()
+                await self._backlog.maybe_report()
             except StreamUnavailable as exc:
                 log.warning("inbound_worker_redis_unavailable", error=str(exc))
                 await self._sleep(self._config.error_backoff_s)
@@ -194,23 +198,25 @@ class InboundWorker:
             reason = f"delivered {deliveries} times without being acknowledged (worker crashes?)"
             await self._dead_letter(entry_id, fields, deliveries, reason)
             return "dead_lettered"
-        try:
-            await retry_async(
-                lambda: self._process(queued.inbound_id),
-                policy=self._config.retry,
-                is_retryable=is_retryable,
-                sleep=self._sleep,
-            )
-        except Exception as exc:  # classified below: permanent → dead letter, retryable → stay pending
-            if is_retryable(exc) and deliveries < self._config.max_deliveries:
-                log.warning(
-                    "inbound_retry_later", entry_id=entry_id, deliveries=deliveries, error=describe(exc)
+        # Continues the trace started where the message was accepted (carried in the entry).
+        with stage("inbound_worker.process", parent=queued.trace, entry_id=entry_id, deliveries=deliveries):
+            try:
+                await retry_async(
+                    lambda: self._process(queued.inbound_id),
+                    policy=self._config.retry,
+                    is_retryable=is_retryable,
+                    sleep=self._sleep,
                 )
-                return "left_pending"
-            await self._dead_letter(entry_id, fields, deliveries, describe(exc))
-            return "dead_lettered"
-        await self._redis.xack(self.stream, self._config.group, entry_id)
-        return "processed"
+            except Exception as exc:  # classified below: permanent → dead letter, retryable → stay pending
+                if is_retryable(exc) and deliveries < self._config.max_deliveries:
+                    log.warning(
+                        "inbound_retry_later", entry_id=entry_id, deliveries=deliveries, error=describe(exc)
+                    )
+                    return "left_pending"
+                await self._dead_letter(entry_id, fields, deliveries, describe(exc))
+                return "dead_lettered"
+            await self._redis.xack(self.stream, self._config.group, entry_id)
+            return "processed"
 
     async def _dead_letter(self, entry_id: str, fields: dict[str, str], deliveries: int, reason: str) -> None:
         record = {
@@ -224,4 +230,5 @@ class InboundWorker:
             pipe.xadd(self.dead_stream, {"data": json.dumps(record)}, maxlen=STREAM_MAXLEN, approximate=True)
             pipe.xack(self.stream, self._config.group, entry_id)
             await pipe.execute()
+        metrics.inc("ema_dead_letters_total", stream=INBOUND_DEAD_STREAM)
         log.error("inbound_dead_lettered", entry_id=entry_id, deliveries=deliveries, reason=reason)

@@ -33,10 +33,12 @@ from redis.exceptions import ResponseError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common import metrics
 from common.config import Settings
 from common.db import repositories as repo
 from common.errors import AssistantError
 from common.logging import get_logger
+from common.observability import stage
 from common.retry import RetryPolicy, default_is_retryable
 from common.streams import STREAM_MAXLEN
 from pipelines.ingest import IngestRequest, IngestSummary, ProgressFn, SourceItemIn
@@ -240,7 +242,8 @@ class IngestionWorker:
             asyncio.run_coroutine_threadsafe(self._publish(event), loop)
 
         try:
-            summary = await asyncio.to_thread(self._run, job.request(), progress)
+            with stage("ingestion.run", stage_label="ingestion", job_id=job.job_id, attempt=attempt):
+                summary = await asyncio.to_thread(self._run, job.request(), progress)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             if not default_is_retryable(exc) or attempt >= self._cfg.max_attempts:
@@ -253,6 +256,7 @@ class IngestionWorker:
             )
             await self._sleep(self._policy.delay(attempt))
             return False
+        _count_summary(summary)
         counts = summary.model_dump(exclude={"quarantined", "seconds"})
         counts_out = {**counts, "quarantined": [q.model_dump() for q in summary.quarantined]}
         await self._set(job.job_id, status="succeeded", counts={**counts_out, "seconds": summary.seconds})
@@ -265,6 +269,7 @@ class IngestionWorker:
         return True
 
     async def _fail(self, entry_id: str, job: KnowledgeIngestJob, *, attempts: int, error: str) -> None:
+        metrics.inc("ema_ingestion_jobs_total", outcome="failed")
         await self._set(job.job_id, status="failed", error=error)
         await self._publish(IngestProgress(job_id=job.job_id, status="failed", attempt=attempts, error=error))
         await self._dead_letter(entry_id, job, attempts=attempts, error=error)
@@ -282,6 +287,7 @@ class IngestionWorker:
             entry_id=entry_id,
         )
         # Dead-letter before the ack: a crash in between leaves a duplicate letter, never a lost job.
+        metrics.inc("ema_dead_letters_total", stream=DEAD_STREAM)
         await self._redis.xadd(
             stream_key(self._settings, DEAD_STREAM),
             {"data": letter.model_dump_json()},
@@ -319,3 +325,14 @@ class IngestionWorker:
     async def _publish(self, event: IngestProgress) -> None:
         channel = progress_channel(self._settings, event.job_id)
         await self._redis.publish(channel, json.dumps(event.model_dump(mode="json")))
+
+
+def _count_summary(summary: IngestSummary) -> None:
+    """Documents by outcome and chunks by operation of one finished run."""
+    metrics.inc("ema_ingestion_jobs_total", outcome="succeeded")
+    metrics.inc("ema_ingestion_documents_total", float(summary.documents_indexed), outcome="indexed")
+    metrics.inc("ema_ingestion_documents_total", float(summary.documents_quarantined), outcome="quarantined")
+    for operation in ("written", "unchanged", "deleted"):
+        metrics.inc(
+            "ema_ingestion_chunks_total", float(getattr(summary, f"chunks_{operation}")), operation=operation
+        )

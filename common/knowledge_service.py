@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common import knowledge
 from common.config import RetrievalSettings
 from common.db import repositories as repo
+from common.observability import stage
 from common.reranking import build_reranker
 from common.schemas import ChunkRecord, IngestResult, KnowledgeUploadIn, RetrievedChunk
 from common.vectorstore import VectorStore
@@ -45,10 +46,28 @@ class KnowledgeService:
     async def retrieve(
         self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int
     ) -> list[RetrievedChunk]:
-        """Top-k chunks of this tenant's brand for ``query`` (hybrid and reranked as settings say)."""
+        """Top-k chunks of this tenant's brand for ``query`` (hybrid and reranked as settings say).
+
+        Traced as two stages: ``knowledge.embed`` (the query vector) and ``knowledge.vector_search``
+        (search, fusion and reranking).
+        """
+        with stage("knowledge.embed", chars=len(query)):
+            vectors = await self._embed([query])
+
+        async def embedded(_texts: list[str]) -> list[list[float]]:
+            return vectors
+
+        with stage("knowledge.vector_search", top_k=top_k) as span:
+            chunks = await self._search(tenant_id, brand_id, query, top_k, embedded)
+            span.set_attribute("chunks", len(chunks))
+        return chunks
+
+    async def _search(
+        self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int, embed: EmbedFn
+    ) -> list[RetrievedChunk]:
         return await knowledge.retrieve_context(
             store=self._store,
-            embed=self._embed,
+            embed=embed,
             tenant_id=tenant_id,
             brand_id=brand_id,
             query=query,

@@ -41,6 +41,12 @@ _SPECS: dict[str, _Spec] = {
             ("channel", "brand", "direction"),
         ),
         _Spec("histogram", "ema_stage_latency_seconds", "Latency of one pipeline stage", ("stage",)),
+        _Spec(
+            "histogram",
+            "ema_message_latency_seconds",
+            "End to end: customer message received to reply accepted by the provider",
+            ("channel",),
+        ),
         _Spec("counter", "ema_llm_tokens_total", "LLM tokens by kind (prompt/completion)", ("model", "kind")),
         _Spec("histogram", "ema_llm_latency_seconds", "LLM call latency", ("model",)),
         _Spec("counter", "ema_guardrail_decisions_total", "Guardrail decisions", ("rule", "action")),
@@ -53,6 +59,7 @@ _SPECS: dict[str, _Spec] = {
         ),
         _Spec("counter", "ema_dead_letters_total", "Entries moved to a dead-letter stream", ("stream",)),
         _Spec("counter", "ema_ingestion_documents_total", "Ingested documents by outcome", ("outcome",)),
+        _Spec("counter", "ema_ingestion_jobs_total", "Ingestion jobs finished, by outcome", ("outcome",)),
         _Spec("counter", "ema_ingestion_chunks_total", "Chunks written/deleted/unchanged", ("operation",)),
         _Spec(
             "gauge",
@@ -111,9 +118,13 @@ def _labels(spec: _Spec, labels: dict[str, str]) -> dict[str, str]:
 
 
 def inc(name: str, value: float = 1.0, **labels: str) -> None:
-    """Increment a counter."""
+    """Increment a counter; a zero increment records nothing (Ray's counters refuse it)."""
     spec = _SPECS[name]
     tags = _labels(spec, labels)
+    if value < 0:
+        raise ValueError(f"{name}: counters only go up, got {value}")
+    if value == 0:
+        return
     if _ray is not None:
         _ray[name].inc(value, tags=tags)
     else:

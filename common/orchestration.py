@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common import escalation, guardrails, prompting
+from common import escalation, guardrails, metrics, prompting
 from common.actions import ActionContext, ActionRegistry, ActionResult, PluginDeps
 from common.actions.engine import ActionEngine, extract_actions, message_key
 from common.config import Settings
@@ -50,6 +50,7 @@ from common.domain import (
 )
 from common.errors import Conflict, InvalidInput, LLMError, NotFound, PayloadTooLarge, StreamUnavailable
 from common.logging import get_logger
+from common.observability import carrier, stage
 from common.schemas import (
     ChatMessage,
     ChatRequest,
@@ -148,21 +149,22 @@ class MessageOrchestrator:
         Inbound log, reply and outbox row are written in one transaction after generation.
         """
         self._check_size(message)
-        async with self._sessionmaker() as session:
-            brand = await self._brand(session, message.brand_id)
-            previous = await self._stored_reply(session, message)
-            if previous is not None:
-                return previous
-            conversation = await self._conversation(session, brand, message)
-            history = await repo.recent_messages(
-                session, conversation_id=conversation.id, limit=HISTORY_TURNS
-            )
-            turn = await self._turn(session, brand, message, conversation, history)
-            await session.commit()
-            conversation_id = conversation.id
-
-        draft = await self._draft(turn)
-        return await self._store_and_publish(brand, message, conversation_id, draft)
+        with stage("orchestrator.handle", channel=message.channel.value, brand_id=message.brand_id):
+            async with self._sessionmaker() as session:
+                brand = await self._brand(session, message.brand_id)
+                previous = await self._stored_reply(session, message)
+                if previous is not None:
+                    return previous
+                conversation = await self._conversation(session, brand, message)
+                history = await repo.recent_messages(
+                    session, conversation_id=conversation.id, limit=HISTORY_TURNS
+                )
+                turn = await self._turn(session, brand, message, conversation, history)
+                await session.commit()
+                conversation_id = conversation.id
+            _count_inbound(message)
+            draft = await self._drafted(turn)
+            return await self._store_and_publish(brand, message, conversation_id, draft)
 
     async def accept(self, message: InboundMessage) -> Accepted:
         """Make an inbound message durable and queue it for :meth:`process_stored` (webhook path).
@@ -171,31 +173,41 @@ class MessageOrchestrator:
         provider message id is recognised atomically and queues nothing.
         """
         self._check_size(message)
-        async with self._sessionmaker() as session:
-            brand = await self._brand(session, message.brand_id)
-            conversation = await self._conversation(session, brand, message)
-            inbound = await repo.insert_inbound(session, conversation=conversation, message=message)
-            if inbound is None:
-                await session.rollback()
-                existing = await repo.find_inbound(
-                    session,
-                    brand_id=message.brand_id,
-                    channel=message.channel,
-                    provider_message_id=message.provider_message_id,
-                )
-                if existing is None:  # pragma: no cover - the unique key said it exists
-                    raise StreamUnavailable("inbound message vanished during deduplication; retry")
-                return Accepted(existing.id, existing.conversation_id, duplicate=True)
-            payload = InboundQueued(inbound_id=inbound.id, brand_id=brand.id).model_dump(mode="json")
-            outbox = await repo.add_outbox(session, stream=INBOUND_STREAM, payload=payload)
-            await session.commit()
-            accepted = Accepted(inbound.id, conversation.id, duplicate=False)
-            outbox_id = outbox.id
-        await self._publish(outbox_id, INBOUND_STREAM, payload)
-        return accepted
+        with stage("orchestrator.accept", channel=message.channel.value, brand_id=message.brand_id) as span:
+            async with self._sessionmaker() as session:
+                brand = await self._brand(session, message.brand_id)
+                conversation = await self._conversation(session, brand, message)
+                inbound = await repo.insert_inbound(session, conversation=conversation, message=message)
+                if inbound is None:
+                    await session.rollback()
+                    existing = await repo.find_inbound(
+                        session,
+                        brand_id=message.brand_id,
+                        channel=message.channel,
+                        provider_message_id=message.provider_message_id,
+                    )
+                    if existing is None:  # pragma: no cover - the unique key said it exists
+                        raise StreamUnavailable("inbound message vanished during deduplication; retry")
+                    span.set_attribute("duplicate", True)
+                    return Accepted(existing.id, existing.conversation_id, duplicate=True)
+                # The worker continues this trace from the queued entry (through outbox and relay too).
+                queued = InboundQueued(inbound_id=inbound.id, brand_id=brand.id, trace=carrier())
+                payload = _stream_payload(queued)
+                outbox = await repo.add_outbox(session, stream=INBOUND_STREAM, payload=payload)
+                await session.commit()
+                accepted = Accepted(inbound.id, conversation.id, duplicate=False)
+                outbox_id = outbox.id
+            span.set_attribute("inbound_id", str(inbound.id))
+            _count_inbound(message)
+            await self._publish(outbox_id, INBOUND_STREAM, payload)
+            return accepted
 
     async def process_stored(self, inbound_id: uuid.UUID) -> OutboundResponse:
         """Answer a message stored by :meth:`accept`; idempotent (a second call returns the first reply)."""
+        with stage("orchestrator.process_stored", inbound_id=inbound_id):
+            return await self._process_stored(inbound_id)
+
+    async def _process_stored(self, inbound_id: uuid.UUID) -> OutboundResponse:
         async with self._sessionmaker() as session:
             inbound = await repo.get_message(session, message_id=inbound_id)
             if inbound is None or inbound.direction != Direction.INBOUND:
@@ -217,7 +229,7 @@ class MessageOrchestrator:
             )
             earlier = [m for m in history if m.id != inbound.id]
             turn = await self._turn(session, brand, message, conversation, earlier)
-        draft = await self._draft(turn)
+        draft = await self._drafted(turn)
         return await self._store_reply(brand, message, conversation, inbound.id, draft)
 
     # --- agents -------------------------------------------------------------------------------------
@@ -397,6 +409,23 @@ class MessageOrchestrator:
             return None
         return _response_from_log(message, reply, duplicate=True)
 
+    async def _drafted(self, turn: _Turn) -> _Draft:
+        """:meth:`_draft` in its own span, its guardrail decisions and escalation counted."""
+        with stage("orchestrator.draft") as span:
+            draft = await self._draft(turn)
+            span.set_attribute("escalated", draft.escalated)
+            span.set_attribute("decisions", len(draft.decisions))
+        for decision in draft.decisions:
+            metrics.inc("ema_guardrail_decisions_total", rule=decision.rule, action=decision.action)
+        if draft.handoff:
+            trigger = next((d for d in draft.decisions if d.rule.startswith(escalation.RULE_PREFIX)), None)
+            metrics.inc(
+                "ema_escalations_total",
+                brand=str(turn.brand.id),
+                trigger=trigger.rule.removeprefix(escalation.RULE_PREFIX) if trigger else "unknown",
+            )
+        return draft
+
     async def _draft(self, turn: _Turn) -> _Draft:
         if turn.state is not ConversationState.BOT:
             # A human owns the conversation: log the message, say nothing.
@@ -444,8 +473,11 @@ class MessageOrchestrator:
         brand, message = turn.brand, turn.message
         top_k = self._settings.retrieval.top_k
         started = time.perf_counter()
-        chunks = await self._retrieve(brand.tenant_id, brand.id, message.text, top_k)
-        relevant = [c for c in chunks if c.score >= self._settings.retrieval.min_score]
+        with stage("orchestrator.retrieve", top_k=top_k) as span:
+            chunks = await self._retrieve(brand.tenant_id, brand.id, message.text, top_k)
+            relevant = [c for c in chunks if c.score >= self._settings.retrieval.min_score]
+            span.set_attribute("chunks", len(chunks))
+            span.set_attribute("relevant", len(relevant))
         log.info(
             "retrieved",
             chunks=len(chunks),
@@ -479,7 +511,7 @@ class MessageOrchestrator:
         )
         decisions = list(screened.decisions)
         try:
-            usage = await self._chat(ChatRequest(messages=prompt))
+            usage = await self._generate(ChatRequest(messages=prompt))
         except LLMError as exc:
             return await self._generation_failed(turn, context, key, decisions, exc, failed_streak)
         extraction = extract_actions(usage.text)
@@ -507,6 +539,19 @@ class MessageOrchestrator:
         decisions += final.decisions
         return self._checked(turn, final.text, list(final.citations), decisions, prompt, usage, failed_streak)
 
+    async def _generate(self, request: ChatRequest) -> ChatResponse:
+        """One chat completion in an ``llm.chat`` span; tokens and latency counted by model."""
+        started = time.perf_counter()
+        with stage("llm.chat", stage_label="llm", messages=len(request.messages)) as span:
+            usage = await self._chat(request)
+            span.set_attribute("model", usage.model)
+            span.set_attribute("prompt_tokens", usage.prompt_tokens)
+            span.set_attribute("completion_tokens", usage.completion_tokens)
+        metrics.observe("ema_llm_latency_seconds", time.perf_counter() - started, model=usage.model)
+        metrics.inc("ema_llm_tokens_total", usage.prompt_tokens, model=usage.model, kind="prompt")
+        metrics.inc("ema_llm_tokens_total", usage.completion_tokens, model=usage.model, kind="completion")
+        return usage
+
     async def _answer_with_results(
         self,
         prompt: list[ChatMessage],
@@ -515,7 +560,7 @@ class MessageOrchestrator:
     ) -> tuple[str, ChatResponse | None]:
         """Second generation, with the action results as context; no further actions are taken."""
         try:
-            usage = await self._chat(ChatRequest(messages=prompt))
+            usage = await self._generate(ChatRequest(messages=prompt))
         except LLMError as exc:
             decisions.append(
                 GuardrailDecision("actions", "fallback", f"generation failed: {type(exc).__name__}")
@@ -585,20 +630,21 @@ class MessageOrchestrator:
         conversation_id: uuid.UUID,
         draft: _Draft,
     ) -> OutboundResponse:
-        async with self._sessionmaker() as session:
-            conversation = await self._conversation(session, brand, message)
-            inbound = await repo.insert_inbound(session, conversation=conversation, message=message)
-            if inbound is None:
-                # A concurrent delivery of the same message won the race: answer with its reply.
-                await session.rollback()
-                stored = await self._stored_reply(session, message)
-                if stored is None:
-                    raise StreamUnavailable("duplicate message is still being answered; retry shortly")
-                return stored
-            written = await self._write_reply(session, brand, message, conversation, inbound.id, draft)
-            if written is None:  # pragma: no cover - the inbound row was created in this transaction
-                raise StreamUnavailable("reply already recorded for a new inbound message")
-            await session.commit()
+        with stage("orchestrator.store_reply", stage_label="store"):
+            async with self._sessionmaker() as session:
+                conversation = await self._conversation(session, brand, message)
+                inbound = await repo.insert_inbound(session, conversation=conversation, message=message)
+                if inbound is None:
+                    # A concurrent delivery of the same message won the race: answer with its reply.
+                    await session.rollback()
+                    stored = await self._stored_reply(session, message)
+                    if stored is None:
+                        raise StreamUnavailable("duplicate message is still being answered; retry shortly")
+                    return stored
+                written = await self._write_reply(session, brand, message, conversation, inbound.id, draft)
+                if written is None:  # pragma: no cover - the inbound row was created in this transaction
+                    raise StreamUnavailable("reply already recorded for a new inbound message")
+                await session.commit()
         for outbox_id, stream, payload in written.publish:
             await self._publish(outbox_id, stream, payload)
         return written.response
@@ -611,16 +657,17 @@ class MessageOrchestrator:
         inbound_id: uuid.UUID,
         draft: _Draft,
     ) -> OutboundResponse:
-        async with self._sessionmaker() as session:
-            written = await self._write_reply(session, brand, message, conversation, inbound_id, draft)
-            if written is None:
-                # Another worker answered this message first; its reply stands, ours is dropped.
-                await session.rollback()
-                reply = await repo.find_reply_to(session, inbound_id=inbound_id)
-                if reply is None:  # pragma: no cover - the unique index said it exists
-                    raise StreamUnavailable("reply vanished during deduplication; retry")
-                return _response_from_log(message, reply, duplicate=True)
-            await session.commit()
+        with stage("orchestrator.store_reply", stage_label="store"):
+            async with self._sessionmaker() as session:
+                written = await self._write_reply(session, brand, message, conversation, inbound_id, draft)
+                if written is None:
+                    # Another worker answered this message first; its reply stands, ours is dropped.
+                    await session.rollback()
+                    reply = await repo.find_reply_to(session, inbound_id=inbound_id)
+                    if reply is None:  # pragma: no cover - the unique index said it exists
+                        raise StreamUnavailable("reply vanished during deduplication; retry")
+                    return _response_from_log(message, reply, duplicate=True)
+                await session.commit()
         for outbox_id, stream, payload in written.publish:
             await self._publish(outbox_id, stream, payload)
         return written.response
@@ -687,7 +734,8 @@ class MessageOrchestrator:
         if self._publisher is None:
             return
         try:
-            await self._publisher.publish(stream, payload)
+            with stage("stream.publish", stage_label="publish", stream=stream):
+                await self._publisher.publish(stream, payload)
         except StreamUnavailable as exc:
             log.warning("outbox_publish_deferred", outbox_id=str(outbox_id), stream=stream, error=str(exc))
             return
@@ -700,7 +748,7 @@ def outbound_payload(
     brand: BrandProfile, response: OutboundResponse, *, sender: Literal["bot", "agent"] = "bot"
 ) -> dict[str, Any]:
     """The JSON (an :class:`common.schemas.OutboundPayload`) a channel dispatcher needs for one reply."""
-    return OutboundPayload(
+    payload = OutboundPayload(
         message_id=response.message_id,
         conversation_id=response.conversation_id,
         tenant_id=brand.tenant_id,
@@ -710,7 +758,21 @@ def outbound_payload(
         in_reply_to=response.in_reply_to or None,
         text=response.text,
         sender=sender,
-    ).model_dump(mode="json")
+        trace=carrier(),  # the dispatcher continues this trace (through outbox and relay too)
+    )
+    return _stream_payload(payload)
+
+
+def _stream_payload(model: OutboundPayload | InboundQueued) -> dict[str, Any]:
+    """JSON for a stream entry; without a ``trace`` key when there is no context to carry (tracing off),
+    so entries stay as they were before tracing existed."""
+    return model.model_dump(mode="json", exclude={"trace"} if model.trace is None else None)
+
+
+def _count_inbound(message: InboundMessage) -> None:
+    metrics.inc(
+        "ema_messages_total", channel=message.channel.value, brand=str(message.brand_id), direction="inbound"
+    )
 
 
 def _require_state(conversation: Any, state: ConversationState, *, action: str) -> None:

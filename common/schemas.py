@@ -185,6 +185,9 @@ class OutboundPayload(_Strict):
     sender: Literal["bot", "agent"] = Field(
         default="bot", description="bot replies are dropped at send time when a human owns the conversation"
     )
+    trace: dict[str, str] | None = Field(
+        default=None, description="W3C trace context (traceparent, baggage) the dispatcher continues"
+    )
 
 
 class InboundQueued(_Strict):
@@ -192,3 +195,6 @@ class InboundQueued(_Strict):
 
     inbound_id: uuid.UUID
     brand_id: uuid.UUID
+    trace: dict[str, str] | None = Field(
+        default=None, description="W3C trace context (traceparent, baggage) the inbound worker continues"
+    )

@@ -7,21 +7,32 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from common import metrics
 from common.config import ServiceEndpoints, get_settings
 from common.db.session import make_engine, make_sessionmaker
+from common.errors import AssistantError
 from common.logging import configure_logging
-from common.streams import connect
+from common.orchestration import MessageOrchestrator
+from common.schemas import ChatRequest, ChatResponse
+from common.streams import StreamPublisher, connect
+from common.telemetry import configure_tracing
 from deployments.proxy import HandleProxy
 from serve_apps.gateway_api import build_gateway_api, dependencies_ready
 
 
 # Beyond max_ongoing + max_queued requests per replica, Serve answers 503 at once instead of letting
 # webhooks time out: providers retry, and the load benchmark shows where that knee is.
+async def _no_generation(_: ChatRequest) -> ChatResponse:
+    raise AssistantError(
+        "the gateway's intake only accepts messages; replies are drafted by the orchestrator"
+    )
+
+
 @serve.deployment(
     name="gateway",
     ray_actor_options={"num_cpus": 0.1},
     max_ongoing_requests=128,
-    max_queued_requests=256,
+    max_queued_requests=64,
 )
 @serve.ingress()
 class GatewayDeployment:
@@ -36,11 +47,23 @@ class GatewayDeployment:
     ) -> None:
         settings = endpoints.apply(get_settings())
         configure_logging(level=settings.log_level, json=settings.log_json)
+        configure_tracing(settings.telemetry)
+        metrics.use_ray_metrics()
         self.settings = settings
         self.orchestrator = HandleProxy(orchestrator)
         self.knowledge = HandleProxy(knowledge)
         self.sessionmaker = make_sessionmaker(make_engine(settings.database.url or "", pool_size=5))
         self.redis = connect(settings.redis)
+        # Webhooks and web chat only need `accept` (one transaction + XADD) before they answer. Doing it
+        # here, not through the orchestrator's handle, keeps acknowledgements off the queue of slow
+        # drafting calls that the orchestrator replicas serve for the inbound worker.
+        self.intake = MessageOrchestrator(
+            settings=settings,
+            sessionmaker=self.sessionmaker,
+            retrieve=self.knowledge.retrieve,
+            chat=_no_generation,
+            publisher=StreamPublisher(self.redis, settings.redis),
+        )
         # Worker deployments (inbound worker, dispatcher, ...) are bound here only so the one Serve
         # application deploys them; the gateway never calls them.
         self._workers = workers

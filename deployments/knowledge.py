@@ -13,14 +13,16 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from common import metrics
 from common.config import ServiceEndpoints, get_settings
 from common.db.session import make_engine, make_sessionmaker
 from common.embeddings import token_counter
 from common.knowledge_service import KnowledgeService
 from common.logging import configure_logging
 from common.schemas import IngestResult, KnowledgeUploadIn, RetrievedChunk
+from common.telemetry import configure_tracing
 from common.vectorstore import VectorStore
-from deployments.proxy import Delegating
+from deployments.proxy import Delegating, HandleProxy
 
 
 @serve.deployment(name="knowledge", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
@@ -33,7 +35,9 @@ class KnowledgeIndexDeployment(Delegating):
     def __init__(self, embedder: DeploymentHandle[Any], endpoints: ServiceEndpoints) -> None:
         settings = endpoints.apply(get_settings())
         configure_logging(level=settings.log_level, json=settings.log_json)
-        self._embedder = embedder
+        configure_tracing(settings.telemetry)
+        metrics.use_ray_metrics()
+        self._embedder = HandleProxy(embedder)
         store = VectorStore(settings)
         store.ensure_collection(settings.embeddings.model_name, settings.embeddings.dimension)
         engine = make_engine(settings.database.url or "", pool_size=settings.database.pool_size)
@@ -46,7 +50,7 @@ class KnowledgeIndexDeployment(Delegating):
         )
 
     async def _embed(self, texts: list[str]) -> list[list[float]]:
-        vectors: list[list[float]] = await self._embedder.embed.remote(texts)
+        vectors: list[list[float]] = await self._embedder.embed(texts)
         return vectors
 
     async def retrieve(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from ray import serve
 
+from common import metrics
 from common.config import ServiceEndpoints, get_settings
 from common.llm.base import ChatModel
 from common.llm.factory import build_chat_model
 from common.logging import configure_logging
 from common.schemas import ChatRequest, ChatResponse
+from common.telemetry import configure_tracing
+from deployments.proxy import TraceReceiving
 
 
 # A bounded queue in front of generation: callers get a fast 503 (mapped at the gateway) instead of
@@ -16,12 +19,14 @@ from common.schemas import ChatRequest, ChatResponse
 @serve.deployment(
     name="llm", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8, max_queued_requests=64
 )
-class LLMDeployment:
+class LLMDeployment(TraceReceiving):
     """Serves chat completions to the orchestrator through a deployment handle."""
 
     def __init__(self, endpoints: ServiceEndpoints) -> None:
         settings = endpoints.apply(get_settings())
         configure_logging(level=settings.log_level, json=settings.log_json)
+        configure_tracing(settings.telemetry)
+        metrics.use_ray_metrics()
         self._model: ChatModel = build_chat_model(settings.llm)
 
     async def chat(self, request: ChatRequest) -> ChatResponse:

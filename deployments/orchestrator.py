@@ -8,6 +8,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from common import metrics
 from common.config import ServiceEndpoints, get_settings
 from common.db.session import make_engine, make_sessionmaker
 from common.domain import InboundMessage, OutboundResponse
@@ -15,10 +16,18 @@ from common.logging import configure_logging
 from common.orchestration import MessageOrchestrator
 from common.schemas import ChatRequest, ChatResponse, RetrievedChunk
 from common.streams import StreamPublisher, connect
-from deployments.proxy import Delegating
+from common.telemetry import configure_tracing
+from deployments.proxy import Delegating, HandleProxy
 
 
-@serve.deployment(name="orchestrator", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+# Drafting holds a slot for retrieval + generation; a bounded queue sheds load with a fast 503 (mapped
+# at the gateway; the inbound worker leaves such entries pending and retries them) instead of waiting.
+@serve.deployment(
+    name="orchestrator",
+    ray_actor_options={"num_cpus": 0.1},
+    max_ongoing_requests=32,
+    max_queued_requests=64,
+)
 class OrchestratorDeployment(Delegating):
     """Answers inbound messages: retrieval and generation go to the knowledge and LLM deployments.
 
@@ -31,8 +40,10 @@ class OrchestratorDeployment(Delegating):
     ) -> None:
         settings = endpoints.apply(get_settings())
         configure_logging(level=settings.log_level, json=settings.log_json)
-        self._knowledge = knowledge
-        self._llm = llm
+        configure_tracing(settings.telemetry)
+        metrics.use_ray_metrics()
+        self._knowledge = HandleProxy(knowledge)
+        self._llm = HandleProxy(llm)
         engine = make_engine(settings.database.url or "", pool_size=settings.database.pool_size)
         self._publisher = StreamPublisher(connect(settings.redis), settings.redis)
         self._target = self._pipeline = MessageOrchestrator(
@@ -46,13 +57,11 @@ class OrchestratorDeployment(Delegating):
     async def _retrieve(
         self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int
     ) -> list[RetrievedChunk]:
-        chunks: list[RetrievedChunk] = await self._knowledge.retrieve.remote(
-            tenant_id, brand_id, query, top_k
-        )
+        chunks: list[RetrievedChunk] = await self._knowledge.retrieve(tenant_id, brand_id, query, top_k)
         return chunks
 
     async def _chat(self, request: ChatRequest) -> ChatResponse:
-        response: ChatResponse = await self._llm.chat.remote(request)
+        response: ChatResponse = await self._llm.chat(request)
         return response
 
     async def handle(self, message: InboundMessage) -> OutboundResponse:

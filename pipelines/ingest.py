@@ -3,10 +3,12 @@
 ``python -m pipelines.ingest --tenant T --brand B --source 's3://bucket/prefix' --source '/kb/**/*.md'``
 
 :func:`run_ingest` lists the sources, then runs the stages of :mod:`pipelines.stages`
-(ReadSources → ParseDocuments → ChunkDocuments → EmbedChunks → UpsertPoints) on one of two engines:
+(ReadSources → ParseDocuments → ChunkDocuments, fused as PrepareDocuments → EmbedChunks → UpsertPoints)
+on one of two engines:
 
-* ``ray``: a Ray Data dataset; each stage is an actor pool (EmbedChunks: ``ingestion.embed_actors``
-  actors of one CPU, the model loaded once per actor). UpsertPoints runs as an actor when the vector
+* ``ray``: a Ray Data dataset; each stage is an actor pool with its threads pinned (:data:`PINNED_THREADS`):
+  PrepareDocuments one actor reserving no CPU, EmbedChunks ``ingestion.embed_actors`` actors of one CPU
+  (one per core; the model loaded once per actor). UpsertPoints runs as an actor when the vector
   store can be opened by any process (``QDRANT_URL`` set, or the Serve app's knowledge deployment is
   the writer), and in the driver when Qdrant local mode has to be opened here;
 * ``local``: the same stage objects called batch by batch in this process (tests, tiny uploads).
@@ -35,10 +37,8 @@ from common.errors import AssistantError, InvalidInput, NotFound
 from pipelines.sources import SourceItem, list_sources
 from pipelines.stages import (
     Batch,
-    ChunkDocuments,
     EmbedChunks,
-    ParseDocuments,
-    ReadSources,
+    PrepareDocuments,
     UpsertPoints,
     WriterMode,
     input_batch,
@@ -46,6 +46,16 @@ from pipelines.stages import (
 )
 
 ProgressFn = Callable[[int, int], None]
+
+#: Environment of every Ray Data actor of a run: one intra-op thread per process. Two OpenMP threads per
+#: process ran one MiniLM query ~25x slower than one on the 2-core VMs (docs/PERFORMANCE.md), and a
+#: tokenizer's own thread pool would compete with the other actors for the same cores.
+PINNED_THREADS = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 class Engine(StrEnum):
@@ -184,15 +194,14 @@ def _run_local(
     items: list[SourceItem], *, request: IngestRequest, settings: Settings, mode: WriterMode
 ) -> Iterator[Batch]:
     """The stages in this process, one batch of ``ingestion.batch_size`` documents at a time."""
-    read, parse = ReadSources(settings), ParseDocuments()
-    chunk = ChunkDocuments(settings, force=request.force, **_ids(request))
+    prepare = PrepareDocuments(settings, force=request.force, **_ids(request))
     embed = EmbedChunks(settings)
     upsert = UpsertPoints(settings, mode=mode.value, **_ids(request))
     try:
         size = settings.ingestion.batch_size
         for start in range(0, len(items), size):
             batch = input_batch(items[start : start + size])
-            yield upsert(embed(chunk(parse(read(batch)))))
+            yield upsert(embed(prepare(batch)))
     finally:
         upsert.close()
 
@@ -207,22 +216,22 @@ def _run_ray(
     if not ray.is_initialized():
         ray.init(address=settings.ray.address, namespace=settings.ray.namespace, include_dashboard=False)
     size = settings.ingestion.batch_size
-    light = {"num_cpus": 0.25, "concurrency": 1, "batch_size": size, "batch_format": "numpy"}
+    common = {"batch_size": size, "batch_format": "numpy", "runtime_env": {"env_vars": PINNED_THREADS}}
+    # The light stages reserve no CPU: reserving any would keep the last embedding actor (1 CPU each,
+    # one per core) from being scheduled on a small node, and what they use is a few % of embedding's.
+    light = {**common, "num_cpus": 0, "concurrency": 1}
     first = input_batch(items)
     ds: Any = ray.data.from_items(
         [dict(zip(first, values, strict=True)) for values in zip(*first.values(), strict=True)]
     )
-    ds = ds.map_batches(ReadSources, fn_constructor_kwargs={"settings": settings}, **light)
-    ds = ds.map_batches(ParseDocuments, **light)
-    chunk_kwargs = {"settings": settings, "force": request.force, **_ids(request)}
-    ds = ds.map_batches(ChunkDocuments, fn_constructor_kwargs=chunk_kwargs, **light)
+    prepare_kwargs = {"settings": settings, "force": request.force, **_ids(request)}
+    ds = ds.map_batches(PrepareDocuments, fn_constructor_kwargs=prepare_kwargs, **light)
     ds = ds.map_batches(
         EmbedChunks,
         fn_constructor_kwargs={"settings": settings},
         num_cpus=1,
         concurrency=settings.ingestion.embed_actors,
-        batch_size=size,
-        batch_format="numpy",
+        **common,
     )
     upsert_kwargs = {"settings": settings, "mode": mode.value, **_ids(request)}
     if mode == WriterMode.SERVE or settings.qdrant.url is not None:

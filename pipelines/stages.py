@@ -18,6 +18,10 @@ A document that fails for a reason of its own (unreadable, unparsable, empty) ge
 store, object storage unreachable) raise and fail the whole run, which the worker retries; Ray Data's
 ``max_errored_blocks`` is never relied on.
 
+The engines run ReadSources → ParseDocuments → ChunkDocuments as one :class:`PrepareDocuments` (one
+process, no object-store hops between them). :class:`UpsertPoints` works a batch at a time: one lookup
+of the stored ids for all the batch's sources, one upsert, one Postgres transaction.
+
 Vector writes (:class:`UpsertPoints`) go through a :class:`PointWriter`:
 
 * ``direct``: a :class:`common.vectorstore.VectorStore` opened in the stage's process. With
@@ -41,13 +45,11 @@ from sqlalchemy import Engine, select
 
 from common.chunking import chunk_parsed, embedding_text
 from common.config import Settings
-from common.db import repositories as repo
 from common.db.models import KnowledgeChunk, KnowledgeSource
 from common.db.session import make_engine, make_sessionmaker, make_sync_engine
 from common.errors import EmbeddingError, InvalidInput
 from common.parsing import FaqEntry, ParsedDocument
 from common.schemas import ChunkRecord
-from common.vectorstore import chunk_id
 from pipelines.sources import SourceItem, SourceReader
 
 Batch = Mapping[str, Sequence[Any]]
@@ -158,7 +160,9 @@ class ChunkDocuments:
 
     def __init__(self, settings: Settings, *, tenant_id: str, brand_id: str, force: bool = False) -> None:
         from common.embeddings import token_counter
+        from common.vectorstore import chunk_id  # imports qdrant_client: not in every stage's process
 
+        self._chunk_id = chunk_id
         self._count = token_counter(settings.embeddings)
         self._retrieval = settings.retrieval
         self._tenant = uuid.UUID(tenant_id)
@@ -169,14 +173,16 @@ class ChunkDocuments:
     def __call__(self, batch: Batch) -> OutBatch:
         """Add ``chunks`` (JSON records) and ``embed_ids`` (JSON ids to embed)."""
         out = rows(batch)
+        uris = [row["uri"] for row in out if not row["error"]]
+        known = {} if self._force or not uris else self._known_ids(uris)
         for row in out:
             row["chunks"], row["embed_ids"] = "[]", "[]"
             if row["error"]:
                 continue
             records = self._records(row)
-            known = set() if self._force else self._known_ids(row["uri"])
             row["chunks"] = json.dumps([r.model_dump(mode="json") for r in records])
-            row["embed_ids"] = json.dumps([r.chunk_id for r in records if r.chunk_id not in known])
+            stored = known.get(row["uri"], set())
+            row["embed_ids"] = json.dumps([r.chunk_id for r in records if r.chunk_id not in stored])
         return columns(out, CHUNK_COLUMNS)
 
     def _records(self, row: dict[str, Any]) -> list[ChunkRecord]:
@@ -197,7 +203,7 @@ class ChunkDocuments:
         )
         records: dict[str, ChunkRecord] = {}
         for chunk in chunks:
-            cid = chunk_id(
+            cid = self._chunk_id(
                 tenant_id=self._tenant,
                 brand_id=self._brand,
                 source=row["uri"],
@@ -219,14 +225,36 @@ class ChunkDocuments:
             )
         return list(records.values())
 
-    def _known_ids(self, uri: str) -> set[str]:
+    def _known_ids(self, uris: list[str]) -> dict[str, set[str]]:
+        """Chunk ids Postgres holds per source uri: one query per batch, not one per document."""
         stmt = (
-            select(KnowledgeChunk.id)
+            select(KnowledgeSource.uri, KnowledgeChunk.id)
             .join(KnowledgeSource, KnowledgeChunk.source_id == KnowledgeSource.id)
-            .where(KnowledgeSource.brand_id == self._brand, KnowledgeSource.uri == uri)
+            .where(KnowledgeSource.brand_id == self._brand, KnowledgeSource.uri.in_(uris))
         )
+        known: dict[str, set[str]] = {}
         with self._engine.connect() as conn:
-            return set(conn.scalars(stmt))
+            for uri, cid in conn.execute(stmt):
+                known.setdefault(uri, set()).add(cid)
+        return known
+
+
+class PrepareDocuments:
+    """:class:`ReadSources` → :class:`ParseDocuments` → :class:`ChunkDocuments` in one process.
+
+    The three are light next to embedding; as three Ray Data actor pools they cost three worker processes
+    (imports, a tokenizer, two database pools) and two object-store hops per batch on the cores the
+    embedding actors need. Same columns and quarantine rules as the three stages run one after another.
+    """
+
+    def __init__(self, settings: Settings, *, tenant_id: str, brand_id: str, force: bool = False) -> None:
+        self._read = ReadSources(settings)
+        self._parse = ParseDocuments()
+        self._chunk = ChunkDocuments(settings, tenant_id=tenant_id, brand_id=brand_id, force=force)
+
+    def __call__(self, batch: Batch) -> OutBatch:
+        """Input columns in, :data:`CHUNK_COLUMNS` out."""
+        return self._chunk(self._parse(self._read(batch)))
 
 
 class EmbedChunks:
@@ -264,8 +292,10 @@ class EmbedChunks:
 class PointWriter(Protocol):
     """What :class:`UpsertPoints` needs from the vector store, wherever it lives."""
 
-    def existing_ids(self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID, source: str) -> set[str]:
-        """Ids stored for one source of one brand."""
+    def existing_ids(
+        self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID, sources: Sequence[str]
+    ) -> dict[str, set[str]]:
+        """Ids stored per source of one brand (every requested source is a key)."""
         ...
 
     def write(self, records: Sequence[ChunkRecord], vectors: Sequence[Sequence[float]]) -> None:
@@ -290,9 +320,11 @@ class DirectPointWriter:
         self._store = VectorStore(settings)
         self._store.ensure_collection(settings.embeddings.model_name, settings.embeddings.dimension)
 
-    def existing_ids(self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID, source: str) -> set[str]:
-        """Ids stored for the source (scoped by tenant and brand)."""
-        return self._store.source_chunk_ids(tenant_id=tenant_id, brand_id=brand_id, source=source)
+    def existing_ids(
+        self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID, sources: Sequence[str]
+    ) -> dict[str, set[str]]:
+        """Ids stored per source (scoped by tenant and brand), one scan for all of them."""
+        return self._store.chunk_ids_by_source(tenant_id=tenant_id, brand_id=brand_id, sources=sources)
 
     def write(self, records: Sequence[ChunkRecord], vectors: Sequence[Sequence[float]]) -> None:
         """Batched upsert with ``wait=True`` (see :meth:`VectorStore.upsert`)."""
@@ -315,10 +347,12 @@ class ServePointWriter:
 
         self._handle = serve.get_deployment_handle("knowledge", app_name=settings.ray.app_name)
 
-    def existing_ids(self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID, source: str) -> set[str]:
-        """Ids stored for the source, asked of the deployment."""
-        ids = self._handle.source_chunk_ids.remote(tenant_id, brand_id, source).result()
-        return set(ids)
+    def existing_ids(
+        self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID, sources: Sequence[str]
+    ) -> dict[str, set[str]]:
+        """Ids stored per source, asked of the deployment (its API is one source per call)."""
+        calls = {s: self._handle.source_chunk_ids.remote(tenant_id, brand_id, s) for s in sources}
+        return {source: set(call.result()) for source, call in calls.items()}
 
     def write(self, records: Sequence[ChunkRecord], vectors: Sequence[Sequence[float]]) -> None:
         """Upsert through the deployment (it waits for Qdrant's ack before answering)."""
@@ -342,11 +376,15 @@ def open_writer(settings: Settings, mode: WriterMode) -> PointWriter:
 class UpsertPoints:
     """Writes new chunks (batched, acknowledged), deletes vanished ones, records sources in Postgres.
 
-    Order per document: upsert → delete → Postgres commit. A failure in between leaves old and new chunks
-    side by side (never a gap); the next run finishes the job because every id is deterministic.
+    Order per batch of documents: one lookup of the stored ids → one upsert of every new chunk → the
+    deletes → one Postgres transaction. A failure in between leaves old and new chunks side by side (never
+    a gap); the next run finishes the job because every id is deterministic.
     """
 
     def __init__(self, settings: Settings, *, tenant_id: str, brand_id: str, mode: str) -> None:
+        from common.db import repositories  # only the writing process needs them
+
+        self._repo = repositories
         self._tenant = uuid.UUID(tenant_id)
         self._brand = uuid.UUID(brand_id)
         self._writer = open_writer(settings, WriterMode(mode))
@@ -360,36 +398,52 @@ class UpsertPoints:
         out = rows(batch)
         for row in out:
             row.update(written=0, unchanged=0, deleted=0, chunk_total=0)
-            if not row["error"]:
-                self._upsert_document(row)
+        documents = [row for row in out if not row["error"]]
+        if documents:
+            self._upsert_documents(documents)
         return columns(out, RESULT_COLUMNS)
 
-    def _upsert_document(self, row: dict[str, Any]) -> None:
-        records = [ChunkRecord.model_validate(r) for r in json.loads(row["chunks"])]
-        vectors: dict[str, list[float]] = json.loads(row["vectors"])
-        stored = self._writer.existing_ids(tenant_id=self._tenant, brand_id=self._brand, source=row["uri"])
-        new = [r for r in records if r.chunk_id in vectors and r.chunk_id not in stored]
-        if new:
-            self._writer.write(new, [vectors[r.chunk_id] for r in new])
-        current = {r.chunk_id for r in records}
-        gone = sorted(stored - current)
-        self._writer.delete(tenant_id=self._tenant, brand_id=self._brand, chunk_ids=gone)
-        self._loop.run_until_complete(self._record(row, records))
-        row.update(written=len(new), unchanged=len(records) - len(new), deleted=len(gone))
-        row["chunk_total"] = len(records)
+    def _upsert_documents(self, documents: list[dict[str, Any]]) -> None:
+        records = {
+            row["uri"]: [ChunkRecord.model_validate(r) for r in json.loads(row["chunks"])]
+            for row in documents
+        }
+        scope = {"tenant_id": self._tenant, "brand_id": self._brand}
+        stored = self._writer.existing_ids(**scope, sources=list(records))
+        new_records: list[ChunkRecord] = []
+        new_vectors: list[list[float]] = []
+        vanished: list[list[str]] = []
+        for row in documents:
+            vectors: dict[str, list[float]] = json.loads(row["vectors"])
+            mine, known = records[row["uri"]], stored[row["uri"]]
+            new = [r for r in mine if r.chunk_id in vectors and r.chunk_id not in known]
+            new_records.extend(new)
+            new_vectors.extend(vectors[r.chunk_id] for r in new)
+            gone = sorted(known - {r.chunk_id for r in mine})
+            row.update(written=len(new), unchanged=len(mine) - len(new), deleted=len(gone))
+            row["chunk_total"] = len(mine)
+            if gone:
+                vanished.append(gone)
+        if new_records:
+            self._writer.write(new_records, new_vectors)
+        for gone in vanished:
+            self._writer.delete(**scope, chunk_ids=gone)
+        self._loop.run_until_complete(self._record(documents, records))
 
-    async def _record(self, row: dict[str, Any], records: list[ChunkRecord]) -> None:
+    async def _record(self, documents: list[dict[str, Any]], records: dict[str, list[ChunkRecord]]) -> None:
+        """Sources and their chunks in Postgres: one transaction (one commit) for the whole batch."""
         async with self._sessionmaker() as session:
-            source = await repo.upsert_knowledge_source(
-                session,
-                tenant_id=self._tenant,
-                brand_id=self._brand,
-                uri=row["uri"],
-                title=row["title"] or row["uri"],
-                content_type=row["content_type"],
-                content_hash=hashlib.sha256(row["text"].encode()).hexdigest(),
-            )
-            await repo.sync_source_chunks(session, source=source, chunks=records)
+            for row in documents:
+                source = await self._repo.upsert_knowledge_source(
+                    session,
+                    tenant_id=self._tenant,
+                    brand_id=self._brand,
+                    uri=row["uri"],
+                    title=row["title"] or row["uri"],
+                    content_type=row["content_type"],
+                    content_hash=hashlib.sha256(row["text"].encode()).hexdigest(),
+                )
+                await self._repo.sync_source_chunks(session, source=source, chunks=records[row["uri"]])
             await session.commit()
 
     def close(self) -> None:

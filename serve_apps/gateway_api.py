@@ -7,20 +7,25 @@ machine-readable body at this edge only: ``{"error": {"code", "message", "detail
 
 from __future__ import annotations
 
+import hmac
 import time
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry import trace
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
+from common import metrics, telemetry
 from common.config import Settings
 from common.db import repositories as repo
 from common.domain import (
@@ -30,8 +35,16 @@ from common.domain import (
     InboundMessage,
     OutboundResponse,
 )
-from common.errors import AssistantError, DependencyError, InvalidInput, NotFound, PayloadTooLarge
+from common.errors import (
+    AssistantError,
+    DependencyError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from common.logging import bind_correlation_id, get_logger
+from common.observability import message_received
 from common.schemas import (
     CitationOut,
     ConversationOut,
@@ -48,6 +61,8 @@ from serve_apps.channels.routes import build_channels_router
 log = get_logger(__name__)
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
+#: Probe and scrape paths: answered without a span (a scrape every 15 s would bury the real traces).
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class GatewayBackend(Protocol):
@@ -64,6 +79,8 @@ class GatewayBackend(Protocol):
     redis: aioredis.Redis
     orchestrator: Any
     knowledge: Any
+    #: Runs ``accept`` (store + queue) in the gateway's own process, for webhooks and web chat.
+    intake: Any
 
     async def ready(self) -> dict[str, bool]:
         """Dependency checks for the readiness probe."""
@@ -107,9 +124,38 @@ class BodySizeLimit(BaseHTTPMiddleware):
         return await call_next(request)
 
 
+RESERVED_CUSTOMER_PREFIXES = ("anon:", "user:")  # web chat visitor ids; only the web chat routes mint them
+
+
+def api_guard(backend: GatewayBackend) -> Any:
+    """A FastAPI dependency enforcing ``API__TOKEN`` (when set) on the platform API."""
+
+    async def check(request: Request) -> None:
+        expected = backend.settings.api.token
+        if expected is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+            token.encode(), expected.get_secret_value().encode()
+        )
+        if not ok:
+            raise Unauthorized("missing or invalid API token", details={"header": "Authorization: Bearer"})
+
+    return Depends(check)
+
+
 def build_gateway_api(backend: GatewayBackend, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The FastAPI app served by the gateway ingress."""
-    app = FastAPI(title="Messaging assistant gateway", version="0.1.0")
+    # FastAPI's built-in telemetry is off: RequestContext opens the request's root span itself (a new
+    # trace per request, callers' traceparent ignored), and FastAPI's OTel log records would carry
+    # validation errors, i.e. pieces of request bodies.
+    app = FastAPI(
+        title="Messaging assistant gateway",
+        version="0.1.0",
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    guard = api_guard(backend)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestContext)
     _install_error_handlers(app)
@@ -124,9 +170,24 @@ def build_gateway_api(backend: GatewayBackend, *, max_body_bytes: int = MAX_BODY
         status = 200 if all(checks.values()) else 503
         return JSONResponse(status_code=status, content={"ready": status == 200, "checks": checks})
 
-    @app.post("/v1/messages/inbound", response_model=ReplyOut)
+    @app.get("/metrics", include_in_schema=False, dependencies=[guard])
+    async def prometheus_metrics() -> Response:
+        # This process's registry only; in Ray, replicas record through Ray's metrics agent instead
+        # (docs/OBSERVABILITY.md has the scrape configuration for both).
+        return Response(content=metrics.render_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/messages/inbound", response_model=ReplyOut, dependencies=[guard])
     async def inbound(body: InboundMessageIn) -> ReplyOut:
-        with structlog.contextvars.bound_contextvars(brand_id=str(body.brand_id), channel=str(body.channel)):
+        if body.customer_id.startswith(RESERVED_CUSTOMER_PREFIXES):
+            # Those ids belong to web chat visitors; this API must not write into their conversations.
+            raise InvalidInput(
+                "customer_id prefix is reserved for web chat visitors",
+                details={"reserved_prefixes": list(RESERVED_CUSTOMER_PREFIXES)},
+            )
+        with (
+            structlog.contextvars.bound_contextvars(brand_id=str(body.brand_id), channel=str(body.channel)),
+            message_received(),
+        ):
             message = InboundMessage(
                 brand_id=body.brand_id,
                 channel=body.channel,
@@ -138,7 +199,7 @@ def build_gateway_api(backend: GatewayBackend, *, max_body_bytes: int = MAX_BODY
             log.info("message_answered", chars_in=len(body.text), chars_out=len(reply.text))
             return reply_out(reply)
 
-    @app.get("/v1/conversations/{conversation_id}", response_model=ConversationOut)
+    @app.get("/v1/conversations/{conversation_id}", response_model=ConversationOut, dependencies=[guard])
     async def conversation(conversation_id: uuid.UUID) -> ConversationOut:
         async with backend.sessionmaker() as session:
             found = await repo.get_conversation_with_messages(session, conversation_id=conversation_id)
@@ -165,7 +226,9 @@ def build_gateway_api(backend: GatewayBackend, *, max_body_bytes: int = MAX_BODY
             ],
         )
 
-    @app.post("/v1/brands/{brand_id}/knowledge", response_model=IngestResult, status_code=201)
+    @app.post(
+        "/v1/brands/{brand_id}/knowledge", response_model=IngestResult, status_code=201, dependencies=[guard]
+    )
     async def knowledge(brand_id: uuid.UUID, body: KnowledgeUploadIn) -> IngestResult:
         async with backend.sessionmaker() as session:
             brand = await repo.get_brand_profile(session, brand_id=brand_id)
@@ -183,7 +246,7 @@ def build_gateway_api(backend: GatewayBackend, *, max_body_bytes: int = MAX_BODY
     app.include_router(build_webchat_router(backend))
     app.include_router(build_channels_router(backend))
     app.include_router(build_agents_router(backend))
-    app.include_router(build_knowledge_router(backend))
+    app.include_router(build_knowledge_router(backend), dependencies=[guard])
     # Routers of other parts of the gateway (channels, web chat, agents, ...) are mounted here.
     return app
 
@@ -260,17 +323,41 @@ class RequestContext(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         started = time.perf_counter()
-        with bind_correlation_id(request.headers.get("x-correlation-id")) as cid:
+        path = request.url.path
+        with (
+            bind_correlation_id(request.headers.get("x-correlation-id")) as cid,
+            _request_span(request.method, path, cid) as span,
+        ):
             try:
                 response = await call_next(request)
             except Exception as exc:  # mapped to a machine-readable body, never a stack trace
                 response = _map_error(exc)
             response.headers["x-correlation-id"] = cid
+            span.set_attribute("http.status_code", response.status_code)
+            trace_id = _trace_id(span)
             log.info(
                 "request",
                 method=request.method,
-                path=request.url.path,
+                path=path,
                 status=response.status_code,
                 ms=round((time.perf_counter() - started) * 1000, 1),
+                **({"trace_id": trace_id} if trace_id else {}),
             )
             return response
+
+
+def _request_span(method: str, path: str, cid: str) -> AbstractContextManager[trace.Span]:
+    """The root span of one request; none for probes and scrapes.
+
+    Always a new trace: a caller's ``traceparent`` header is not continued, since webhooks arrive from
+    the public internet and a forged sampled flag would force sampling.
+    """
+    if path in UNTRACED_PATHS:
+        return nullcontext(trace.INVALID_SPAN)
+    attributes: dict[str, Any] = {"http.method": method, "http.target": path, "correlation_id": cid}
+    return telemetry.span("gateway.request", **attributes)
+
+
+def _trace_id(span: trace.Span) -> str | None:
+    context = span.get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None

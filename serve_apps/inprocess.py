@@ -54,6 +54,7 @@ class InProcessBackend:
             chat=self.chat_model.chat,
             publisher=StreamPublisher(self.redis, s.redis),
         )
+        self.intake = self.orchestrator  # one process: accept runs where everything else does
 
     async def ready(self) -> dict[str, bool]:
         """Postgres and Redis answer."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -175,3 +176,29 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+# --- process exit -----------------------------------------------------------------------------------
+# After a full run (Ray, llama.cpp, torch and uvicorn threads all loaded in this process) the interpreter
+# was seen to segfault during its own teardown *after* pytest had reported every test passed (exit 139 on
+# 2026-11-26; not reproducible with any subset). The report and coverage data are complete by then, so
+# the process leaves with pytest's own status instead of running native finalizers. Set
+# EMA_TEST_NORMAL_EXIT=1 to get the ordinary interpreter shutdown (e.g. to debug that crash).
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(session.exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is None or os.environ.get("EMA_TEST_NORMAL_EXIT"):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import cast
@@ -32,6 +33,7 @@ from redis.typing import EncodableT, FieldT
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common import metrics
 from common.config import Settings
 from common.db import repositories as repo
 from common.db.models import Delivery
@@ -40,6 +42,7 @@ from common.delivery.registry import SenderRegistry
 from common.domain import ConversationState
 from common.errors import NotFound
 from common.logging import get_logger
+from common.observability import BacklogReporter, received_at, stage
 from common.retry import RetryPolicy, retry_async
 from common.schemas import OutboundPayload
 from common.streams import OUTBOUND_STREAM, STREAM_MAXLEN, decode_entry
@@ -96,6 +99,9 @@ class OutboundDispatcher:
             base_delay_s=self._cfg.retry_base_delay_s,
             max_delay_s=self._cfg.retry_max_delay_s,
         )
+        self._backlog = BacklogReporter(
+            redis, key=self.stream, stream=OUTBOUND_STREAM, group=self._cfg.consumer_group
+        )
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) if missing; reads start at the stream's beginning."""
@@ -118,6 +124,7 @@ class OutboundDispatcher:
         while not stop.is_set():
             try:
                 await self.run_once(block_ms=self._cfg.block_ms)
+                await self._backlog.maybe_report()
             except (SQLAlchemyError, RedisError) as exc:
                 log.warning("dispatcher_backend_error", error=type(exc).__name__)
                 await self._sleep(self._cfg.retry_base_delay_s)
@@ -156,9 +163,28 @@ class OutboundDispatcher:
             await self._dead_letter(entry_id, fields, reason=f"invalid payload: {type(exc).__name__}")
             await self._ack(entry_id)
             return Outcome.DEAD_LETTERED
-        outcome = await self._deliver(entry_id, fields, payload)
+        # Continues the trace of the message this reply answers (carried in the payload).
+        with stage(
+            "dispatcher.deliver",
+            parent=payload.trace,
+            channel=payload.channel.value,
+            message_id=payload.message_id,
+            entry_id=entry_id,
+        ) as span:
+            outcome = await self._deliver(entry_id, fields, payload)
+            span.set_attribute("outcome", str(outcome))
+        if outcome is Outcome.SENT:
+            self._count_sent(payload)
         log.info("dispatch", entry_id=entry_id, message_id=str(payload.message_id), outcome=str(outcome))
         return outcome
+
+    @staticmethod
+    def _count_sent(payload: OutboundPayload) -> None:
+        channel = payload.channel.value
+        metrics.inc("ema_messages_total", channel=channel, brand=str(payload.brand_id), direction="outbound")
+        started = received_at(payload.trace)
+        if started is not None:  # wall clocks of two hosts: good to the clock skew between them
+            metrics.observe("ema_message_latency_seconds", max(0.0, time.time() - started), channel=channel)
 
     async def _deliver(self, entry_id: str, fields: dict[str, str], payload: OutboundPayload) -> Outcome:
         row = await self._claim(payload)
@@ -237,14 +263,22 @@ class OutboundDispatcher:
         progress = row.parts_sent
         ids = list(row.provider_message_ids or [])
 
+        channel = payload.channel.value
+
         async def attempt() -> int:
             nonlocal progress
             try:
-                result = await sender.send(payload, recipient_config=account, start_part=progress)
+                with stage(
+                    "provider.send", stage_label="provider_send", channel=channel, start_part=progress
+                ):
+                    result = await sender.send(payload, recipient_config=account, start_part=progress)
             except SendError as exc:
+                outcome = "permanent" if isinstance(exc, PermanentSendError) else "retryable"
+                metrics.inc("ema_outbound_attempts_total", channel=channel, outcome=outcome)
                 progress = max(progress, exc.parts_sent)
                 ids.extend(exc.provider_message_ids)
                 raise
+            metrics.inc("ema_outbound_attempts_total", channel=channel, outcome="sent")
             ids.extend(result.provider_message_ids or (result.provider_message_id,))
             return result.parts
 
@@ -323,6 +357,7 @@ class OutboundDispatcher:
             record["message_id"] = str(payload.message_id)
             record["channel"] = str(payload.channel)
         await self._redis.xadd(self.dead_letter_stream, record, maxlen=STREAM_MAXLEN, approximate=True)
+        metrics.inc("ema_dead_letters_total", stream=DEAD_LETTER_STREAM)
         log.warning("dead_lettered", entry_id=entry_id, reason=reason)
 
     async def _ack(self, entry_id: str) -> None:

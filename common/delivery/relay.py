@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.db import repositories as repo
 from common.errors import StreamUnavailable
 from common.logging import get_logger
+from common.observability import stage
 from common.streams import StreamPublisher
 
 log = get_logger(__name__)
@@ -55,7 +57,10 @@ class OutboxRelay:
             failed = False
             for row in rows:
                 try:
-                    await self._publisher.publish(row.stream, row.payload)
+                    with stage(
+                        "relay.publish", stage_label="relay", parent=_trace_of(row.payload), stream=row.stream
+                    ):
+                        await self._publisher.publish(row.stream, row.payload)
                 except StreamUnavailable as exc:
                     log.warning(
                         "relay_publish_failed", outbox_id=str(row.id), stream=row.stream, error=str(exc)
@@ -81,3 +86,11 @@ class OutboxRelay:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+
+def _trace_of(payload: Any) -> dict[str, str] | None:
+    """The trace carrier a stream payload holds (``OutboundPayload.trace`` / ``InboundQueued.trace``)."""
+    trace = payload.get("trace") if isinstance(payload, dict) else None
+    if not isinstance(trace, dict):
+        return None
+    return {str(k): str(v) for k, v in trace.items()}

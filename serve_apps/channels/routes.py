@@ -30,9 +30,11 @@ from pydantic import SecretStr
 
 from common.db import repositories as repo
 from common.db.models import ChannelConfig
+from common.db.session import is_connection_error
 from common.domain import Channel, InboundMessage
-from common.errors import AssistantError, InvalidInput, PayloadTooLarge, Unauthorized
+from common.errors import AssistantError, DatabaseUnavailable, InvalidInput, PayloadTooLarge, Unauthorized
 from common.logging import bind_correlation_id, get_logger
+from common.observability import message_received, stage
 from serve_apps.channels import get_adapter
 from serve_apps.channels.base import ChannelEvent, IgnoredEvent, ParsedEvent
 
@@ -111,7 +113,10 @@ async def _answer(work: Awaitable[dict[str, Any]]) -> Response:
         return JSONResponse(await work)
     except Exception as exc:
         cause = getattr(exc, "cause", None)  # Ray wraps errors raised in the orchestrator replica
-        original = cause if isinstance(cause, AssistantError) else exc
+        original = cause if isinstance(cause, BaseException) else exc
+        if is_connection_error(original):
+            # Database down (tests/chaos): 503, so the provider redelivers, rather than an opaque 500.
+            original = DatabaseUnavailable("database unavailable", details={"error": type(original).__name__})
         if not isinstance(original, AssistantError):
             raise
         if original.status_code >= 500:
@@ -150,8 +155,14 @@ async def _receive(
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise InvalidInput("webhook body is not valid JSON", details={"error": str(exc)}) from exc
     events = adapter.parse(payload, account_id=account_id)
-    with bind_correlation_id(request.headers.get("x-correlation-id"), channel=channel.value):
+    with (
+        bind_correlation_id(request.headers.get("x-correlation-id"), channel=channel.value),
+        stage("webhook.receive", stage_label="webhook", channel=channel.value, events=len(events)) as span,
+        message_received(),
+    ):
         result = await _record(backend, channel, events)
+        for key, value in result.__dict__.items():
+            span.set_attribute(key, value)
         log.info("webhook_received", events=len(events), **result.__dict__)
     return result.body()
 
@@ -174,7 +185,7 @@ async def _record(backend: GatewayBackend, channel: Channel, events: Iterable[Pa
         if message is None:
             result.ignored += 1
             continue
-        accepted = await backend.orchestrator.accept(message)
+        accepted = await backend.intake.accept(message)
         if accepted.duplicate:
             result.duplicates += 1
         else:

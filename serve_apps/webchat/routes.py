@@ -31,6 +31,7 @@ from common.db import repositories as repo
 from common.domain import Channel, InboundMessage
 from common.errors import AssistantError, InvalidInput, NotFound, RateLimited
 from common.logging import bind_correlation_id, get_logger
+from common.observability import message_received, stage
 from serve_apps.gateway_api import GatewayBackend, error_response, unwrap_error
 from serve_apps.webchat.events import message_out, reply_stream
 from serve_apps.webchat.identity import Visitor, resolve_visitor
@@ -131,7 +132,11 @@ def build_webchat_router(backend: GatewayBackend) -> APIRouter:
         widget, visitor = await visitor_of(request, token, body.visitor_id, body.identity)
         await send_limit.check(f"{token}:{visitor.customer_id}")
         cid = request.headers.get("x-correlation-id")
-        with bind_correlation_id(cid, brand_id=str(widget.brand.id), channel=Channel.WEBCHAT.value):
+        with (
+            bind_correlation_id(cid, brand_id=str(widget.brand.id), channel=Channel.WEBCHAT.value),
+            stage("webchat.message", stage_label="webchat", channel=Channel.WEBCHAT.value),
+            message_received(),
+        ):
             message = InboundMessage(
                 brand_id=widget.brand.id,
                 channel=Channel.WEBCHAT,
@@ -140,7 +145,7 @@ def build_webchat_router(backend: GatewayBackend) -> APIRouter:
                 # Namespaced by visitor: two visitors may well both send client id "1".
                 provider_message_id=f"{visitor.customer_id}/{body.client_message_id}",
             )
-            accepted = await backend.orchestrator.accept(message)
+            accepted = await backend.intake.accept(message)
             log.info("webchat_message_accepted", chars=len(body.text), duplicate=accepted.duplicate)
         return WebchatAcceptedOut(
             message_id=accepted.inbound_id,

@@ -283,3 +283,37 @@ def test_upload_job_runs_in_the_ingestion_worker(
         timeout=120,
     ).json()
     assert any(c["source"].endswith("gift-cards.csv") for c in answer["citations"]), answer
+
+
+def test_post_deploy_smoke_script_passes_against_the_running_app(
+    app: tuple[str, DemoBrand], ingested: dict[str, object]
+) -> None:
+    """scripts/smoke.py, as CD runs it after a deploy, against this Serve application."""
+    import os
+    import subprocess
+    import sys
+
+    base, demo = app
+    env = {**os.environ, "SMOKE_META_APP_SECRET": SIM_SECRETS["CHANNELS__META_APP_SECRET"]}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "scripts/smoke.py",
+            "--base-url",
+            base,
+            "--brand-id",
+            str(demo.brand.id),
+            "--whatsapp-phone-number-id",
+            SIM_PHONE_NUMBER_ID,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["ok"] is True
+    assert {"healthz", "readyz"} <= set(report["checks"]) and len(report["checks"]) >= 4
+    assert all(check["ok"] for check in report["checks"].values())

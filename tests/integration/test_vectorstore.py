@@ -357,3 +357,24 @@ def test_brand_sources_and_delete_source_stay_in_scope(store: VectorStore) -> No
     store.delete_source(tenant_id=TENANT_A, brand_id=BRAND_A, source="b.md")
     assert store.brand_sources(tenant_id=TENANT_A, brand_id=BRAND_A) == {"a.md"}
     assert store.brand_sources(tenant_id=TENANT_B, brand_id=BRAND_B) == {"b.md"}
+
+
+def test_chunk_ids_by_source_answers_many_sources_in_scope_across_pages(
+    store: VectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vectorstore, "SCROLL_PAGE", 2)
+    a = [record(f"a{i}", source="a.md", ordinal=i) for i in range(3)]
+    b = record("b", source="b.md")
+    skipped = record("c", source="c.md")
+    foreign = [
+        record("a0", source="a.md", tenant=TENANT_B, brand=BRAND_B),
+        record("b", source="b.md", brand=BRAND_B),
+    ]
+    store.upsert([*a, b, skipped, *foreign], [axis(i) for i in range(7)])
+    found = store.chunk_ids_by_source(
+        tenant_id=TENANT_A, brand_id=BRAND_A, sources=["a.md", "b.md", "new.md"]
+    )
+    assert found == {"a.md": {r.chunk_id for r in a}, "b.md": {b.chunk_id}, "new.md": set()}
+    assert store.chunk_ids_by_source(tenant_id=TENANT_A, brand_id=BRAND_A, sources=[]) == {}
+    with pytest.raises(TypeError):
+        store.chunk_ids_by_source(tenant_id=TENANT_A, brand_id="*", sources=["a.md"])  # type: ignore[arg-type]

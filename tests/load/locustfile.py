@@ -4,15 +4,26 @@ Each simulated user is one customer holding one conversation with one brand: it 
 from the brand's knowledge with think time between turns, then starts over as a new customer. Brands
 come from ``LOAD_BRANDS`` (comma-separated brand ids); users are spread evenly across them.
 
+With ``LOAD_META_SECRET`` and ``LOAD_WA_PHONE_ID`` set, :class:`WhatsAppCustomer` users also send signed
+WhatsApp webhooks (``LOAD_WEBHOOK_WEIGHT`` of them per ``Customer``, default 1): the request named
+"webhook ack" is the gateway's acknowledgement only; each sent message id and its send time are appended
+to ``LOAD_WEBHOOK_LOG`` so bench/load.py can match the reply the SIMULATOR received (end to end).
+
+429/503 answers are failures named "shed load (...)": backpressure, reported apart from real errors.
 Thresholds (``LOAD_MAX_ERROR_RATE``, ``LOAD_MAX_P99_MS``) make Locust exit non-zero when they fail.
 Run through ``make load`` (bench/load.py starts the system with an LLM stub and writes the report).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
+import json
 import os
 import random
+import threading
+import time
 import uuid
 
 from locust import HttpUser, between, events, task
@@ -54,6 +65,65 @@ class Customer(HttpUser):
         self.turns_left -= 1
         if self.turns_left <= 0:
             self._new_conversation()
+
+
+_log_lock = threading.Lock()
+
+
+def _log_webhook(wamid: str, sent_at: float) -> None:
+    path = os.environ.get("LOAD_WEBHOOK_LOG")
+    if path:
+        with _log_lock, open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{wamid},{sent_at:.6f}\n")
+
+
+class WhatsAppCustomer(HttpUser):
+    """One WhatsApp customer: signed webhooks; the reply goes to the provider SIMULATOR."""
+
+    wait_time = between(1.0, 3.0)
+    weight = int(os.environ.get("LOAD_WEBHOOK_WEIGHT", "1"))
+
+    def on_start(self) -> None:
+        self.secret = os.environ["LOAD_META_SECRET"].encode()
+        self.phone_id = os.environ["LOAD_WA_PHONE_ID"]
+        self.sender = f"1777{random.randint(0, 10**7 - 1):07d}"
+
+    @task
+    def message(self) -> None:
+        wamid = f"wamid.LOAD{uuid.uuid4().hex}"
+        value = {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": self.phone_id},
+            "contacts": [{"profile": {"name": "Load"}, "wa_id": self.sender}],
+            "messages": [
+                {
+                    "from": self.sender,
+                    "id": wamid,
+                    "timestamp": str(int(time.time())),
+                    "type": "text",
+                    "text": {"body": random.choice(QUESTIONS)},
+                }
+            ],
+        }
+        envelope = {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "LOAD-WABA", "changes": [{"value": value, "field": "messages"}]}],
+        }
+        body = json.dumps(envelope, separators=(",", ":")).encode()
+        signature = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+        headers = {"X-Hub-Signature-256": signature, "content-type": "application/json"}
+        sent_at = time.time()
+        with self.client.post(
+            "/webhooks/whatsapp", data=body, headers=headers, name="webhook ack", catch_response=True
+        ) as resp:
+            if resp.status_code in (429, 503):
+                resp.failure(f"shed load ({resp.status_code})")
+            elif resp.status_code == 200:
+                _log_webhook(wamid, sent_at)
+
+
+if not os.environ.get("LOAD_META_SECRET"):
+    WhatsAppCustomer.abstract = True  # web chat only
 
 
 @events.quitting.add_listener
