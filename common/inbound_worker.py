@@ -147,7 +147,9 @@ class InboundWorker:
             try:
                 await self.run_once()
                 await self._backlog.maybe_report()
-            except StreamUnavailable as exc:
+            except (StreamUnavailable, RedisError) as exc:
+                # Redis down or restarting (XACK, XADD to the dead-letter stream, XINFO): wait it out;
+                # unacknowledged entries stay pending and are reclaimed, so nothing is lost.
                 log.warning("inbound_worker_redis_unavailable", error=str(exc))
                 await self._sleep(self._config.error_backoff_s)
 

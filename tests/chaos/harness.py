@@ -117,6 +117,9 @@ def chaos_settings(sim: SimulatorServer, **delivery: object) -> Settings:
     """Settings with the simulator as WhatsApp's Graph API and fast reclaim/retry intervals."""
     fast = {
         "claim_min_idle_ms": 1500,
+        # A reply claimed just before an outage is retried once its lease expires (60 s by default):
+        # shortened like the other intervals so a run measures recovery, not the lease.
+        "lease_s": 5.0,
         "block_ms": 200,
         "relay_interval_s": 0.2,
         "retry_base_delay_s": 0.1,

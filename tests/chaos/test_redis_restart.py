@@ -49,7 +49,7 @@ async def test_redis_restart_mid_load_loses_no_committed_reply(
             outage_s = time.monotonic() - down_at
             entries_after = await _stream_entries(stack)
             await load
-            counts = await stack.wait_all_sent(timeout_s=30)
+            counts = await stack.wait_all_sent(timeout_s=90)
             republished = stack.relay.published_total - relay_before
             non_2xx, _window = error_window(stack.acks)
             figure(
