@@ -81,7 +81,7 @@ load: setup
 # prints the three replies (see docs/DELIVERY.md for the settings that point the app at it).
 SIM_ARGS ?= demo --gateway http://127.0.0.1:8000 --sim-port 8900
 simulate: setup
-	set -a; if [ -f .data/simulator.env ]; then . .data/simulator.env; fi; set +a; \
+	set -a; env_file="$${DATA_DIR:-.data}/simulator.env"; if [ -f "$$env_file" ]; then . "$$env_file"; fi; set +a; \
 	$(BIN)/python -m serve_apps.simulator $(SIM_ARGS)
 
 # Register the Telegram webhook with the secret token from settings: make telegram-webhook URL=https://...
