@@ -252,25 +252,7 @@ class VectorStore:
 
     def source_chunk_ids(self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID, source: str) -> set[str]:
         """Ids of every chunk stored for one source of one brand."""
-        scope = _scope_filter(
-            tenant_id, brand_id, models.FieldCondition(key="source", match=models.MatchValue(value=source))
-        )
-        ids: set[str] = set()
-        offset: Any = None
-        collection = self.collection
-        while True:
-            with self._lock, _mapped_errors("scroll"):
-                records, offset = self._client.scroll(
-                    collection,
-                    scroll_filter=scope,
-                    limit=SCROLL_PAGE,
-                    offset=offset,
-                    with_payload=False,
-                    with_vectors=False,
-                )
-            ids.update(str(r.id) for r in records)
-            if offset is None:
-                return ids
+        return self.chunk_ids_by_source(tenant_id=tenant_id, brand_id=brand_id, sources=[source])[source]
 
     def chunk_ids_by_source(
         self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID, sources: Sequence[str]
