@@ -42,6 +42,8 @@ MIN_CHUNK_SHARE = 0.3
 MIN_SENTENCE_WORD_SHARE = 0.6
 #: ... and this share of its consecutive content-word pairs (word order, not just vocabulary).
 MIN_SENTENCE_PAIR_SHARE = 0.3
+#: Passages scoring more than this below the best one are off-topic for the question (cosine scale).
+ON_TOPIC_MARGIN = 0.1
 #: Sentences with fewer content words than this carry no checkable claim of their own.
 MIN_SUBSTANTIVE_WORDS = 3
 _PROMPT_ECHO = re.compile(r"</?context>|^\s*\[\d+\]\s*\(", re.MULTILINE)
@@ -150,8 +152,21 @@ def numbers(text: str) -> set[str]:
     return found
 
 
+def on_topic(context: list[RetrievedChunk]) -> list[RetrievedChunk]:
+    """The passages retrieval ranked close to the best one for the question.
+
+    Only these may back an answer: a sentence copied from a lower-ranked passage is a true statement
+    about something else (seen: "3 business days" for a returns question, from the warranty passage).
+    """
+    if not context:
+        return context
+    best = max(c.score for c in context)
+    return [c for c in context if c.score >= best - ON_TOPIC_MARGIN]
+
+
 def check_grounded(answer: str, context: list[RetrievedChunk]) -> GroundednessReport:
-    """Score how much of ``answer`` the ``context`` supports, sentence by sentence."""
+    """Score how much of ``answer`` the on-topic ``context`` supports, sentence by sentence."""
+    context = on_topic(context)
     chunk_words = [(chunk, content_words(chunk.text + " " + chunk.heading_path)) for chunk in context]
     all_words = set().union(*(words for _, words in chunk_words))
     context_numbers = set().union(*(numbers(f"{c.text} {c.heading_path}") for c in context))

@@ -59,7 +59,8 @@ def test_off_context_answer_is_replaced():
 
 
 def test_numbers_in_context_are_accepted():
-    report = check_grounded("Standard shipping takes 3 to 5 business days.", CONTEXT)
+    # A shipping question: the shipping passage is the best match (an off-topic passage backs nothing).
+    report = check_grounded("Standard shipping takes 3 to 5 business days.", [SHIPPING])
     assert report.unsupported_numbers == ()
     assert report.support == 1.0
     assert report.supporting_chunk_ids == ("c-shipping",)
@@ -173,3 +174,34 @@ def test_a_figure_must_be_stated_as_the_context_states_it():
     assert (
         finalize_answer(answer=paraphrase, context=context, persona=Persona()).decisions[0].action == "pass"
     )
+
+
+def test_a_true_sentence_about_another_topic_is_not_an_answer():
+    # Seen under `make run`: "3 business days" for a returns question, copied from the warranty passage.
+    returns = RetrievedChunk(
+        chunk_id="window",
+        text="You have 30 days from the delivery date to return an item for a full refund.",
+        source="returns.md",
+        heading_path="Returns > Return Window",
+        score=0.63,
+    )
+    warranty = RetrievedChunk(
+        chunk_id="claims",
+        text="We answer warranty claims within 3 business days.",
+        source="warranty.md",
+        heading_path="Warranty > Claims",
+        score=0.41,
+    )
+    final = finalize_answer(
+        answer="The answer to your question is: 3 business days.",
+        context=[returns, warranty],
+        persona=Persona(),
+    )
+    assert final.decisions[0].action == "replace"
+    assert final.text.startswith("Here's what I found in returns.md")
+    on_topic = finalize_answer(
+        answer="You have 30 days from the delivery date to return an item.",
+        context=[returns, warranty],
+        persona=Persona(),
+    )
+    assert on_topic.decisions[0].action == "pass" and [c.chunk_id for c in on_topic.citations] == ["window"]
