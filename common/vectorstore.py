@@ -268,6 +268,16 @@ class VectorStore:
         scope = _scope_filter(
             tenant_id, brand_id, models.FieldCondition(key="source", match=models.MatchAny(any=list(found)))
         )
+        for point_id, source in self._scroll_sources(scope):
+            found[source].add(point_id)
+        return found
+
+    def brand_sources(self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID) -> set[str]:
+        """Every source that has at least one chunk stored for this brand."""
+        return {source for _, source in self._scroll_sources(_scope_filter(tenant_id, brand_id))}
+
+    def _scroll_sources(self, scope: models.Filter) -> Iterator[tuple[str, str]]:
+        """(point id, source) of every point matching ``scope`` (a tenant+brand filter), page by page."""
         offset: Any = None
         collection = self.collection
         while True:
@@ -281,29 +291,9 @@ class VectorStore:
                     with_vectors=False,
                 )
             for r in records:
-                found[str((r.payload or {}).get("source", ""))].add(str(r.id))
+                yield str(r.id), str((r.payload or {}).get("source", ""))
             if offset is None:
-                return found
-
-    def brand_sources(self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID) -> set[str]:
-        """Every source that has at least one chunk stored for this brand."""
-        sources: set[str] = set()
-        offset: Any = None
-        collection = self.collection
-        scope = _scope_filter(tenant_id, brand_id)
-        while True:
-            with self._lock, _mapped_errors("scroll"):
-                records, offset = self._client.scroll(
-                    collection,
-                    scroll_filter=scope,
-                    limit=SCROLL_PAGE,
-                    offset=offset,
-                    with_payload=["source"],
-                    with_vectors=False,
-                )
-            sources.update(str((r.payload or {}).get("source", "")) for r in records)
-            if offset is None:
-                return sources
+                return
 
     def delete_source(self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID, source: str) -> None:
         """Delete every chunk of one source of this brand."""
