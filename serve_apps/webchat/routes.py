@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from fastapi.routing import APIRoute
 
 from common.db import repositories as repo
+from common.db.models import Conversation
 from common.domain import Channel, InboundMessage
 from common.errors import AssistantError, InvalidInput, NotFound, RateLimited
 from common.logging import bind_correlation_id, get_logger
@@ -117,6 +118,18 @@ def build_webchat_router(backend: GatewayBackend) -> APIRouter:
         )
         return widget, visitor
 
+    async def reader_conversation(
+        request: Request, token: str, visitor_id: str | None, identity: str | None
+    ) -> Conversation | None:
+        """The visitor's conversation, if any yet (visitor authenticated, read rate limit applied)."""
+        widget, visitor = await visitor_of(request, token, visitor_id, identity)
+        await read_limit.check(f"{token}:{visitor.customer_id}")
+        async with backend.sessionmaker() as session:
+            conversation = await repo.find_conversation(
+                session, brand_id=widget.brand.id, channel=Channel.WEBCHAT, customer_id=visitor.customer_id
+            )
+        return conversation
+
     @router.options(API_PREFIX + "/{token}/{rest:path}", include_in_schema=False)
     async def preflight(token: str, rest: str) -> Response:
         return Response(status_code=204, headers=PREFLIGHT_HEADERS)
@@ -160,14 +173,10 @@ def build_webchat_router(backend: GatewayBackend) -> APIRouter:
         visitor_id: VisitorIdQuery = None,
         identity: IdentityQuery = None,
     ) -> WebchatHistoryOut:
-        widget, visitor = await visitor_of(request, token, visitor_id, identity)
-        await read_limit.check(f"{token}:{visitor.customer_id}")
+        conversation = await reader_conversation(request, token, visitor_id, identity)
+        if conversation is None:
+            return WebchatHistoryOut(conversation_id=None, messages=[])
         async with backend.sessionmaker() as session:
-            conversation = await repo.find_conversation(
-                session, brand_id=widget.brand.id, channel=Channel.WEBCHAT, customer_id=visitor.customer_id
-            )
-            if conversation is None:
-                return WebchatHistoryOut(conversation_id=None, messages=[])
             rows = await repo.recent_messages(
                 session, conversation_id=conversation.id, limit=cfg.history_limit
             )
@@ -183,12 +192,7 @@ def build_webchat_router(backend: GatewayBackend) -> APIRouter:
         identity: IdentityQuery = None,
         after: AfterQuery = None,
     ) -> StreamingResponse:
-        widget, visitor = await visitor_of(request, token, visitor_id, identity)
-        await read_limit.check(f"{token}:{visitor.customer_id}")
-        async with backend.sessionmaker() as session:
-            conversation = await repo.find_conversation(
-                session, brand_id=widget.brand.id, channel=Channel.WEBCHAT, customer_id=visitor.customer_id
-            )
+        conversation = await reader_conversation(request, token, visitor_id, identity)
         if conversation is None:
             raise NotFound("no conversation yet; send a message first")
         stream = reply_stream(
