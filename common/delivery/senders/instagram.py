@@ -10,15 +10,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 from common.delivery.base import PermanentSendError, RecipientConfig
-from common.delivery.senders.http import HttpSender, body_json
-from common.delivery.senders.meta import graph_error
+from common.delivery.senders.meta import GraphSender
 from common.domain import Channel
 from common.schemas import OutboundPayload
 
 MAX_CHARS = 1000
 
 
-class InstagramSender(HttpSender):
+class InstagramSender(GraphSender):
     """Text replies through the Instagram messaging API (Graph)."""
 
     channel: ClassVar[Channel] = Channel.INSTAGRAM
@@ -27,18 +26,9 @@ class InstagramSender(HttpSender):
     async def _send_part(
         self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
     ) -> str:
-        token = self._secrets.meta_access_token
-        if token is None:
-            raise PermanentSendError("CHANNELS__META_ACCESS_TOKEN is not configured")
         body = {"recipient": {"id": payload.customer_id}, "message": {"text": text}}
-        graph = self._secrets.meta_graph_url.rstrip("/")
-        url = f"{graph}/{self._secrets.meta_graph_version}/{account.external_id}/messages"
-        response = await self._post(
-            url, json=body, headers={"Authorization": f"Bearer {token.get_secret_value()}"}
-        )
-        if not response.is_success:
-            raise graph_error(response, channel="instagram")
-        message_id = body_json(response).get("message_id")
+        answer = await self._post_message(account, body)
+        message_id = answer.get("message_id")
         if not message_id:
             raise PermanentSendError("instagram accepted the request but returned no message_id")
         return str(message_id)

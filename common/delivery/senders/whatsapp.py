@@ -9,15 +9,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from common.delivery.base import PermanentSendError, RecipientConfig
-from common.delivery.senders.http import HttpSender, body_json
-from common.delivery.senders.meta import graph_error
+from common.delivery.senders.meta import GraphSender
 from common.domain import Channel
 from common.schemas import OutboundPayload
 
 MAX_CHARS = 4096
 
 
-class WhatsAppSender(HttpSender):
+class WhatsAppSender(GraphSender):
     """Text replies through the WhatsApp Cloud API; the first part quotes the customer's message."""
 
     channel: ClassVar[Channel] = Channel.WHATSAPP
@@ -26,9 +25,6 @@ class WhatsAppSender(HttpSender):
     async def _send_part(
         self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
     ) -> str:
-        token = self._secrets.meta_access_token
-        if token is None:
-            raise PermanentSendError("CHANNELS__META_ACCESS_TOKEN is not configured")
         body: dict[str, Any] = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
@@ -38,14 +34,8 @@ class WhatsAppSender(HttpSender):
         }
         if index == 0 and payload.in_reply_to:
             body["context"] = {"message_id": payload.in_reply_to}
-        graph = self._secrets.meta_graph_url.rstrip("/")
-        url = f"{graph}/{self._secrets.meta_graph_version}/{account.external_id}/messages"
-        response = await self._post(
-            url, json=body, headers={"Authorization": f"Bearer {token.get_secret_value()}"}
-        )
-        if not response.is_success:
-            raise graph_error(response, channel="whatsapp")
-        messages = body_json(response).get("messages")
+        answer = await self._post_message(account, body)
+        messages = answer.get("messages")
         if (
             isinstance(messages, list)
             and messages
