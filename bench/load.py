@@ -312,7 +312,8 @@ def _load_report(
     ack_ok = ack is None or ack.p99 < opts.max_ack_p99_ms
     lines = [
         f"Load: {opts.brands} brands x {opts.users_per_brand} concurrent users, {opts.duration} s per phase, "
-        f"LLM stub {opts.llm_latency_ms:.0f} ms (subtracted in the table).",
+        f"LLM stub {opts.llm_latency_ms:.0f} ms (subtracted in the table), "
+        f"{opts.gateway_replicas} gateway replica(s).",
         "",
         "| phase | requests | errors | req/s | p50 ms | p95 ms | p99 ms |",
         "|---|---|---|---|---|---|---|",
@@ -358,6 +359,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--knee-steps", default="25,50,100,200,400", help="total users per step")
     parser.add_argument("--knee-step-s", type=int, default=20)
     parser.add_argument("--report-dir", type=Path, default=Path("test-artifacts/load"))
+    # Two gateway replicas: two event loops accept webhooks while one is busy (make run starts one).
+    parser.add_argument("--gateway-replicas", type=int, default=2)
     return parser
 
 
@@ -379,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     from serve_apps.launcher import backing_services, start_serve, stop_serve
 
     base = Settings()
-    settings = base.model_copy(update={"ray": base.ray.model_copy(update={"http_port": http_port})})
+    ray_update = {"http_port": http_port, "gateway_replicas": opts.gateway_replicas}
+    settings = base.model_copy(update={"ray": base.ray.model_copy(update=ray_update)})
     webhook_log = opts.report_dir / "webhooks.log" if opts.webhooks else None
     with SimulatorServer(port=0) as sim, backing_services(settings) as stack:
         sim_env = {**SIM_SECRETS, "CHANNELS__META_GRAPH_URL": sim.url, "CHANNELS__TELEGRAM_API_URL": sim.url}

@@ -152,6 +152,9 @@ class ChannelSecrets(BaseModel):
     telegram_secret_token: SecretStr | None = None
     telegram_api_url: str = "https://api.telegram.org"
     webchat_identity_secret: SecretStr | None = None
+    # Channel routes and brands looked up while acknowledging a webhook are cached per gateway replica:
+    # an edited or disabled route takes effect within this many seconds (0 = look up every time).
+    route_cache_s: float = Field(default=10.0, ge=0, le=300)
 
 
 class DeliverySettings(BaseModel):
@@ -267,6 +270,17 @@ class RaySettings(BaseModel):
     orchestrator_replicas: int = Field(default=1, ge=1)
     embedder_replicas: int = Field(default=1, ge=1)
     llm_replicas: int = Field(default=1, ge=1)
+    # Ray starts every worker at nice 15 (so its raylet/GCS stay responsive), which puts the Serve proxy
+    # and the gateway on the same footing as drafting, embedding and generation. A local Ray starts
+    # workers at ``worker_nice`` instead and the replicas behind the streams lower themselves to
+    # ``background_nice`` (deployments/replica.py); on a cluster set RAY_worker_niceness on the pods.
+    worker_nice: int = Field(default=0, ge=0, le=19, description="nice value of a local Ray's workers")
+    background_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="nice value of the replicas behind the streams (0 = same priority as the gateway)",
+    )
 
 
 class TelemetrySettings(BaseModel):

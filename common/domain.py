@@ -79,6 +79,15 @@ class BrandProfile:
 
 
 @dataclass(frozen=True)
+class ChannelRoute:
+    """Which brand a provider account (phone number id, IG account, bot, widget token) belongs to."""
+
+    brand_id: uuid.UUID
+    enabled: bool
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class InboundMessage:
     """One customer message, normalised from any channel."""
 

@@ -25,6 +25,7 @@ A failed publish never fails the reply: the outbox row stays unpublished and the
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,7 @@ from common.db import repositories as repo
 from common.domain import (
     BrandProfile,
     Channel,
+    ChannelRoute,
     Citation,
     ConversationState,
     Direction,
@@ -60,6 +62,7 @@ from common.schemas import (
     RetrievedChunk,
 )
 from common.streams import INBOUND_STREAM, OUTBOUND_STREAM, StreamPublisher
+from common.ttl_cache import TTLCache
 
 log = get_logger(__name__)
 
@@ -129,12 +132,21 @@ class MessageOrchestrator:
         chat: ChatFn,
         publisher: StreamPublisher | None,
         actions: ActionEngine | None = None,
+        publish_after_ack: bool = False,
     ) -> None:
+        """``publish_after_ack``: :meth:`accept` returns once the message is committed and queues it on
+        the stream in the background (the gateway's intake: the XADD and the outbox update leave the
+        webhook's acknowledgement path; if the process dies first, the outbox relay publishes it)."""
         self._settings = settings
         self._sessionmaker = sessionmaker
         self._retrieve = retrieve
         self._chat = chat
         self._publisher = publisher
+        self._publish_after_ack = publish_after_ack
+        self._pending_publishes: set[asyncio.Task[None]] = set()
+        ttl = settings.channels.route_cache_s
+        self._intake_brands: TTLCache[uuid.UUID, BrandProfile | None] = TTLCache(ttl)
+        self._routes: TTLCache[tuple[Channel, str], ChannelRoute | None] = TTLCache(ttl)
         self._actions = actions or ActionEngine(
             registry=ActionRegistry.build(
                 PluginDeps(settings.actions, retrieve=retrieve, min_score=settings.retrieval.min_score)
@@ -175,7 +187,7 @@ class MessageOrchestrator:
         self._check_size(message)
         with stage("orchestrator.accept", channel=message.channel.value, brand_id=message.brand_id) as span:
             async with self._sessionmaker() as session:
-                brand = await self._brand(session, message.brand_id)
+                brand = await self._intake_brand(session, message.brand_id)
                 conversation = await self._conversation(session, brand, message)
                 inbound = await repo.insert_inbound(session, conversation=conversation, message=message)
                 if inbound is None:
@@ -199,8 +211,42 @@ class MessageOrchestrator:
                 outbox_id = outbox.id
             span.set_attribute("inbound_id", str(inbound.id))
             _count_inbound(message)
-            await self._publish(outbox_id, INBOUND_STREAM, payload)
+            if self._publish_after_ack:
+                task = asyncio.create_task(self._publish(outbox_id, INBOUND_STREAM, payload))
+                self._pending_publishes.add(task)  # held until done: the loop keeps only weak references
+                task.add_done_callback(self._pending_publishes.discard)
+            else:
+                await self._publish(outbox_id, INBOUND_STREAM, payload)
             return accepted
+
+    async def flush_publishes(self) -> None:
+        """Wait for the stream publishes that :meth:`accept` left running (``publish_after_ack``)."""
+        while self._pending_publishes:
+            await asyncio.gather(*list(self._pending_publishes), return_exceptions=True)
+
+    async def channel_route(self, channel: Channel, external_id: str) -> ChannelRoute | None:
+        """The brand a provider account routes to (enabled or not), cached ``route_cache_s`` seconds."""
+
+        async def load() -> ChannelRoute | None:
+            async with self._sessionmaker() as session:
+                config = await repo.find_channel_config(session, channel=channel, external_id=external_id)
+            if config is None:
+                return None
+            return ChannelRoute(
+                brand_id=config.brand_id, enabled=config.enabled, settings=dict(config.settings or {})
+            )
+
+        return await self._routes.get_or_load((channel, external_id), load)
+
+    async def _intake_brand(self, session: AsyncSession, brand_id: uuid.UUID) -> BrandProfile:
+        # accept only needs the brand's ids, which never change; the persona is read fresh when drafting.
+        brand = await self._intake_brands.get_or_load(
+            brand_id, lambda: repo.get_brand_profile(session, brand_id=brand_id)
+        )
+        if brand is None:
+            self._intake_brands.invalidate(brand_id)  # a brand created a moment later must be found
+            raise NotFound("unknown brand", details={"brand_id": str(brand_id)})
+        return brand
 
     async def process_stored(self, inbound_id: uuid.UUID) -> OutboundResponse:
         """Answer a message stored by :meth:`accept`; idempotent (a second call returns the first reply)."""

@@ -11,13 +11,11 @@ import asyncio
 
 from ray import serve
 
-from common import metrics
-from common.config import ServiceEndpoints, get_settings
+from common.config import ServiceEndpoints
 from common.db.session import make_engine, make_sessionmaker
 from common.delivery.worker import DeliveryWorker
-from common.logging import configure_logging
 from common.streams import connect
-from common.telemetry import configure_tracing
+from deployments.replica import start_replica
 
 
 @serve.deployment(name="dispatcher", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=8)
@@ -25,10 +23,7 @@ class DispatcherDeployment:
     """Outbound delivery: outbox relay + stream dispatcher, started with the replica."""
 
     def __init__(self, endpoints: ServiceEndpoints) -> None:
-        settings = endpoints.apply(get_settings())
-        configure_logging(level=settings.log_level, json=settings.log_json)
-        configure_tracing(settings.telemetry)
-        metrics.use_ray_metrics()
+        settings = start_replica(endpoints, background=True)
         engine = make_engine(settings.database.url or "", pool_size=settings.database.pool_size)
         self._worker = DeliveryWorker(
             settings=settings, sessionmaker=make_sessionmaker(engine), redis=connect(settings.redis)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from ray import serve
 
-from common import metrics
-from common.config import ServiceEndpoints, get_settings
+from common.config import ServiceEndpoints
 from common.embeddings import Embedder, build_embedder
-from common.logging import configure_logging
-from common.telemetry import configure_tracing
 from deployments.proxy import TraceReceiving
+from deployments.replica import start_replica
 
 
 @serve.deployment(name="embedder", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32)
@@ -17,10 +15,7 @@ class EmbedderDeployment(TraceReceiving):
     """Turns texts into vectors (the model loads once, in ``__init__``)."""
 
     def __init__(self, endpoints: ServiceEndpoints) -> None:
-        settings = endpoints.apply(get_settings())
-        configure_logging(level=settings.log_level, json=settings.log_json)
-        configure_tracing(settings.telemetry)
-        metrics.use_ray_metrics()
+        settings = start_replica(endpoints, background=True)
         self._embedder: Embedder = build_embedder(settings.embeddings)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

@@ -7,16 +7,14 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from common import metrics
-from common.config import ServiceEndpoints, get_settings
+from common.config import ServiceEndpoints
 from common.db.session import make_engine, make_sessionmaker
 from common.errors import AssistantError
-from common.logging import configure_logging
 from common.orchestration import MessageOrchestrator
 from common.schemas import ChatRequest, ChatResponse
 from common.streams import StreamPublisher, connect
-from common.telemetry import configure_tracing
 from deployments.proxy import HandleProxy
+from deployments.replica import start_replica
 from serve_apps.gateway_api import build_gateway_api, dependencies_ready
 
 
@@ -45,10 +43,7 @@ class GatewayDeployment:
         endpoints: ServiceEndpoints,
         **workers: DeploymentHandle[Any],
     ) -> None:
-        settings = endpoints.apply(get_settings())
-        configure_logging(level=settings.log_level, json=settings.log_json)
-        configure_tracing(settings.telemetry)
-        metrics.use_ray_metrics()
+        settings = start_replica(endpoints, background=False)
         self.settings = settings
         self.orchestrator = HandleProxy(orchestrator)
         self.knowledge = HandleProxy(knowledge)
@@ -63,6 +58,7 @@ class GatewayDeployment:
             retrieve=self.knowledge.retrieve,
             chat=_no_generation,
             publisher=StreamPublisher(self.redis, settings.redis),
+            publish_after_ack=True,
         )
         # Worker deployments (inbound worker, dispatcher, ...) are bound here only so the one Serve
         # application deploys them; the gateway never calls them.

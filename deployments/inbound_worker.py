@@ -15,14 +15,13 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from common import metrics
-from common.config import ServiceEndpoints, get_settings
+from common.config import ServiceEndpoints
 from common.domain import OutboundResponse
 from common.inbound_worker import InboundWorker, WorkerConfig
-from common.logging import configure_logging, get_logger
+from common.logging import get_logger
 from common.streams import connect
-from common.telemetry import configure_tracing
 from deployments.proxy import HandleProxy
+from deployments.replica import start_replica
 
 log = get_logger(__name__)
 
@@ -32,10 +31,7 @@ class InboundWorkerDeployment:
     """Drafts replies to accepted webhook messages by calling the orchestrator's ``process_stored``."""
 
     def __init__(self, orchestrator: DeploymentHandle[Any], endpoints: ServiceEndpoints) -> None:
-        settings = endpoints.apply(get_settings())
-        configure_logging(level=settings.log_level, json=settings.log_json)
-        configure_tracing(settings.telemetry)
-        metrics.use_ray_metrics()
+        settings = start_replica(endpoints, background=True)
         self._orchestrator = HandleProxy(orchestrator)
         self._redis = connect(settings.redis)
         self._worker = InboundWorker(

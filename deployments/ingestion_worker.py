@@ -16,13 +16,12 @@ from collections.abc import Callable
 
 from ray import serve
 
-from common import metrics
-from common.config import ServiceEndpoints, Settings, get_settings
+from common.config import ServiceEndpoints, Settings
 from common.db.session import make_engine, make_sessionmaker
 from common.ingestion_worker import IngestionWorker
-from common.logging import configure_logging, get_logger
+from common.logging import get_logger
 from common.streams import connect
-from common.telemetry import configure_tracing
+from deployments.replica import start_replica
 from pipelines.ingest import Engine, IngestRequest, IngestSummary, ProgressFn, run_ingest
 
 log = get_logger(__name__)
@@ -44,10 +43,7 @@ class IngestionWorkerDeployment:
     """No requests to serve: the replica's life is the worker loop."""
 
     def __init__(self, endpoints: ServiceEndpoints, engine: str = Engine.RAY.value) -> None:
-        settings = endpoints.apply(get_settings())
-        configure_logging(level=settings.log_level, json=settings.log_json)
-        configure_tracing(settings.telemetry)
-        metrics.use_ray_metrics()
+        settings = start_replica(endpoints, background=True)
         self._engine = make_engine(settings.database.url or "", pool_size=2)
         self._redis = connect(settings.redis)
         self._worker = IngestionWorker(

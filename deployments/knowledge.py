@@ -13,16 +13,14 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from common import metrics
-from common.config import ServiceEndpoints, get_settings
+from common.config import ServiceEndpoints
 from common.db.session import make_engine, make_sessionmaker
 from common.embeddings import token_counter
 from common.knowledge_service import KnowledgeService
-from common.logging import configure_logging
 from common.schemas import IngestResult, KnowledgeUploadIn, RetrievedChunk
-from common.telemetry import configure_tracing
 from common.vectorstore import VectorStore
 from deployments.proxy import Delegating, HandleProxy
+from deployments.replica import start_replica
 
 
 @serve.deployment(name="knowledge", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
@@ -33,10 +31,7 @@ class KnowledgeIndexDeployment(Delegating):
     """
 
     def __init__(self, embedder: DeploymentHandle[Any], endpoints: ServiceEndpoints) -> None:
-        settings = endpoints.apply(get_settings())
-        configure_logging(level=settings.log_level, json=settings.log_json)
-        configure_tracing(settings.telemetry)
-        metrics.use_ray_metrics()
+        settings = start_replica(endpoints, background=True)
         self._embedder = HandleProxy(embedder)
         store = VectorStore(settings)
         store.ensure_collection(settings.embeddings.model_name, settings.embeddings.dimension)

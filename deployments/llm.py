@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from ray import serve
 
-from common import metrics
-from common.config import ServiceEndpoints, get_settings
+from common.config import ServiceEndpoints
 from common.llm.base import ChatModel
 from common.llm.factory import build_chat_model
-from common.logging import configure_logging
 from common.schemas import ChatRequest, ChatResponse
-from common.telemetry import configure_tracing
 from deployments.proxy import TraceReceiving
+from deployments.replica import start_replica
 
 
 # A bounded queue in front of generation: callers get a fast 503 (mapped at the gateway) instead of
@@ -23,10 +21,7 @@ class LLMDeployment(TraceReceiving):
     """Serves chat completions to the orchestrator through a deployment handle."""
 
     def __init__(self, endpoints: ServiceEndpoints) -> None:
-        settings = endpoints.apply(get_settings())
-        configure_logging(level=settings.log_level, json=settings.log_json)
-        configure_tracing(settings.telemetry)
-        metrics.use_ray_metrics()
+        settings = start_replica(endpoints, background=True)
         self._model: ChatModel = build_chat_model(settings.llm)
 
     async def chat(self, request: ChatRequest) -> ChatResponse:

@@ -8,16 +8,14 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from common import metrics
-from common.config import ServiceEndpoints, get_settings
+from common.config import ServiceEndpoints
 from common.db.session import make_engine, make_sessionmaker
 from common.domain import InboundMessage, OutboundResponse
-from common.logging import configure_logging
 from common.orchestration import MessageOrchestrator
 from common.schemas import ChatRequest, ChatResponse, RetrievedChunk
 from common.streams import StreamPublisher, connect
-from common.telemetry import configure_tracing
 from deployments.proxy import Delegating, HandleProxy
+from deployments.replica import start_replica
 
 
 # Drafting holds a slot for retrieval + generation; a bounded queue sheds load with a fast 503 (mapped
@@ -38,10 +36,7 @@ class OrchestratorDeployment(Delegating):
     def __init__(
         self, knowledge: DeploymentHandle[Any], llm: DeploymentHandle[Any], endpoints: ServiceEndpoints
     ) -> None:
-        settings = endpoints.apply(get_settings())
-        configure_logging(level=settings.log_level, json=settings.log_json)
-        configure_tracing(settings.telemetry)
-        metrics.use_ray_metrics()
+        settings = start_replica(endpoints, background=True)
         self._knowledge = HandleProxy(knowledge)
         self._llm = HandleProxy(llm)
         engine = make_engine(settings.database.url or "", pool_size=settings.database.pool_size)

@@ -124,6 +124,8 @@ def start_serve(settings: Settings, endpoints: ServiceEndpoints, *, env: dict[st
         log_to_driver=True,
         # Replicas read settings from their environment: hand them the launcher's extra variables.
         runtime_env={"env_vars": env} if env else None,
+        # Only a Ray we start takes system config; a cluster's workers get RAY_worker_niceness on their pods.
+        _system_config=None if settings.ray.address else {"worker_niceness": settings.ray.worker_nice},
     )
     serve.start(http_options={"host": settings.ray.http_host, "port": settings.ray.http_port})
     args = AppArgs(

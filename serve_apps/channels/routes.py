@@ -28,10 +28,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import SecretStr
 
-from common.db import repositories as repo
-from common.db.models import ChannelConfig
 from common.db.session import is_connection_error
-from common.domain import Channel, InboundMessage
+from common.domain import Channel, ChannelRoute, InboundMessage
 from common.errors import AssistantError, DatabaseUnavailable, InvalidInput, PayloadTooLarge, Unauthorized
 from common.logging import bind_correlation_id, get_logger
 from common.observability import message_received, stage
@@ -170,18 +168,13 @@ async def _receive(
 async def _record(backend: GatewayBackend, channel: Channel, events: Iterable[ParsedEvent]) -> WebhookResult:
     """Accept every routable message in delivery order (order matters within a conversation)."""
     result = WebhookResult()
-    routes: dict[str, ChannelConfig | None] = {}
     for event in events:
         if isinstance(event, IgnoredEvent):
             log.info("webhook_event_ignored", reason=event.reason, account_id=event.account_id)
             result.ignored += 1
             continue
-        if event.account_id not in routes:
-            async with backend.sessionmaker() as session:
-                routes[event.account_id] = await repo.find_channel_config(
-                    session, channel=channel, external_id=event.account_id
-                )
-        message = _message(backend, channel, routes[event.account_id], event)
+        route = await backend.intake.channel_route(channel, event.account_id)
+        message = _message(backend, channel, route, event)
         if message is None:
             result.ignored += 1
             continue
@@ -194,7 +187,7 @@ async def _record(backend: GatewayBackend, channel: Channel, events: Iterable[Pa
 
 
 def _message(
-    backend: GatewayBackend, channel: Channel, config: ChannelConfig | None, event: ChannelEvent
+    backend: GatewayBackend, channel: Channel, config: ChannelRoute | None, event: ChannelEvent
 ) -> InboundMessage | None:
     """The message to accept, or None (logged) when the account is not routed or policy says ignore."""
     if config is None or not config.enabled:
@@ -226,8 +219,7 @@ async def _telegram_secret(backend: GatewayBackend, bot_id: str) -> str | None:
 
     A named variable that is unset or badly named refuses every request (None) rather than falling back.
     """
-    async with backend.sessionmaker() as session:
-        config = await repo.find_channel_config(session, channel=Channel.TELEGRAM, external_id=bot_id)
+    config = await backend.intake.channel_route(Channel.TELEGRAM, bot_id)
     env_name = (config.settings or {}).get(SECRET_ENV_KEY) if config is not None else None
     if env_name is None:
         return _reveal(backend.settings.channels.telegram_secret_token)
