@@ -174,6 +174,7 @@ def _locust(
     report: Path,
     tag: str = "serve",
     webhook_log: Path | None = None,
+    sim_url: str | None = None,
 ) -> LocustRun:
     env = {**os.environ, "LOAD_BRANDS": ",".join(str(b.id) for b in brands), "LOAD_MAX_ERROR_RATE": "0"}
     if webhook_log is not None:
@@ -182,6 +183,8 @@ def _locust(
             "LOAD_WA_PHONE_ID": SIM_PHONE_NUMBER_ID,
             "LOAD_WEBHOOK_LOG": str(webhook_log),
         }
+        if sim_url is not None:  # customers wait for each reply before writing again
+            env["LOAD_SIM_URL"] = sim_url
     cmd = [
         sys.executable, "-m", "locust", "-f", "tests/load/locustfile.py", "--headless",
         "-u", str(users), "-r", str(max(1, users // 5)), "--run-time", f"{duration}s",
@@ -355,6 +358,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-overhead-ratio", type=float, default=1.5)
     parser.add_argument("--max-ack-p99-ms", type=float, default=100.0)
     parser.add_argument("--no-webhooks", dest="webhooks", action="store_false")
+    parser.add_argument(
+        "--open-loop",
+        dest="dialogue",
+        action="store_false",
+        help="WhatsApp customers send on a timer instead of waiting for each reply (overload test)",
+    )
     parser.add_argument("--knee", action="store_true", help="step users up instead of load + baseline")
     parser.add_argument("--knee-steps", default="25,50,100,200,400", help="total users per step")
     parser.add_argument("--knee-step-s", type=int, default=20)
@@ -387,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     webhook_log = opts.report_dir / "webhooks.log" if opts.webhooks else None
     with SimulatorServer(port=0) as sim, backing_services(settings) as stack:
         sim_env = {**SIM_SECRETS, "CHANNELS__META_GRAPH_URL": sim.url, "CHANNELS__TELEGRAM_API_URL": sim.url}
+        sim_url = sim.url if opts.dialogue else None
         upgrade(stack.endpoints.database_url)
         brands = asyncio.run(_seed_brands(stack.endpoints.database_url, opts.brands))
         try:
@@ -406,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                         _locust(
                             base_url, brands, users=step, duration=opts.knee_step_s,
                             report=opts.report_dir, tag=f"knee-{step}", webhook_log=webhook_log,
+                            sim_url=sim_url,
                         )
                     )  # fmt: skip
                     time.sleep(5)  # let queues drain between steps
@@ -414,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                     webhook_log.unlink(missing_ok=True)
                 run = _locust(
                     base_url, brands, users=users, duration=opts.duration,
-                    report=opts.report_dir, webhook_log=webhook_log,
+                    report=opts.report_dir, webhook_log=webhook_log, sim_url=sim_url,
                 )  # fmt: skip
                 time.sleep(10)  # replies to the last webhooks are still on their way to the simulator
                 e2e = _end_to_end(webhook_log, sim) if webhook_log is not None else (0, 0, [])

@@ -54,6 +54,10 @@ class WorkerConfig:
     consumer: str
     group: str = "inbound-workers"
     batch_size: int = 8
+    #: Messages drafted at once by :meth:`InboundWorker.run_forever`; a slot is refilled as soon as one
+    #: finishes, so one slow draft does not hold back the next read (as a whole batch would).
+    max_in_flight: int = 16
+    claim_interval_s: float = 5.0
     block_ms: int = 2000
     min_idle_ms: int = 60_000
     max_deliveries: int = 5
@@ -142,18 +146,55 @@ class InboundWorker:
         return stats
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Run passes until ``stop`` is set; an unavailable Redis is waited out, not fatal."""
-        while not stop.is_set():
-            try:
-                await self.run_once()
-                await self._backlog.maybe_report()
-            except (StreamUnavailable, RedisError) as exc:
-                # Redis down or restarting (XACK, XADD to the dead-letter stream, XINFO): wait it out;
-                # unacknowledged entries stay pending and are reclaimed, so nothing is lost.
-                log.warning("inbound_worker_redis_unavailable", error=str(exc))
-                await self._sleep(self._config.error_backoff_s)
+        """Keep up to ``max_in_flight`` messages drafting until ``stop`` is set, then finish them.
 
-    async def _claim_stale(self) -> list[tuple[str, dict[str, str], int]]:
+        Each free slot is refilled at once from the stream (stale entries of crashed consumers first,
+        checked every ``claim_interval_s``), so throughput is not bounded by the slowest draft of a
+        batch. An unavailable Redis is waited out, not fatal: unacknowledged entries stay pending.
+        """
+        cfg = self._config
+        in_flight: set[asyncio.Task[str]] = set()
+        next_claim = 0.0
+        try:
+            while not stop.is_set():
+                free = cfg.max_in_flight - len(in_flight)
+                if free <= 0:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    await self.ensure_group()
+                    claimed: list[tuple[str, dict[str, str], int]] = []
+                    now = asyncio.get_running_loop().time()
+                    if now >= next_claim:
+                        claimed = await self._claim_stale(count=free)
+                        next_claim = now + cfg.claim_interval_s
+                    fresh = []
+                    if len(claimed) < free:
+                        fresh = await self._read_new(block=not claimed, count=free - len(claimed))
+                    await self._backlog.maybe_report()
+                except (StreamUnavailable, RedisError) as exc:
+                    # Redis down or restarting (XACK, XADD to the dead-letter stream, XINFO): wait it out;
+                    # unacknowledged entries stay pending and are reclaimed, so nothing is lost.
+                    log.warning("inbound_worker_redis_unavailable", error=str(exc))
+                    await self._sleep(cfg.error_backoff_s)
+                    continue
+                for entry in [*claimed, *((entry_id, fields, 1) for entry_id, fields in fresh)]:
+                    task = asyncio.create_task(self._handle_logged(*entry))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+        finally:
+            if in_flight:  # stopping: let the drafts in progress finish (their entries get acknowledged)
+                await asyncio.wait(in_flight)
+
+    async def _handle_logged(self, entry_id: str, fields: dict[str, str], deliveries: int) -> str:
+        try:
+            return await self._handle(entry_id, fields, deliveries)
+        except (StreamUnavailable, RedisError) as exc:
+            # XACK or the dead-letter XADD failed: the entry stays pending and is reclaimed later.
+            log.warning("inbound_worker_redis_unavailable", entry_id=entry_id, error=str(exc))
+            return "left_pending"
+
+    async def _claim_stale(self, count: int | None = None) -> list[tuple[str, dict[str, str], int]]:
         cfg = self._config
         answer: Any = await self._redis.xautoclaim(
             self.stream,
@@ -161,7 +202,7 @@ class InboundWorker:
             cfg.consumer,
             min_idle_time=cfg.min_idle_ms,
             start_id="0-0",
-            count=cfg.batch_size,
+            count=count or cfg.batch_size,
         )
         # [next_start, [(id, fields), ...], deleted_ids] (Redis 7); entries trimmed away come back as None.
         claimed = [(eid, fields) for eid, fields in answer[1] if fields]
@@ -175,13 +216,13 @@ class InboundWorker:
             out.append((entry_id, fields, deliveries))
         return out
 
-    async def _read_new(self, *, block: bool) -> list[tuple[str, dict[str, str]]]:
+    async def _read_new(self, *, block: bool, count: int | None = None) -> list[tuple[str, dict[str, str]]]:
         cfg = self._config
         answer: Any = await self._redis.xreadgroup(
             cfg.group,
             cfg.consumer,
             {self.stream: ">"},
-            count=cfg.batch_size,
+            count=count or cfg.batch_size,
             block=cfg.block_ms if block else None,
         )
         if not answer:

@@ -8,6 +8,9 @@ the demo end to end without the internet. Emulated endpoints:
 * ``POST /bot{token}/sendMessage`` and ``/bot{token}/setWebhook``: Telegram, ``{"ok": ...}`` envelopes.
 * ``GET /_sim/sent`` (``?channel=``), ``DELETE /_sim/sent``, ``POST /_sim/faults`` (``FaultSpec``),
   ``GET /_sim/faults``: inspection and fault injection (429 with Retry-After, 500, 400, timeouts).
+* ``GET /_sim/replies/{message_id}?wait_s=``: the sends that quote ``message_id`` (WhatsApp ``context``,
+  Telegram ``reply_parameters``), waiting up to ``wait_s`` seconds for the first one: a load-test
+  customer reads its answer before typing the next message.
 
 Text limits are enforced as the providers do (WhatsApp 4096, Instagram 1000, Telegram 4096 characters),
 and when ``meta_access_token`` / ``telegram_bot_token`` are given, other credentials are refused (401).
@@ -20,7 +23,7 @@ import hmac
 import json
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from serve_apps.simulator.state import FaultSpec, SentMessage, SimChannel, SimulatorState
@@ -40,6 +43,31 @@ def build_simulator_app(
     @app.get("/_sim/sent")
     async def sent(channel: SimChannel | None = None) -> list[SentMessage]:
         return state.sent(channel)
+
+    # Waiters for a reply to one message id; resolved by the send handlers, which run on this same loop.
+    waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    def _replied(reply_to: str | None) -> None:
+        for future in waiters.pop(reply_to or "", []):
+            if not future.done():
+                future.set_result(None)
+
+    @app.get("/_sim/replies/{message_id}")
+    async def replies(message_id: str, wait_s: float = Query(default=0.0, ge=0, le=120)) -> list[SentMessage]:
+        found = state.replies_to(message_id)
+        if found or wait_s == 0:
+            return found
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.setdefault(message_id, []).append(future)
+        try:
+            await asyncio.wait_for(future, timeout=wait_s)
+        except TimeoutError:
+            pending = waiters.get(message_id, [])
+            if future in pending:
+                pending.remove(future)
+            if not pending:
+                waiters.pop(message_id, None)
+        return state.replies_to(message_id)
 
     @app.delete("/_sim/sent")
     async def clear() -> dict[str, bool]:
@@ -82,6 +110,7 @@ def build_simulator_app(
             body=body,
             id_prefix=prefix,
         )
+        _replied(reply_to)
         if channel == "whatsapp":
             return JSONResponse(
                 {
@@ -129,6 +158,7 @@ def build_simulator_app(
             body=body,
             id_prefix="",
         )
+        _replied(reply_to)
         message = {"message_id": record.seq, "chat": {"id": chat_id, "type": "private"}, "text": text}
         return JSONResponse({"ok": True, "result": {**message, "date": int(record.received_at)}})
 

@@ -48,6 +48,7 @@ class SimulatorState:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._sent: list[SentMessage] = []
+        self._by_reply_to: dict[str, list[SentMessage]] = {}
         self._faults: deque[FaultSpec] = deque()
         self._seq = itertools.count(1)
         self.telegram_webhooks: dict[str, dict[str, object]] = {}
@@ -102,6 +103,8 @@ class SimulatorState:
                 received_at=time.time(),
             )
             self._sent.append(sent)
+            if reply_to is not None:
+                self._by_reply_to.setdefault(reply_to, []).append(sent)
             self._cond.notify_all()
             return sent
 
@@ -110,10 +113,16 @@ class SimulatorState:
         with self._cond:
             return [s for s in self._sent if channel in (None, s.channel)]
 
+    def replies_to(self, message_id: str) -> list[SentMessage]:
+        """Sends that quote ``message_id``, in arrival order (an index: no scan of every send)."""
+        with self._cond:
+            return list(self._by_reply_to.get(message_id, []))
+
     def clear(self) -> None:
         """Forget sends and faults."""
         with self._cond:
             self._sent.clear()
+            self._by_reply_to.clear()
             self._faults.clear()
 
     def wait_for(

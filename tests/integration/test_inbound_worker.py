@@ -169,6 +169,36 @@ async def test_run_forever_stops_on_event(env: Env) -> None:
     assert await replies(env, inbound_id) == 1
 
 
+async def test_a_slow_draft_does_not_hold_back_the_messages_behind_it(env: Env) -> None:
+    """Slots are refilled as drafts finish: with 2 in flight, one stuck draft leaves the other slot
+    answering every later message (a batch of 2 would wait for the stuck one each time)."""
+    slow = await accept(env, "slow one")
+    quick = [await accept(env, f"quick {i}") for i in range(5)]
+    release = asyncio.Event()
+    done: list[uuid.UUID] = []
+
+    async def process(inbound_id: uuid.UUID):
+        if inbound_id == slow:
+            await release.wait()
+        done.append(inbound_id)
+        return await env.backend.orchestrator.process_stored(inbound_id)
+
+    worker = make_worker(env, "w-slots", process=process, max_in_flight=2, batch_size=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run_forever(stop))
+    for _ in range(200):
+        if len(done) == len(quick):
+            break
+        await asyncio.sleep(0.05)
+    assert done == quick  # all five answered while the first message's draft was still stuck
+    assert await pending(worker, env) == 1
+    release.set()
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)  # stopping waits for the draft in progress
+    assert done[-1] == slow and await replies(env, slow) == 1
+    assert await pending(worker, env) == 0
+
+
 @pytest.mark.ray
 def test_worker_deployment_consumes_the_stream(redis_url: str, redis_prefix: str) -> None:
     """The Serve deployment starts its loop in __init__ and calls the orchestrator through a handle.

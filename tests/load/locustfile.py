@@ -7,7 +7,10 @@ come from ``LOAD_BRANDS`` (comma-separated brand ids); users are spread evenly a
 With ``LOAD_META_SECRET`` and ``LOAD_WA_PHONE_ID`` set, :class:`WhatsAppCustomer` users also send signed
 WhatsApp webhooks (``LOAD_WEBHOOK_WEIGHT`` of them per ``Customer``, default 1): the request named
 "webhook ack" is the gateway's acknowledgement only; each sent message id and its send time are appended
-to ``LOAD_WEBHOOK_LOG`` so bench/load.py can match the reply the SIMULATOR received (end to end).
+to ``LOAD_WEBHOOK_LOG`` so bench/load.py can match the reply the SIMULATOR received (end to end). With
+``LOAD_SIM_URL`` set they hold a dialogue like the web chat customers: after the acknowledgement they
+wait (up to ``LOAD_REPLY_WAIT_S``, default 60 s) for the reply to reach the SIMULATOR, then think, then
+write again; without it they send on a timer, whatever the backlog (an open-loop overload test).
 
 429/503 answers are failures named "shed load (...)": backpressure, reported apart from real errors.
 Thresholds (``LOAD_MAX_ERROR_RATE``, ``LOAD_MAX_P99_MS``) make Locust exit non-zero when they fail.
@@ -16,6 +19,7 @@ Run through ``make load`` (bench/load.py starts the system with an LLM stub and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -26,6 +30,7 @@ import threading
 import time
 import uuid
 
+import requests
 from locust import HttpUser, between, events, task
 from locust.env import Environment
 
@@ -86,7 +91,26 @@ class WhatsAppCustomer(HttpUser):
     def on_start(self) -> None:
         self.secret = os.environ["LOAD_META_SECRET"].encode()
         self.phone_id = os.environ["LOAD_WA_PHONE_ID"]
+        self.sim_url = os.environ.get("LOAD_SIM_URL", "").rstrip("/")
+        self.reply_wait_s = float(os.environ.get("LOAD_REPLY_WAIT_S", "60"))
+        # Reading replies is not a request to the system under test: a plain session, not in the stats.
+        self.sim = requests.Session()
+        self._new_conversation()
+
+    def _new_conversation(self) -> None:
         self.sender = f"1777{random.randint(0, 10**7 - 1):07d}"
+        self.turns_left = random.randint(2, 4)
+
+    def _await_reply(self, wamid: str) -> None:
+        if not self.sim_url:
+            return
+        # An unanswered message shows up in bench/load.py's end-to-end count; the dialogue goes on.
+        with contextlib.suppress(requests.RequestException):
+            self.sim.get(
+                f"{self.sim_url}/_sim/replies/{wamid}",
+                params={"wait_s": self.reply_wait_s},
+                timeout=self.reply_wait_s + 10,
+            )
 
     @task
     def message(self) -> None:
@@ -113,6 +137,7 @@ class WhatsAppCustomer(HttpUser):
         signature = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
         headers = {"X-Hub-Signature-256": signature, "content-type": "application/json"}
         sent_at = time.time()
+        acknowledged = False
         with self.client.post(
             "/webhooks/whatsapp", data=body, headers=headers, name="webhook ack", catch_response=True
         ) as resp:
@@ -120,6 +145,12 @@ class WhatsAppCustomer(HttpUser):
                 resp.failure(f"shed load ({resp.status_code})")
             elif resp.status_code == 200:
                 _log_webhook(wamid, sent_at)
+                acknowledged = True
+        if acknowledged:
+            self._await_reply(wamid)
+        self.turns_left -= 1
+        if self.turns_left <= 0:
+            self._new_conversation()
 
 
 if not os.environ.get("LOAD_META_SECRET"):
