@@ -7,7 +7,9 @@ One run, same machine, same LLM stub (fixed latency, bench/llm_stub.py), same br
 1. **Serve**: the full application (gateway → orchestrator → knowledge → embedder, orchestrator → llm)
    under a headless Locust run (tests/load/locustfile.py): multi-turn conversations with think time.
 2. **Baseline**: the same message pipeline (``MessageOrchestrator.handle``) called in-process by the
-   same number of concurrent conversations with the same think time, no Serve, no HTTP.
+   same number of concurrent conversations with the same think time, no Serve, no HTTP. When the Serve
+   phase's WhatsApp customers hold dialogues (the default), half of the baseline's customers take the
+   webhook path in-process (``accept`` + ``process_stored``), so both phases carry the same mix.
 
 With ``--webhooks`` (the default) the Serve phase also runs WhatsApp customers: signed webhooks through the
 gateway, replies sent to the provider SIMULATOR started here (channels pointed at it through the replicas'
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import os
 import random
@@ -221,8 +224,18 @@ def _pct(values: list[float]) -> tuple[float, float, float]:
 
 
 async def _baseline(
-    settings: Settings, endpoints: ServiceEndpoints, brands: list[BrandProfile], *, users: int, duration: int
+    settings: Settings,
+    endpoints: ServiceEndpoints,
+    brands: list[BrandProfile],
+    *,
+    users: int,
+    duration: int,
+    webhook_users: int = 0,
 ) -> Summary:
+    """Web chat conversations through ``MessageOrchestrator.handle`` in this process; ``webhook_users``
+    of the ``users`` instead take the webhook path (``accept``, then ``process_stored`` as the inbound
+    worker would, awaited like a customer waiting for the reply), so both phases carry the same mix.
+    Only the web chat turns are timed."""
     from serve_apps.inprocess import InProcessBackend
 
     backend = InProcessBackend(settings, endpoints)
@@ -254,9 +267,31 @@ async def _baseline(
                 latencies.append((time.perf_counter() - started) * 1000)
                 await asyncio.sleep(random.uniform(1.0, 3.0))  # noqa: S311
 
+    async def whatsapp_customer(brand: BrandProfile) -> None:
+        while time.monotonic() < stop_at:
+            customer = f"1888{random.randint(0, 10**7 - 1):07d}"  # noqa: S311
+            for _ in range(random.randint(2, 4)):  # noqa: S311
+                if time.monotonic() >= stop_at:
+                    return
+                message = InboundMessage(
+                    brand_id=brand.id,
+                    channel=Channel.WHATSAPP,
+                    customer_id=customer,
+                    text=random.choice(QUESTIONS),  # noqa: S311
+                    provider_message_id=f"wamid.BASE{uuid.uuid4().hex}",
+                )
+                with contextlib.suppress(Exception):  # not timed: it only has to load the pipeline
+                    accepted = await backend.intake.accept(message)
+                    await backend.orchestrator.process_stored(accepted.inbound_id)
+                await asyncio.sleep(random.uniform(1.0, 3.0))  # noqa: S311
+
+    chat_users = users - webhook_users
     try:
         started = time.monotonic()
-        await asyncio.gather(*(conversation(brands[i % len(brands)]) for i in range(users)))
+        await asyncio.gather(
+            *(conversation(brands[i % len(brands)]) for i in range(chat_users)),
+            *(whatsapp_customer(brands[0]) for _ in range(webhook_users)),
+        )
         elapsed = time.monotonic() - started
     finally:
         await backend.aclose()
@@ -432,9 +467,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop_serve()
         if not opts.knee:
+            # Same mix as the Serve phase when its WhatsApp customers hold dialogues (Locust weights 1:1).
+            webhook_users = users // 2 if opts.webhooks and opts.dialogue else 0
             baseline = asyncio.run(
-                _baseline(settings, stack.endpoints, brands, users=users, duration=opts.duration)
-            )
+                _baseline(
+                    settings, stack.endpoints, brands,
+                    users=users, duration=opts.duration, webhook_users=webhook_users,
+                )
+            )  # fmt: skip
     stub.should_exit = True
 
     if opts.knee:
