@@ -178,8 +178,14 @@ def _locust(
     tag: str = "serve",
     webhook_log: Path | None = None,
     sim_url: str | None = None,
+    think_s: tuple[float, float] = (5.0, 15.0),
 ) -> LocustRun:
-    env = {**os.environ, "LOAD_BRANDS": ",".join(str(b.id) for b in brands), "LOAD_MAX_ERROR_RATE": "0"}
+    env = {
+        **os.environ,
+        "LOAD_BRANDS": ",".join(str(b.id) for b in brands),
+        "LOAD_MAX_ERROR_RATE": "0",
+        "LOAD_THINK_S": f"{think_s[0]},{think_s[1]}",
+    }
     if webhook_log is not None:
         env |= {
             "LOAD_META_SECRET": SIM_SECRETS["CHANNELS__META_APP_SECRET"],
@@ -231,6 +237,7 @@ async def _baseline(
     users: int,
     duration: int,
     webhook_users: int = 0,
+    think_s: tuple[float, float] = (5.0, 15.0),
 ) -> Summary:
     """Web chat conversations through ``MessageOrchestrator.handle`` in this process; ``webhook_users``
     of the ``users`` instead take the webhook path (``accept``, then ``process_stored`` as the inbound
@@ -245,6 +252,7 @@ async def _baseline(
 
     async def conversation(brand: BrandProfile) -> None:
         nonlocal failures
+        await asyncio.sleep(random.uniform(0, think_s[1]))  # noqa: S311 - arrivals spread as in Locust
         while time.monotonic() < stop_at:
             customer = f"base-{uuid.uuid4().hex[:12]}"
             for _ in range(random.randint(2, 4)):  # noqa: S311 - same shape as the Locust profile
@@ -265,9 +273,10 @@ async def _baseline(
                 except Exception:  # the figure counts failures; the run goes on
                     failures += 1
                 latencies.append((time.perf_counter() - started) * 1000)
-                await asyncio.sleep(random.uniform(1.0, 3.0))  # noqa: S311
+                await asyncio.sleep(random.uniform(*think_s))  # noqa: S311
 
     async def whatsapp_customer(brand: BrandProfile) -> None:
+        await asyncio.sleep(random.uniform(0, think_s[1]))  # noqa: S311
         while time.monotonic() < stop_at:
             customer = f"1888{random.randint(0, 10**7 - 1):07d}"  # noqa: S311
             for _ in range(random.randint(2, 4)):  # noqa: S311
@@ -283,7 +292,7 @@ async def _baseline(
                 with contextlib.suppress(Exception):  # not timed: it only has to load the pipeline
                     accepted = await backend.intake.accept(message)
                     await backend.orchestrator.process_stored(accepted.inbound_id)
-                await asyncio.sleep(random.uniform(1.0, 3.0))  # noqa: S311
+                await asyncio.sleep(random.uniform(*think_s))  # noqa: S311
 
     chat_users = users - webhook_users
     try:
@@ -351,7 +360,7 @@ def _load_report(
     lines = [
         f"Load: {opts.brands} brands x {opts.users_per_brand} concurrent users, {opts.duration} s per phase, "
         f"LLM stub {opts.llm_latency_ms:.0f} ms (subtracted in the table), "
-        f"{opts.gateway_replicas} gateway replica(s).",
+        f"{opts.gateway_replicas} gateway replica(s), think time {opts.think_s[0]:g}-{opts.think_s[1]:g} s.",
         "",
         "| phase | requests | errors | req/s | p50 ms | p95 ms | p99 ms |",
         "|---|---|---|---|---|---|---|",
@@ -392,6 +401,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--llm-latency-ms", type=float, default=200.0)
     parser.add_argument("--max-overhead-ratio", type=float, default=1.5)
     parser.add_argument("--max-ack-p99-ms", type=float, default=100.0)
+    parser.add_argument(
+        "--think-s",
+        type=_think_range,
+        default=(5.0, 15.0),
+        help="think time between a customer's turns, 'min,max' seconds (default 5,15; 1,3 = stress)",
+    )
     parser.add_argument("--no-webhooks", dest="webhooks", action="store_false")
     parser.add_argument(
         "--open-loop",
@@ -406,6 +421,16 @@ def _parser() -> argparse.ArgumentParser:
     # Two gateway replicas: two event loops accept webhooks while one is busy (make run starts one).
     parser.add_argument("--gateway-replicas", type=int, default=2)
     return parser
+
+
+def _think_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected 'min,max' seconds, e.g. 5,15") from None
+    if not 0 <= low <= high:
+        raise argparse.ArgumentTypeError("need 0 <= min <= max")
+    return low, high
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -451,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                         _locust(
                             base_url, brands, users=step, duration=opts.knee_step_s,
                             report=opts.report_dir, tag=f"knee-{step}", webhook_log=webhook_log,
-                            sim_url=sim_url,
+                            sim_url=sim_url, think_s=opts.think_s,
                         )
                     )  # fmt: skip
                     time.sleep(5)  # let queues drain between steps
@@ -461,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                 run = _locust(
                     base_url, brands, users=users, duration=opts.duration,
                     report=opts.report_dir, webhook_log=webhook_log, sim_url=sim_url,
+                    think_s=opts.think_s,
                 )  # fmt: skip
                 time.sleep(10)  # replies to the last webhooks are still on their way to the simulator
                 e2e = _end_to_end(webhook_log, sim) if webhook_log is not None else (0, 0, [])
@@ -473,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                 _baseline(
                     settings, stack.endpoints, brands,
                     users=users, duration=opts.duration, webhook_users=webhook_users,
+                    think_s=opts.think_s,
                 )
             )  # fmt: skip
     stub.should_exit = True

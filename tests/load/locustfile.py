@@ -36,17 +36,28 @@ from locust.env import Environment
 
 from bench.questions import QUESTIONS
 
+#: Think time between a customer's turns (reading the answer, typing the next message), in seconds.
+THINK_S = tuple(float(x) for x in os.environ.get("LOAD_THINK_S", "5,15").split(","))
+
+
+def _arrive() -> None:
+    """Customers turn up at random moments of a think time, not all in the spawn second: otherwise
+    every user's first message lands at once and the run measures a start-up burst."""
+    time.sleep(random.uniform(0, THINK_S[1]))  # gevent-patched: yields to the other users
+
+
 _brands = itertools.cycle([b for b in os.environ.get("LOAD_BRANDS", "").split(",") if b])
 
 
 class Customer(HttpUser):
     """One customer in a multi-turn web chat conversation."""
 
-    wait_time = between(1.0, 3.0)
+    wait_time = between(*THINK_S)
 
     def on_start(self) -> None:
         self.brand_id = next(_brands)
         self._new_conversation()
+        _arrive()
 
     def _new_conversation(self) -> None:
         self.customer_id = f"load-{uuid.uuid4().hex[:12]}"
@@ -85,7 +96,7 @@ def _log_webhook(wamid: str, sent_at: float) -> None:
 class WhatsAppCustomer(HttpUser):
     """One WhatsApp customer: signed webhooks; the reply goes to the provider SIMULATOR."""
 
-    wait_time = between(1.0, 3.0)
+    wait_time = between(*THINK_S)
     weight = int(os.environ.get("LOAD_WEBHOOK_WEIGHT", "1"))
 
     def on_start(self) -> None:
@@ -96,6 +107,7 @@ class WhatsAppCustomer(HttpUser):
         # Reading replies is not a request to the system under test: a plain session, not in the stats.
         self.sim = requests.Session()
         self._new_conversation()
+        _arrive()
 
     def _new_conversation(self) -> None:
         self.sender = f"1777{random.randint(0, 10**7 - 1):07d}"
