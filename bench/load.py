@@ -126,6 +126,15 @@ async def _seed_brands(database_url: str, count: int) -> list[BrandProfile]:
                     name=f"{demo.brand.name} #{i}",
                     persona=demo.brand.persona,
                 )
+                # Its own web chat widget: web chat replies are delivered (SSE), not dead-lettered.
+                await repo.upsert_channel_config(
+                    session,
+                    tenant_id=demo.tenant.id,
+                    brand_id=brand.id,
+                    channel=Channel.WEBCHAT,
+                    external_id=f"load-widget-{i}",
+                    settings={},
+                )
                 await session.commit()
             brands.append(brand)
         return brands
