@@ -27,6 +27,7 @@ from common.config import ServiceEndpoints, Settings, get_settings
 from common.db.migrate import upgrade
 from common.db.session import make_engine, make_sessionmaker
 from common.embedded import EmbeddedPostgres, EmbeddedValkey
+from common.errors import AssistantError
 from common.logging import configure_logging, get_logger
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand, seed_simulated_channels
 
@@ -192,7 +193,17 @@ def _wait_for_stop() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the local stack until interrupted."""
+    """Run the local stack until interrupted; a start-up failure is one line on stderr and exit code 1."""
+    try:
+        return _run(argv)
+    except AssistantError as exc:
+        # e.g. a second `make run` on the same DATA_DIR: the embedded servers' ports are taken.
+        detail = exc.details.get("error") if isinstance(exc.details.get("error"), str) else ""
+        sys.stderr.write(f"launcher: {exc.message}{f' ({detail})' if detail else ''} [{exc.code}]\n")
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serve_apps.launcher", description=__doc__)
     parser.add_argument("--no-demo", action="store_true", help="do not seed or ingest the demo brand")
     parser.add_argument("--exit-after-start", action="store_true", help="start, print URLs, then stop")
