@@ -20,11 +20,13 @@ from deployments.replica import start_replica
 
 # Drafting holds a slot for retrieval + generation; a bounded queue sheds load with a fast 503 (mapped
 # at the gateway; the inbound worker leaves such entries pending and retries them) instead of waiting.
+# 16 queued (was 64): in the knee run a queue of 64 behind ~16 drafts/s let answers wait 12 s at twice
+# the capacity before anything was shed; with 16 the excess is refused (docs/PERFORMANCE.md, knee).
 @serve.deployment(
     name="orchestrator",
     ray_actor_options={"num_cpus": 0.1},
     max_ongoing_requests=32,
-    max_queued_requests=64,
+    max_queued_requests=16,
 )
 class OrchestratorDeployment(Delegating):
     """Answers inbound messages: retrieval and generation go to the knowledge and LLM deployments.
