@@ -31,6 +31,9 @@ def test_a_taken_valkey_port_is_one_line_and_exit_code_1(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # The launcher points structlog at the current stderr, which capsys closes after this test: keep the
+    # suite's logging as it is.
+    monkeypatch.setattr(launcher, "configure_logging", lambda **_: None)
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     monkeypatch.setenv("DATABASE_URL", database_url)  # the embedded Postgres is not what is tested here
     monkeypatch.delenv("REDIS_URL", raising=False)
