@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 import uuid
@@ -147,6 +148,23 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def listen_port() -> int:
+    """A free port for a server started later (the Serve proxy), outside the kernel's ephemeral range
+    (32768-60999 on Linux) and Ray's worker ports (10002-19999). A port from ``bind(0)`` is an ephemeral
+    one, and any outgoing connection (``ray.init`` opens many) may take it before the proxy binds it:
+    seen once as "Failed to bind to address" in CI."""
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randint(20_000, 32_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ path: what is measured is the platform's failover, not generation.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from pipelines.demo import SIM_PHONE_NUMBER_ID, seed_demo_brand, seed_simulated_
 from serve_apps.simulator.server import SimulatorServer
 from serve_apps.simulator.webhooks import sign_meta, whatsapp_message, whatsapp_update
 from tests.chaos.harness import Ack, figure
+from tests.conftest import listen_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.chaos]
 
@@ -43,12 +43,6 @@ SECRETS = {
     "CHANNELS__TELEGRAM_SECRET_TOKEN": "chaos-telegram-secret",
 }
 RATE_PER_S = 5.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -97,7 +91,7 @@ def serve_app(
             "LLM_MODEL": "stub",
             "HF_HUB_OFFLINE": "1",
         }
-        port = _free_port()
+        port = listen_port()
         ray.init(
             num_cpus=8,
             include_dashboard=False,

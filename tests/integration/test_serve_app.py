@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,14 +32,9 @@ from serve_apps.simulator.webhooks import (
     whatsapp_message,
     whatsapp_update,
 )
+from tests.conftest import listen_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _seed(database_url: str) -> DemoBrand:
@@ -94,7 +88,7 @@ def app(
         "CHANNELS__TELEGRAM_API_URL": simulator.url,
         "HF_HUB_OFFLINE": "1",
     }
-    port = _free_port()
+    port = listen_port()
     ray.init(
         num_cpus=8,
         include_dashboard=False,
