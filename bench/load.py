@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,56 +260,52 @@ async def _baseline(
     failures = 0
     stop_at = time.monotonic() + duration
 
-    async def conversation(brand: BrandProfile) -> None:
+    async def web_chat_turn(brand: BrandProfile, customer: str) -> None:
         nonlocal failures
+        started = time.perf_counter()
+        try:
+            reply = await backend.orchestrator.handle(
+                InboundMessage(
+                    brand_id=brand.id,
+                    channel=Channel.WEBCHAT,
+                    customer_id=customer,
+                    text=random.choice(QUESTIONS),  # noqa: S311
+                )
+            )
+            if not reply.text:
+                failures += 1
+        except Exception:  # the figure counts failures; the run goes on
+            failures += 1
+        latencies.append((time.perf_counter() - started) * 1000)
+
+    async def webhook_turn(brand: BrandProfile, customer: str) -> None:
+        message = InboundMessage(
+            brand_id=brand.id,
+            channel=Channel.WHATSAPP,
+            customer_id=customer,
+            text=random.choice(QUESTIONS),  # noqa: S311
+            provider_message_id=f"wamid.BASE{uuid.uuid4().hex}",
+        )
+        with contextlib.suppress(Exception):  # not timed: it only has to load the pipeline
+            accepted = await backend.intake.accept(message)
+            await backend.orchestrator.process_stored(accepted.inbound_id)
+
+    async def customer(brand: BrandProfile, turn: Callable[[BrandProfile, str], Awaitable[None]]) -> None:
         await asyncio.sleep(random.uniform(0, think_s[1]))  # noqa: S311 - arrivals spread as in Locust
         while time.monotonic() < stop_at:
-            customer = f"base-{uuid.uuid4().hex[:12]}"
+            customer_id = f"1888{random.randint(0, 10**7 - 1):07d}"  # noqa: S311
             for _ in range(random.randint(2, 4)):  # noqa: S311 - same shape as the Locust profile
                 if time.monotonic() >= stop_at:
                     return
-                started = time.perf_counter()
-                try:
-                    reply = await backend.orchestrator.handle(
-                        InboundMessage(
-                            brand_id=brand.id,
-                            channel=Channel.WEBCHAT,
-                            customer_id=customer,
-                            text=random.choice(QUESTIONS),  # noqa: S311
-                        )
-                    )
-                    if not reply.text:
-                        failures += 1
-                except Exception:  # the figure counts failures; the run goes on
-                    failures += 1
-                latencies.append((time.perf_counter() - started) * 1000)
-                await asyncio.sleep(random.uniform(*think_s))  # noqa: S311
-
-    async def whatsapp_customer(brand: BrandProfile) -> None:
-        await asyncio.sleep(random.uniform(0, think_s[1]))  # noqa: S311
-        while time.monotonic() < stop_at:
-            customer = f"1888{random.randint(0, 10**7 - 1):07d}"  # noqa: S311
-            for _ in range(random.randint(2, 4)):  # noqa: S311
-                if time.monotonic() >= stop_at:
-                    return
-                message = InboundMessage(
-                    brand_id=brand.id,
-                    channel=Channel.WHATSAPP,
-                    customer_id=customer,
-                    text=random.choice(QUESTIONS),  # noqa: S311
-                    provider_message_id=f"wamid.BASE{uuid.uuid4().hex}",
-                )
-                with contextlib.suppress(Exception):  # not timed: it only has to load the pipeline
-                    accepted = await backend.intake.accept(message)
-                    await backend.orchestrator.process_stored(accepted.inbound_id)
+                await turn(brand, customer_id)
                 await asyncio.sleep(random.uniform(*think_s))  # noqa: S311
 
     chat_users = users - webhook_users
     try:
         started = time.monotonic()
         await asyncio.gather(
-            *(conversation(brands[i % len(brands)]) for i in range(chat_users)),
-            *(whatsapp_customer(brands[0]) for _ in range(webhook_users)),
+            *(customer(brands[i % len(brands)], web_chat_turn) for i in range(chat_users)),
+            *(customer(brands[0], webhook_turn) for _ in range(webhook_users)),
         )
         elapsed = time.monotonic() - started
     finally:
