@@ -24,9 +24,11 @@ from sqlalchemy import func, select
 
 from common.config import ChannelSecrets, ServiceEndpoints, Settings
 from common.db import repositories as repo
-from common.db.models import MessageLog
-from common.domain import Channel, Persona
+from common.db.models import MessageLog, OutboxMessage
+from common.domain import Channel, InboundMessage, Persona
 from common.inbound_worker import InboundWorker, WorkerConfig
+from common.orchestration import MessageOrchestrator
+from common.streams import INBOUND_STREAM, StreamPublisher
 from serve_apps.channels.base import ChannelEvent
 from serve_apps.gateway_api import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
@@ -315,3 +317,51 @@ async def test_webhook_to_reply_through_the_worker(env: Env) -> None:
     # No knowledge for this brand: the brand's fallback answers (unsupported media included), LLM not called.
     assert all(FALLBACK in p["text"] for p in sent) and env.chat.calls == 0
     assert sent[0]["in_reply_to"] == f"{BOT}:912345004"
+
+
+def _gateway_intake(env: Env, *, route_cache_s: float = 10.0) -> MessageOrchestrator:
+    """An intake wired like the gateway deployment's (publishing after the ACK), on the env's backend."""
+    b = env.backend
+    settings = b.settings.model_copy(
+        update={"channels": b.settings.channels.model_copy(update={"route_cache_s": route_cache_s})}
+    )
+    return MessageOrchestrator(
+        settings=settings,
+        sessionmaker=b.sessionmaker,
+        retrieve=b.knowledge.retrieve,
+        chat=b.chat_model.chat,
+        publisher=StreamPublisher(b.redis, settings.redis),
+        publish_after_ack=True,
+    )
+
+
+async def test_publishing_after_the_ack_still_queues_the_message_and_marks_its_outbox(env: Env) -> None:
+    intake = _gateway_intake(env)
+    message = InboundMessage(
+        brand_id=env.brand_id,
+        channel=Channel.WHATSAPP,
+        customer_id="15551230000",
+        text="Where is my order?",
+        provider_message_id=f"wamid.{uuid.uuid4().hex}",
+    )
+    accepted = await intake.accept(message)
+    await intake.flush_publishes()
+    entries = await env.backend.redis.xrange(env.backend.settings.redis.key("stream", INBOUND_STREAM))
+    queued = [json.loads(fields["data"])["inbound_id"] for _, fields in entries]
+    assert queued == [str(accepted.inbound_id)]
+    async with env.backend.sessionmaker() as s:
+        rows = (await s.scalars(select(OutboxMessage).where(OutboxMessage.stream == INBOUND_STREAM))).all()
+    ours = [r for r in rows if str(accepted.inbound_id) in json.dumps(r.payload)]
+    assert len(ours) == 1 and ours[0].published_at is not None
+
+
+async def test_channel_routes_are_cached_for_route_cache_s(env: Env) -> None:
+    cached, uncached = _gateway_intake(env), _gateway_intake(env, route_cache_s=0)
+    assert (await cached.channel_route(Channel.WHATSAPP, WA)).enabled
+    async with env.backend.sessionmaker() as s:
+        config = await repo.find_channel_config(s, channel=Channel.WHATSAPP, external_id=WA)
+        config.enabled = False
+        await s.commit()
+    assert (await cached.channel_route(Channel.WHATSAPP, WA)).enabled  # within the TTL: the cached route
+    assert not (await uncached.channel_route(Channel.WHATSAPP, WA)).enabled
+    assert await cached.channel_route(Channel.WHATSAPP, "no-such-account") is None
