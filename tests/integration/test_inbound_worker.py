@@ -191,7 +191,11 @@ async def test_a_slow_draft_does_not_hold_back_the_messages_behind_it(env: Env) 
             break
         await asyncio.sleep(0.05)
     assert done == quick  # all five answered while the first message's draft was still stuck
-    assert await pending(worker, env) == 1
+    for _ in range(100):  # the last quick entry is acknowledged just after its draft returns
+        if await pending(worker, env) == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert await pending(worker, env) == 1  # only the stuck one
     release.set()
     stop.set()
     await asyncio.wait_for(task, timeout=5)  # stopping waits for the draft in progress
