@@ -21,6 +21,20 @@ from common.telemetry import configure_tracing
 
 log = get_logger(__name__)
 
+#: Ray Serve's request path on one event loop per process. By default a replica runs user code on a
+#: second thread with its own loop, and every deployment handle routes on a third loop, so each hop
+#: crosses threads several times, and each crossing waits for the GIL (5 ms switch interval when
+#: another thread holds it) and, on a busy node, for a CPU. Measured on the idle 2-core VM: an HTTP
+#: health check through the proxy 12.2 → 6.6 ms, a whole web chat turn (five hops) 137 → 93 ms
+#: (docs/PERFORMANCE.md). Ray reads these at import, in every Ray process, so they are environment
+#: variables: the launcher sets them for a Ray it starts (``setdefault``: an operator's value wins), the
+#: Helm values for a cluster's pods. Code that calls a handle from a plain thread (the ingestion
+#: pipeline's writer) keeps a separate router loop for that handle.
+SERVE_LATENCY_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+}
+
 
 def start_replica(endpoints: ServiceEndpoints, *, background: bool) -> Settings:
     """Settings for this replica (pointed at ``endpoints``), with logging, tracing and Ray metrics set up.

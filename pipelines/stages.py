@@ -346,6 +346,11 @@ class ServePointWriter:
         from ray import serve
 
         self._handle = serve.get_deployment_handle("knowledge", app_name=settings.ray.app_name)
+        # Ray Data calls this writer from plain worker threads, where no event loop runs. With Serve's
+        # low-latency setting RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 (deployments/replica.py) a handle
+        # routes on the caller's loop and fails there, so this one keeps its router on Serve's own loop
+        # thread. `_init` is the only way Ray 2.x offers to choose that per handle.
+        self._handle._init(_run_router_in_separate_loop=True)  # type: ignore[no-untyped-call]
 
     def existing_ids(
         self, *, tenant_id: uuid.UUID, brand_id: uuid.UUID, sources: Sequence[str]

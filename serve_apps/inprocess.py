@@ -30,7 +30,10 @@ class InProcessBackend:
         *,
         embedder: Embedder | None = None,
         chat_model: ChatModel | None = None,
+        publish_after_ack: bool = False,
     ) -> None:
+        """``publish_after_ack``: the intake answers before its XADD, as the Serve gateway's does
+        (``serve_apps/single_process.py``); off by default so tests see the stream entry on return."""
         self.settings = endpoints.apply(settings)
         s = self.settings
         self.engine: AsyncEngine = make_engine(s.database.url or "", pool_size=s.database.pool_size)
@@ -54,7 +57,17 @@ class InProcessBackend:
             chat=self.chat_model.chat,
             publisher=StreamPublisher(self.redis, s.redis),
         )
-        self.intake = self.orchestrator  # one process: accept runs where everything else does
+        # One process: accept runs where everything else does.
+        self.intake = self.orchestrator
+        if publish_after_ack:
+            self.intake = MessageOrchestrator(
+                settings=s,
+                sessionmaker=self.sessionmaker,
+                retrieve=self.knowledge.retrieve,
+                chat=self.chat_model.chat,
+                publisher=StreamPublisher(self.redis, s.redis),
+                publish_after_ack=True,
+            )
 
     async def ready(self) -> dict[str, bool]:
         """Postgres and Redis answer."""

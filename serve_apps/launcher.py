@@ -16,7 +16,7 @@ import secrets
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 
 import httpx
@@ -117,6 +117,7 @@ def start_serve(settings: Settings, endpoints: ServiceEndpoints, *, env: dict[st
 
     from serve_apps.app_builder import AppArgs, build_app
 
+    use_serve_latency_env(settings)
     ray.init(
         address=settings.ray.address,
         namespace=settings.ray.namespace,
@@ -138,6 +139,20 @@ def start_serve(settings: Settings, endpoints: ServiceEndpoints, *, env: dict[st
     )
     serve.run(build_app(args), name=settings.ray.app_name, route_prefix="/")
     return f"http://{settings.ray.http_host}:{settings.ray.http_port}"
+
+
+def use_serve_latency_env(settings: Settings, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Before starting a local Ray: :data:`deployments.replica.SERVE_LATENCY_ENV` unless already set.
+
+    Ray's processes inherit the environment of the Ray that ``ray.init`` starts; a cluster's pods get
+    the same variables from the Helm values instead (``settings.ray.address`` set: nothing to do here).
+    """
+    from deployments.replica import SERVE_LATENCY_ENV
+
+    if settings.ray.address:
+        return
+    for key, value in SERVE_LATENCY_ENV.items():
+        environ.setdefault(key, value)
 
 
 def stop_serve() -> None:

@@ -28,6 +28,7 @@ from common.config import ServiceEndpoints, Settings
 from common.db import migrate
 from common.db.models import MessageLog
 from common.db.session import make_engine, make_sessionmaker
+from deployments.replica import SERVE_LATENCY_ENV
 from pipelines.demo import SIM_PHONE_NUMBER_ID, seed_demo_brand, seed_simulated_channels
 from serve_apps.simulator.server import SimulatorServer
 from serve_apps.simulator.webhooks import sign_meta, whatsapp_message, whatsapp_update
@@ -83,6 +84,7 @@ def serve_app(
             qdrant_path=tmp_path_factory.mktemp("qdrant"),
         )
         env = {
+            **SERVE_LATENCY_ENV,  # as the launcher runs it
             **SECRETS,
             "CHANNELS__META_GRAPH_URL": sim.url,
             "CHANNELS__TELEGRAM_API_URL": sim.url,

@@ -229,3 +229,10 @@ def test_ingress_routes_webhooks_to_the_serve_service() -> None:
 def test_every_chart_file_is_valid_yaml_outside_templates() -> None:
     for path in [*CHART.glob("*.yaml"), CHART / "values.schema.json"]:
         assert yaml.safe_load(Path(path).read_text()) is not None, path.name
+
+
+def test_cluster_pods_get_the_serve_settings_the_launcher_uses() -> None:
+    from deployments.replica import SERVE_LATENCY_ENV
+
+    settings = load("values.yaml")["settings"]
+    assert {k: settings.get(k) for k in SERVE_LATENCY_ENV} == SERVE_LATENCY_ENV

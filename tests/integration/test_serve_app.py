@@ -15,6 +15,7 @@ import redis
 
 from common.config import ServiceEndpoints, Settings
 from common.db.session import make_engine, make_sessionmaker
+from deployments.replica import SERVE_LATENCY_ENV
 from pipelines.demo import (
     SIM_INSTAGRAM_ID,
     SIM_PHONE_NUMBER_ID,
@@ -83,6 +84,7 @@ def app(
         database_url=database_url, redis_url=redis_url, redis_key_prefix=redis_prefix, qdrant_path=qdrant_dir
     )
     env = {
+        **SERVE_LATENCY_ENV,  # as the launcher runs it
         **SIM_SECRETS,
         "CHANNELS__META_GRAPH_URL": simulator.url,
         "CHANNELS__TELEGRAM_API_URL": simulator.url,

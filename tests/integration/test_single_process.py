@@ -1,0 +1,157 @@
+"""``python -m serve_apps.single_process``: the whole system in one process, as the load bench runs it.
+
+A real subprocess against the test Postgres and Redis: a web chat turn answered over HTTP, a signed
+WhatsApp webhook answered at the provider SIMULATOR (inbound worker + dispatcher in the same process),
+and a clean exit on SIGINT (workers and pools closed, no traceback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.llm_stub import StubServer
+from common.config import ServiceEndpoints
+from common.db import migrate
+from common.db.session import make_engine, make_sessionmaker
+from pipelines.demo import (
+    SIM_PHONE_NUMBER_ID,
+    DemoBrand,
+    demo_documents,
+    seed_demo_brand,
+    seed_simulated_channels,
+)
+from serve_apps.simulator.server import SimulatorServer
+from serve_apps.simulator.webhooks import sign_meta, whatsapp_message, whatsapp_update
+from tests.conftest import listen_port
+
+META_SECRET = "single-process-meta-secret"
+
+
+async def _seed(database_url: str) -> DemoBrand:
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        sessionmaker = make_sessionmaker(engine)
+        demo = await seed_demo_brand(sessionmaker)
+        await seed_simulated_channels(sessionmaker, demo, telegram_bot_id="4242424242")
+        return demo
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def single(
+    make_database: Callable[[], str],
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, DemoBrand, SimulatorServer, subprocess.Popen[bytes], Path]]:
+    database_url = make_database()
+    migrate.upgrade(database_url)
+    demo = asyncio.run(_seed(database_url))
+    endpoints = ServiceEndpoints(
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_key_prefix=f"{redis_prefix}:single{uuid.uuid4().hex[:6]}",
+        qdrant_path=tmp_path_factory.mktemp("qdrant"),
+    )
+    log_path = tmp_path_factory.mktemp("single") / "server.log"
+    port = listen_port()
+    with SimulatorServer(port=0) as sim, StubServer(latency_ms=10) as stub, log_path.open("wb") as log:
+        env = {
+            **os.environ,
+            "CHANNELS__META_APP_SECRET": META_SECRET,
+            "CHANNELS__META_ACCESS_TOKEN": "single-process-token",
+            "CHANNELS__META_GRAPH_URL": sim.url,
+            "CHANNELS__TELEGRAM_API_URL": sim.url,
+            "LLM_PROVIDER": "openai",
+            "LLM_BASE_URL": stub.base_url,
+            "LLM_MODEL": "stub",
+            "HF_HUB_OFFLINE": "1",
+            "LOG_JSON": "true",
+        }
+        cmd = [sys.executable, "-m", "serve_apps.single_process", "--port", str(port)]
+        proc = subprocess.Popen(
+            [*cmd, "--endpoints", endpoints.model_dump_json()], env=env, stdout=log, stderr=log
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.3)
+            else:
+                pytest.fail(f"single process did not start:\n{log_path.read_text()[-3000:]}")
+            upload = httpx.post(
+                f"{base}/v1/brands/{demo.brand.id}/knowledge",
+                json=demo_documents().model_dump(mode="json"),
+                timeout=120,
+            )
+            assert upload.status_code == 201, upload.text
+            yield base, demo, sim, proc, log_path
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_web_chat_turn_is_answered_over_http(
+    single: tuple[str, DemoBrand, SimulatorServer, object, Path],
+) -> None:
+    base, demo, _, _, _ = single
+    body = {"brand_id": str(demo.brand.id), "customer_id": "single-1", "text": "Do you ship internationally?"}
+    resp = httpx.post(f"{base}/v1/messages/inbound", json=body, timeout=60)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["text"]
+
+
+def test_webhook_is_drafted_and_delivered_by_the_same_process(
+    single: tuple[str, DemoBrand, SimulatorServer, object, Path],
+) -> None:
+    base, _, sim, _, _ = single
+    msg = whatsapp_message(sender="15550001111", text="What is your return policy?")
+    body = httpx.Request(
+        "POST", "/", json=whatsapp_update(phone_number_id=SIM_PHONE_NUMBER_ID, messages=[msg])
+    ).read()
+    headers = {"X-Hub-Signature-256": sign_meta(body, META_SECRET), "content-type": "application/json"}
+    ack = httpx.post(f"{base}/webhooks/whatsapp", content=body, headers=headers, timeout=30)
+    assert ack.status_code == 200, ack.text
+    wamid = msg["message"]["id"]
+    deadline = time.monotonic() + 60
+    while not sim.state.replies_to(wamid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(sim.state.replies_to(wamid)) == 1
+
+
+def test_sigint_stops_serving_and_closes_cleanly(
+    single: tuple[str, DemoBrand, SimulatorServer, subprocess.Popen[bytes], Path],
+) -> None:
+    _, _, _, proc, log_path = single
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    assert "Traceback" not in log_path.read_text()
+
+
+def test_bad_endpoints_are_a_usage_error() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "serve_apps.single_process", "--endpoints", '{"database_url": 1}'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "--endpoints" in out.stderr and "Traceback" not in out.stderr
