@@ -588,7 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     from serve_apps.launcher import backing_services, start_serve, stop_serve
 
     base = Settings()
-    ray_update = {"http_port": http_port, "gateway_replicas": opts.gateway_replicas}
+    # Replica logs stay in Ray's log files: this process hosts the stub and the SIMULATOR, which would
+    # otherwise share their interpreter with printing every replica's lines.
+    ray_update = {"http_port": http_port, "gateway_replicas": opts.gateway_replicas, "log_to_driver": False}
     settings = base.model_copy(update={"ray": base.ray.model_copy(update=ray_update)})
     webhook_log = opts.report_dir / "webhooks.log" if opts.webhooks else None
     with SimulatorServer(port=0) as sim, backing_services(settings) as stack:

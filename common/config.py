@@ -101,6 +101,12 @@ class EmbeddingSettings(BaseModel):
     num_threads: int = Field(default=1, ge=1)
     base_url: str | None = None
     api_key: SecretStr | None = None
+    # Retrieval embeds one short query per answer. The knowledge replica doing it itself (its own copy of
+    # the model, ~90 MB, or its own client of the endpoint) saves a Serve hop per answer; documents are
+    # still embedded by the embedder deployment, which scales apart.
+    queries_in_knowledge: bool = Field(
+        default=True, description="The knowledge replica embeds retrieval queries itself (one hop fewer)"
+    )
 
 
 class LLMProvider(StrEnum):
@@ -126,6 +132,12 @@ class LLMSettings(BaseModel):
     context_tokens: int = Field(default=2048, ge=256)
     # One thread per replica leaves the other core to the embedder (2 threads was no faster here).
     num_threads: int = Field(default=1, ge=1)
+    # The `llm` deployment hosts the local model. An HTTP endpoint (openai, vllm: Ray Serve LLM's own
+    # OpenAI app, with its own queue and autoscaling) is called from the orchestrator replicas directly
+    # unless this is set: through the deployment it costs one more Serve hop per generation.
+    via_deployment: bool = Field(
+        default=False, description="Send openai/vllm requests through the llm deployment (one more hop)"
+    )
 
 
 class RetrievalSettings(BaseModel):
@@ -270,6 +282,9 @@ class RaySettings(BaseModel):
     orchestrator_replicas: int = Field(default=1, ge=1)
     embedder_replicas: int = Field(default=1, ge=1)
     llm_replicas: int = Field(default=1, ge=1)
+    # `make run` shows every replica's log lines in its terminal; the load benchmark turns that off (its
+    # process hosts the LLM stub and the SIMULATOR, which must not wait behind printing).
+    log_to_driver: bool = Field(default=True, description="Stream replica logs to the launcher's terminal")
     # Ray starts every worker at nice 15 (so its raylet/GCS stay responsive), which puts the Serve proxy
     # and the gateway on the same footing as drafting, embedding and generation. A local Ray starts
     # workers at ``worker_nice`` instead and the replicas behind the streams lower themselves to

@@ -35,9 +35,13 @@ class KnowledgeService:
         count_tokens: Callable[[str], int],
         sessionmaker: async_sessionmaker[AsyncSession],
         retrieval: RetrievalSettings,
+        embed_query: EmbedFn | None = None,
     ) -> None:
+        """``embed_query`` embeds retrieval queries when given (the knowledge replica's own model);
+        ``embed`` does everything else (documents, and queries without it)."""
         self._store = store
         self._embed = embed
+        self._embed_query = embed_query or embed
         self._count_tokens = count_tokens
         self._sessionmaker = sessionmaker
         self._retrieval = retrieval
@@ -52,7 +56,7 @@ class KnowledgeService:
         (search, fusion and reranking).
         """
         with stage("knowledge.embed", chars=len(query)):
-            vectors = await self._embed([query])
+            vectors = await self._embed_query([query])
 
         async def embedded(_texts: list[str]) -> list[list[float]]:
             return vectors

@@ -15,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 
 from common.config import ServiceEndpoints
 from common.db.session import make_engine, make_sessionmaker
-from common.embeddings import token_counter
+from common.embeddings import build_embedder, token_counter
 from common.knowledge_service import KnowledgeService
 from common.schemas import IngestResult, KnowledgeUploadIn, RetrievedChunk
 from common.vectorstore import VectorStore
@@ -36,9 +36,14 @@ class KnowledgeIndexDeployment(Delegating):
         store = VectorStore(settings)
         store.ensure_collection(settings.embeddings.model_name, settings.embeddings.dimension)
         engine = make_engine(settings.database.url or "", pool_size=settings.database.pool_size)
+        # Queries embedded here: one hop fewer per answer than asking the embedder deployment.
+        self._query_embedder = (
+            build_embedder(settings.embeddings) if settings.embeddings.queries_in_knowledge else None
+        )
         self._target = self._service = KnowledgeService(
             store=store,
             embed=self._embed,
+            embed_query=self._query_embedder.aembed if self._query_embedder else None,
             count_tokens=token_counter(settings.embeddings),
             sessionmaker=make_sessionmaker(engine),
             retrieval=settings.retrieval,

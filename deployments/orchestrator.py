@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from common.config import ServiceEndpoints
+from common.config import LLMProvider, LLMSettings, ServiceEndpoints
 from common.db.session import make_engine, make_sessionmaker
 from common.domain import InboundMessage, OutboundResponse
+from common.llm.base import ChatModel
+from common.llm.factory import build_chat_model
 from common.orchestration import MessageOrchestrator
 from common.schemas import ChatRequest, ChatResponse, RetrievedChunk
 from common.streams import StreamPublisher, connect
 from deployments.proxy import Delegating, HandleProxy
 from deployments.replica import start_replica
+
+
+def direct_chat_model(llm: LLMSettings) -> ChatModel | None:
+    """The client the orchestrator calls itself, or None when generation goes to the ``llm`` deployment.
+
+    The deployment hosts the local model. An OpenAI-compatible endpoint (``openai``; ``vllm``, which is
+    Ray Serve LLM's own OpenAI app with its own queue and autoscaling) needs no host, and forwarding
+    through the deployment costs one more Serve hop per generation, so it is called from here unless
+    ``llm.via_deployment`` asks for the hop.
+    """
+    if llm.provider is LLMProvider.LOCAL or llm.via_deployment:
+        return None
+    return build_chat_model(llm)
 
 
 # Drafting holds a slot for retrieval + generation; a bounded queue sheds load with a fast 503 (mapped
@@ -29,7 +45,8 @@ from deployments.replica import start_replica
     max_queued_requests=16,
 )
 class OrchestratorDeployment(Delegating):
-    """Answers inbound messages: retrieval and generation go to the knowledge and LLM deployments.
+    """Answers inbound messages: retrieval goes to the knowledge deployment, generation to the LLM
+    deployment (the local model) or straight to an OpenAI-compatible endpoint (``llm.via_deployment``).
 
     Every public method of :class:`MessageOrchestrator` (``handle``, ``accept``, ``process_stored``, ...)
     is callable through the handle (see :class:`deployments.proxy.Delegating`).
@@ -41,13 +58,17 @@ class OrchestratorDeployment(Delegating):
         settings = start_replica(endpoints, background=True)
         self._knowledge = HandleProxy(knowledge)
         self._llm = HandleProxy(llm)
+        self._model = direct_chat_model(settings.llm)
+        chat: Callable[[ChatRequest], Awaitable[ChatResponse]] = (
+            self._model.chat if self._model else self._chat
+        )
         engine = make_engine(settings.database.url or "", pool_size=settings.database.pool_size)
         self._publisher = StreamPublisher(connect(settings.redis), settings.redis)
         self._target = self._pipeline = MessageOrchestrator(
             settings=settings,
             sessionmaker=make_sessionmaker(engine),
             retrieve=self._retrieve,
-            chat=self._chat,
+            chat=chat,
             publisher=self._publisher,
         )
 

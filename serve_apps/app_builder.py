@@ -10,9 +10,11 @@ ingestion worker                         (``ingest-jobs`` stream → Ray Data pi
 Workers serve no requests; they are bound into the gateway's graph (as handles it keeps) so that one
 Serve application deploys and scales everything.
 
-Hops per answered message: gateway→orchestrator, orchestrator→knowledge, knowledge→embedder,
-orchestrator→llm. Each costs ~10 ms through Serve on this machine, small next to generation; the
-embedder is its own deployment so it scales (and pins threads) independently of the LLM.
+Hops per answered message: gateway→orchestrator and orchestrator→knowledge. The knowledge replica
+embeds queries itself (``embeddings.queries_in_knowledge``; the embedder deployment embeds documents
+and scales apart), and an OpenAI-compatible LLM endpoint such as vLLM behind Ray Serve LLM is called
+from the orchestrator (``deployments/orchestrator.py``); the local llama.cpp model adds
+orchestrator→llm.
 
 Use from Python (``build_app(AppArgs(...))``) or from a Serve config file
 (``import_path: serve_apps.app_builder:app_builder`` with ``args:``); see ``serve_config.yaml``.
@@ -36,6 +38,11 @@ from deployments.knowledge import KnowledgeIndexDeployment
 from deployments.llm import LLMDeployment
 from deployments.orchestrator import OrchestratorDeployment
 
+#: Serve's access log (a line per request, per replica, per hop) is off: the gateway logs one
+#: canonical line per HTTP request with its correlation id, and per-stage latency is in the metrics
+#: and traces. Under load those lines cost every replica CPU on the request path.
+REPLICA_LOGGING = {"enable_access_log": False}
+
 
 class AppArgs(BaseModel):
     """Arguments of the application; replicas default to one each (the 2-core local machine)."""
@@ -57,7 +64,7 @@ def _deployment(decorated: object, replicas: int) -> Deployment:
     # @serve.deployment turns the classes into Deployment objects; mypy still sees the class.
     if not isinstance(decorated, Deployment):
         raise TypeError(f"{decorated!r} is not a Serve deployment")
-    return decorated.options(num_replicas=replicas)
+    return decorated.options(num_replicas=replicas, logging_config=REPLICA_LOGGING)
 
 
 def build_app(args: AppArgs) -> Application:

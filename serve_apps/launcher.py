@@ -123,7 +123,7 @@ def start_serve(settings: Settings, endpoints: ServiceEndpoints, *, env: dict[st
         namespace=settings.ray.namespace,
         num_cpus=None if settings.ray.address else settings.ray.num_cpus,
         include_dashboard=False,
-        log_to_driver=True,
+        log_to_driver=settings.ray.log_to_driver,
         # Replicas read settings from their environment: hand them the launcher's extra variables.
         runtime_env={"env_vars": env} if env else None,
         # Only a Ray we start takes system config; a cluster's workers get RAY_worker_niceness on their pods.

@@ -1,0 +1,56 @@
+"""Retrieval queries can be embedded apart from documents (the knowledge replica's own model, one
+Serve hop fewer per answer); documents always go to the shared embedder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.config import ServiceEndpoints, Settings
+from common.embeddings import token_counter
+from common.knowledge_service import KnowledgeService
+from serve_apps.inprocess import InProcessBackend
+from tests.chaos.harness import ConstantEmbedder
+from tests.fakes.pipeline import DOCUMENTS, seed_brand
+
+
+class Recording(ConstantEmbedder):
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def aembed(self, texts: list[str]) -> list[list[float]]:
+        self.calls.append(list(texts))
+        return self.embed(texts)
+
+
+async def test_queries_use_their_own_embedder_and_documents_the_shared_one(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    endpoints = ServiceEndpoints(
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_key_prefix=redis_prefix,
+        qdrant_path=tmp_path / "q",
+    )
+    backend = InProcessBackend(Settings(), endpoints, embedder=ConstantEmbedder())
+    documents, queries = Recording(), Recording()
+    service = KnowledgeService(
+        store=backend.store,
+        embed=documents.aembed,
+        embed_query=queries.aembed,
+        count_tokens=token_counter(backend.settings.embeddings),
+        sessionmaker=backend.sessionmaker,
+        retrieval=backend.settings.retrieval,
+    )
+    try:
+        seeded = await seed_brand(backend.sessionmaker)
+        await service.ingest(seeded.brand.tenant_id, seeded.brand.id, DOCUMENTS)
+        assert documents.calls and not queries.calls
+        indexed = len(documents.calls)
+
+        chunks = await service.retrieve(seeded.brand.tenant_id, seeded.brand.id, "Can I return shoes?", 3)
+
+        assert chunks
+        assert queries.calls == [["Can I return shoes?"]]
+        assert len(documents.calls) == indexed
+    finally:
+        await backend.aclose()
