@@ -3,6 +3,10 @@
 Qdrant local mode (the embedded default) locks its directory to one process, so every read and write
 of vectors goes through this deployment; with ``QDRANT_URL`` set it can scale out like the others.
 Postgres keeps the sources and chunks as the system of record (vectors can be rebuilt from it).
+
+Retrieval queries are embedded here, with this replica's own copy of the model (or its own client of
+an embedding endpoint): asking the embedder deployment costs a Serve hop per answer for one short
+text. Documents go to the embedder deployment, which scales apart (``EMBEDDINGS__QUERIES_IN_KNOWLEDGE``).
 """
 
 from __future__ import annotations
