@@ -50,24 +50,20 @@ class InProcessBackend:
             sessionmaker=self.sessionmaker,
             retrieval=s.retrieval,
         )
-        self.orchestrator = MessageOrchestrator(
-            settings=s,
-            sessionmaker=self.sessionmaker,
-            retrieve=self.knowledge.retrieve,
-            chat=self.chat_model.chat,
-            publisher=StreamPublisher(self.redis, s.redis),
-        )
-        # One process: accept runs where everything else does.
-        self.intake = self.orchestrator
-        if publish_after_ack:
-            self.intake = MessageOrchestrator(
+
+        def pipeline(*, publish_after_ack: bool = False) -> MessageOrchestrator:
+            return MessageOrchestrator(
                 settings=s,
                 sessionmaker=self.sessionmaker,
                 retrieve=self.knowledge.retrieve,
                 chat=self.chat_model.chat,
                 publisher=StreamPublisher(self.redis, s.redis),
-                publish_after_ack=True,
+                publish_after_ack=publish_after_ack,
             )
+
+        self.orchestrator = pipeline()
+        # One process: accept runs where everything else does.
+        self.intake = pipeline(publish_after_ack=True) if publish_after_ack else self.orchestrator
 
     async def ready(self) -> dict[str, bool]:
         """Postgres and Redis answer."""

@@ -29,11 +29,12 @@ from common.db import migrate
 from common.db.models import MessageLog
 from common.db.session import make_engine, make_sessionmaker
 from deployments.replica import SERVE_LATENCY_ENV
-from pipelines.demo import SIM_PHONE_NUMBER_ID, seed_demo_brand, seed_simulated_channels
+from pipelines.demo import SIM_PHONE_NUMBER_ID
 from serve_apps.simulator.server import SimulatorServer
 from serve_apps.simulator.webhooks import sign_meta, whatsapp_message, whatsapp_update
 from tests.chaos.harness import Ack, figure
 from tests.conftest import listen_port
+from tests.fakes.pipeline import seed_demo_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.chaos]
 
@@ -65,17 +66,7 @@ def serve_app(
     database_url = make_database()
     migrate.upgrade(database_url)
 
-    async def seed():
-        engine = make_engine(database_url, pool_size=1)
-        try:
-            sm = make_sessionmaker(engine)
-            demo = await seed_demo_brand(sm)
-            await seed_simulated_channels(sm, demo, telegram_bot_id="4242424242")
-            return demo
-        finally:
-            await engine.dispose()
-
-    demo = asyncio.run(seed())
+    demo = seed_demo_world(database_url, telegram_bot_id="4242424242")
     with SimulatorServer(port=0) as sim, StubServer(latency_ms=50) as stub:
         endpoints = ServiceEndpoints(
             database_url=database_url,

@@ -7,6 +7,7 @@ what stops an attack is the pipeline's guardrails, never the model's good sense.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import repositories as repo
+from common.db.session import make_engine, make_sessionmaker
 from common.domain import BrandProfile, Persona
 from common.schemas import ChatRequest, ChatResponse, KnowledgeDocumentIn, KnowledgeUploadIn
+from pipelines.demo import DemoBrand, seed_demo_brand, seed_simulated_channels
 
 Script = Callable[[ChatRequest], str]
 
@@ -111,3 +114,20 @@ async def seed_brand(
             )
         await session.commit()
     return SeededBrand(brand)
+
+
+def seed_demo_world(database_url: str, *, telegram_bot_id: str) -> DemoBrand:
+    """The demo brand and its channel routes to the SIMULATOR in ``database_url`` (for a whole app
+    started on that database: Serve, or the single-process server)."""
+
+    async def seed() -> DemoBrand:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            sessionmaker = make_sessionmaker(engine)
+            demo = await seed_demo_brand(sessionmaker)
+            await seed_simulated_channels(sessionmaker, demo, telegram_bot_id=telegram_bot_id)
+            return demo
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(seed())

@@ -14,15 +14,12 @@ import pytest
 import redis
 
 from common.config import ServiceEndpoints, Settings
-from common.db.session import make_engine, make_sessionmaker
 from deployments.replica import SERVE_LATENCY_ENV
 from pipelines.demo import (
     SIM_INSTAGRAM_ID,
     SIM_PHONE_NUMBER_ID,
     DemoBrand,
     demo_documents,
-    seed_demo_brand,
-    seed_simulated_channels,
 )
 from serve_apps.simulator.server import SimulatorServer
 from serve_apps.simulator.webhooks import (
@@ -34,20 +31,9 @@ from serve_apps.simulator.webhooks import (
     whatsapp_update,
 )
 from tests.conftest import listen_port
+from tests.fakes.pipeline import seed_demo_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
-
-
-async def _seed(database_url: str) -> DemoBrand:
-    engine = make_engine(database_url, pool_size=1)
-    try:
-        sessionmaker = make_sessionmaker(engine)
-        demo = await seed_demo_brand(sessionmaker)
-        bot_id = SIM_SECRETS["CHANNELS__TELEGRAM_BOT_TOKEN"].split(":", 1)[0]
-        await seed_simulated_channels(sessionmaker, demo, telegram_bot_id=bot_id)
-        return demo
-    finally:
-        await engine.dispose()
 
 
 SIM_SECRETS = {
@@ -78,7 +64,9 @@ def app(
 
     from serve_apps.app_builder import AppArgs, build_app
 
-    demo = asyncio.run(_seed(database_url))
+    demo = seed_demo_world(
+        database_url, telegram_bot_id=SIM_SECRETS["CHANNELS__TELEGRAM_BOT_TOKEN"].split(":", 1)[0]
+    )
     qdrant_dir: Path = tmp_path_factory.mktemp("qdrant")
     endpoints = ServiceEndpoints(
         database_url=database_url, redis_url=redis_url, redis_key_prefix=redis_prefix, qdrant_path=qdrant_dir

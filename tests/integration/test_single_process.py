@@ -7,7 +7,6 @@ and a clean exit on SIGINT (workers and pools closed, no traceback).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -23,30 +22,17 @@ import pytest
 from bench.llm_stub import StubServer
 from common.config import ServiceEndpoints
 from common.db import migrate
-from common.db.session import make_engine, make_sessionmaker
 from pipelines.demo import (
     SIM_PHONE_NUMBER_ID,
     DemoBrand,
     demo_documents,
-    seed_demo_brand,
-    seed_simulated_channels,
 )
 from serve_apps.simulator.server import SimulatorServer
 from serve_apps.simulator.webhooks import sign_meta, whatsapp_message, whatsapp_update
 from tests.conftest import listen_port
+from tests.fakes.pipeline import seed_demo_world
 
 META_SECRET = "single-process-meta-secret"
-
-
-async def _seed(database_url: str) -> DemoBrand:
-    engine = make_engine(database_url, pool_size=1)
-    try:
-        sessionmaker = make_sessionmaker(engine)
-        demo = await seed_demo_brand(sessionmaker)
-        await seed_simulated_channels(sessionmaker, demo, telegram_bot_id="4242424242")
-        return demo
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +44,7 @@ def single(
 ) -> Iterator[tuple[str, DemoBrand, SimulatorServer, subprocess.Popen[bytes], Path]]:
     database_url = make_database()
     migrate.upgrade(database_url)
-    demo = asyncio.run(_seed(database_url))
+    demo = seed_demo_world(database_url, telegram_bot_id="4242424242")
     endpoints = ServiceEndpoints(
         database_url=database_url,
         redis_url=redis_url,
