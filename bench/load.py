@@ -1,6 +1,6 @@
 """Load benchmark: N concurrent conversations per brand through Ray Serve vs the same pipeline in-process.
 
-    python -m bench.load --users-per-brand 50 --brands 2 --duration 60     (what `make load` runs)
+    python -m bench.load --users-per-brand 50 --brands 2 --duration 180    (what `make load` runs)
 
 One run, same machine, same LLM stub (fixed latency, bench/llm_stub.py), same brands and knowledge:
 
@@ -520,7 +520,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--brands", type=int, default=2)
     parser.add_argument("--users-per-brand", type=int, default=50)
-    parser.add_argument("--duration", type=int, default=60, help="seconds per phase")
+    # 180 s: ~840 web chat turns per phase, so a p95 rests on ~40 turns; at 60 s it moved by +-50 %
+    # between identical runs (docs/PERFORMANCE.md). --duration 60 for a quick look.
+    parser.add_argument("--duration", type=int, default=180, help="seconds per phase (default 180)")
     parser.add_argument("--llm-latency-ms", type=float, default=200.0)
     parser.add_argument("--max-overhead-ratio", type=float, default=1.5)
     parser.add_argument("--max-ack-p99-ms", type=float, default=100.0)
