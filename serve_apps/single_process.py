@@ -82,6 +82,10 @@ async def serve(settings: Settings, endpoints: ServiceEndpoints, *, host: str, p
             port=port,
             log_level="warning",  # the gateway logs one canonical line per request itself
             timeout_graceful_shutdown=5,
+            # uvicorn closes idle keep-alive connections after 5 s; a client that reuses one just then
+            # gets a connection reset (seen under the load profile's 5-15 s think time). Clients and
+            # load balancers keep connections ~60 s, so the server keeps them longer (nginx: 75 s).
+            timeout_keep_alive=75,
         )
     )
     log.info("single_process_serving", url=f"http://{host}:{port}")

@@ -26,11 +26,13 @@ from serve_apps.simulator.webhooks import (
     WebhookFirer,
     instagram_message,
     instagram_update,
+    sign_meta,
     telegram_update,
     whatsapp_message,
     whatsapp_update,
 )
 from tests.conftest import listen_port
+from tests.fakes.otlp import OtlpReceiver, ReceivedSpan
 from tests.fakes.pipeline import seed_demo_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
@@ -51,12 +53,19 @@ def simulator() -> Iterator[SimulatorServer]:
 
 
 @pytest.fixture(scope="module")
+def collector() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as rx:
+        yield rx
+
+
+@pytest.fixture(scope="module")
 def app(
     database_url: str,
     redis_url: str,
     redis_prefix: str,
     tmp_path_factory: pytest.TempPathFactory,
     simulator: SimulatorServer,
+    collector: OtlpReceiver,
 ) -> Iterator[tuple[str, DemoBrand]]:
     """The whole Serve application (workers included), channels pointed at the provider SIMULATOR."""
     import ray
@@ -77,6 +86,11 @@ def app(
         "CHANNELS__META_GRAPH_URL": simulator.url,
         "CHANNELS__TELEGRAM_API_URL": simulator.url,
         "HF_HUB_OFFLINE": "1",
+        # Every replica exports its spans over OTLP/HTTP to the local receiver, as to a collector.
+        "TELEMETRY__EXPORTER": "otlp",
+        "TELEMETRY__OTLP_ENDPOINT": collector.endpoint,
+        "TELEMETRY__OTLP_HEADERS": "x-collector-token=test-token",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",  # ms between batch exports (default 5 s)
     }
     port = listen_port()
     ray.init(
@@ -241,6 +255,79 @@ def test_signed_webhooks_are_answered_once_through_the_workers(
         assert reply.text.strip()
     time.sleep(3)  # a duplicate send would arrive within this window
     assert len(simulator.state.wait_for(3, timeout_s=1)) == 3
+
+
+def _ancestors(span: ReceivedSpan, by_id: dict[str, ReceivedSpan]) -> list[str]:
+    names = []
+    while span.parent_id and span.parent_id in by_id:
+        span = by_id[span.parent_id]
+        names.append(span.name)
+    return names
+
+
+def test_one_trace_follows_a_webhook_through_every_replica_to_the_provider(
+    app: tuple[str, DemoBrand],
+    ingested: dict[str, object],
+    simulator: SimulatorServer,
+    collector: OtlpReceiver,
+) -> None:
+    """OTLP export from every replica: gateway → stream → inbound worker → orchestrator → knowledge →
+    llm → outbox/stream → dispatcher → provider send, one trace, parents across handles and streams."""
+    base, _ = app
+    cid = uuid.uuid4().hex
+    msg = whatsapp_message(sender="15550003333", text="How long do I have to return an item?")
+    update = whatsapp_update(phone_number_id=SIM_PHONE_NUMBER_ID, messages=[msg])
+    body = httpx.Request("POST", "/", json=update).read()
+    headers = {
+        "X-Hub-Signature-256": sign_meta(body, SIM_SECRETS["CHANNELS__META_APP_SECRET"]),
+        "content-type": "application/json",
+        "x-correlation-id": cid,
+    }
+    assert (
+        httpx.post(f"{base}/webhooks/whatsapp", content=body, headers=headers, timeout=30).status_code == 200
+    )
+    wamid = msg["message"]["id"]
+    deadline = time.monotonic() + 120
+    while not simulator.state.replies_to(wamid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert simulator.state.replies_to(wamid), "no reply reached the SIMULATOR"
+
+    def root(spans: list[ReceivedSpan]) -> ReceivedSpan | None:
+        return next((s for s in spans if s.attributes.get("correlation_id") == cid), None)
+
+    def complete(spans: list[ReceivedSpan]) -> bool:
+        r = root(spans)
+        return r is not None and any(s.trace_id == r.trace_id and s.name == "provider.send" for s in spans)
+
+    spans = collector.wait_until(complete, timeout_s=30)
+    top = root(spans)
+    assert top is not None and top.name == "gateway.request"
+    trace = [s for s in spans if s.trace_id == top.trace_id]
+    by_id = {s.span_id: s for s in trace}
+    names = {s.name for s in trace}
+    expected = {
+        "gateway.request", "webhook.receive", "orchestrator.accept", "inbound_worker.process",
+        "serve.OrchestratorDeployment.process_stored", "orchestrator.process_stored", "orchestrator.retrieve",
+        "serve.KnowledgeIndexDeployment.retrieve", "knowledge.embed", "knowledge.vector_search", "llm.chat",
+        "serve.LLMDeployment.chat", "orchestrator.store_reply", "dispatcher.deliver", "provider.send",
+    }  # fmt: skip
+    assert expected <= names, sorted(expected - names)
+
+    def lineage(name: str) -> list[str]:
+        return _ancestors(next(s for s in trace if s.name == name), by_id)
+
+    # Every span hangs from the one webhook request (nothing orphaned across a process or a stream).
+    assert all(s is top or "gateway.request" in _ancestors(s, by_id) for s in trace)
+    send = lineage("provider.send")
+    hops = (
+        "dispatcher.deliver", "orchestrator.process_stored", "serve.OrchestratorDeployment.process_stored",
+        "inbound_worker.process", "orchestrator.accept", "webhook.receive",
+    )  # fmt: skip
+    assert all(hop in send for hop in hops), send
+    search = lineage("knowledge.vector_search")
+    assert search[:2] == ["serve.KnowledgeIndexDeployment.retrieve", "orchestrator.retrieve"], search
+    assert lineage("serve.LLMDeployment.chat")[0] == "llm.chat"
+    assert all(h.get("x-collector-token") == "test-token" for h in collector.headers)
 
 
 def test_upload_job_runs_in_the_ingestion_worker(

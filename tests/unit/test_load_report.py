@@ -38,10 +38,16 @@ def test_within_the_ratio_and_ack_targets_the_run_passes() -> None:
 
 def test_a_slow_ack_or_a_real_error_fails_the_run() -> None:
     _, slow_ack = _load_report(_phase("Ray Serve (HTTP)", 270, ack_p99=150), None, _direct(260), OPTS)
-    _, errored = _load_report(
+    _, errored = _load_report(_phase("Ray Serve (HTTP)", 270, errors=1), None, _direct(260), OPTS)
+    assert slow_ack and errored
+
+
+def test_a_baseline_error_is_shown_but_is_not_the_systems() -> None:
+    report, failed = _load_report(
         _phase("Ray Serve (HTTP)", 270), _phase("single", 270, errors=1), _direct(260), OPTS
     )
-    assert slow_ack and errored
+    assert not failed
+    assert "single, all requests: 200, real errors 1" in report and "Real errors: boom x1" in report
 
 
 def test_without_the_direct_baseline_the_http_one_is_the_reference() -> None:
