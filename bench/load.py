@@ -6,7 +6,8 @@ One run, same machine, same LLM stub (fixed latency, bench/llm_stub.py), same br
 
 1. **Serve**: the full application (gateway → orchestrator → knowledge → embedder, orchestrator → llm)
    under a headless Locust run (tests/load/locustfile.py): multi-turn conversations with think time.
-2. **Baselines**, the same pipeline without Ray Serve, one after the other:
+2. **Baselines**, the same pipeline without Ray Serve (``direct`` runs before the Serve phase, on the
+   freshest machine; ``http`` after it):
 
    * ``direct`` — ``MessageOrchestrator.handle`` awaited in this process by the same number of
      concurrent conversations with the same think time: no Serve, no HTTP server, no client. When the
@@ -318,6 +319,8 @@ async def _baseline(
     from serve_apps.inprocess import InProcessBackend
 
     backend = InProcessBackend(settings, endpoints)
+    for brand in brands:  # the brands' knowledge; the Serve phase re-uploads it later (writes nothing)
+        await backend.knowledge.ingest(brand.tenant_id, brand.id, demo_documents())
     latencies: list[float] = []
     failures = 0
     stop_at = time.monotonic() + duration
@@ -601,6 +604,19 @@ def main(argv: list[str] | None = None) -> int:
         sim_url = sim.url if opts.dialogue else None
         upgrade(stack.endpoints.database_url)
         brands = asyncio.run(_seed_brands(stack.endpoints.database_url, opts.brands))
+        direct: Summary | None = None
+        if not opts.knee and "direct" in opts.baselines:
+            # First, on the freshest machine: a VM that slows during the run then slows Serve, not the
+            # reference (the conservative order). Same mix as the Serve phase when its WhatsApp
+            # customers hold dialogues (Locust weights them 1:1).
+            webhook_users = users // 2 if opts.webhooks and opts.dialogue else 0
+            direct = asyncio.run(
+                _baseline(
+                    settings, stack.endpoints, brands,
+                    users=users, duration=opts.duration, webhook_users=webhook_users,
+                    think_s=opts.think_s,
+                )
+            )  # fmt: skip
         try:
             base_url = start_serve(settings, stack.endpoints, env={**llm_env, **sim_env})
             for brand in brands:
@@ -630,7 +646,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop_serve()
         single_phase: HttpPhase | None = None
-        direct: Summary | None = None
         if not opts.knee and "http" in opts.baselines:
             log_path = opts.report_dir / "single-process.log"
             with _single_process(stack.endpoints, {**llm_env, **sim_env}, log_path) as single_url:
@@ -639,16 +654,6 @@ def main(argv: list[str] | None = None) -> int:
                     webhook_log=opts.report_dir / "webhooks-single.log" if opts.webhooks else None,
                     sim_url=sim_url,
                 )  # fmt: skip
-        if not opts.knee and "direct" in opts.baselines:
-            # Same mix as the Serve phase when its WhatsApp customers hold dialogues (Locust weights 1:1).
-            webhook_users = users // 2 if opts.webhooks and opts.dialogue else 0
-            direct = asyncio.run(
-                _baseline(
-                    settings, stack.endpoints, brands,
-                    users=users, duration=opts.duration, webhook_users=webhook_users,
-                    think_s=opts.think_s,
-                )
-            )  # fmt: skip
     stub.should_exit = True
 
     if opts.knee:
