@@ -300,9 +300,29 @@ class OutboundDispatcher:
                 )
                 await session.commit()
             return Outcome.DEFERRED
-        await self._mark_sent(payload, parts=parts, ids=ids)
+        await self._record_sent(payload, parts=parts, ids=ids)
         await self._ack(entry_id)
         return Outcome.SENT
+
+    async def _record_sent(self, payload: OutboundPayload, *, parts: int, ids: list[str]) -> None:
+        """The provider has the message: record that, waiting out a short database outage (up to the
+        delivery's lease) instead of leaving the entry to be redelivered — which would send it again
+        (seen in the Postgres restart chaos test when the outage began right after a send)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._cfg.lease_s
+        delay = 0.2
+        while True:
+            try:
+                await self._mark_sent(payload, parts=parts, ids=ids)
+                return
+            except SQLAlchemyError as exc:
+                if loop.time() + delay > deadline:
+                    raise
+                log.warning(
+                    "delivery_record_retry", message_id=str(payload.message_id), error=type(exc).__name__
+                )
+                await self._sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _mark_sent(self, payload: OutboundPayload, *, parts: int, ids: list[str]) -> None:
         await self._finish(payload, status="sent", parts=parts, ids=ids)

@@ -272,6 +272,29 @@ async def test_crash_after_provider_accepted_before_record_is_bounded(
         assert dead["reason"].startswith("uncertain") and dead["message_id"] == str(p.message_id)
 
 
+async def test_a_database_blip_after_the_send_is_waited_out_not_resent(world: World) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    class BlipOnRecord(OutboundDispatcher):
+        failures = 2
+
+        async def _mark_sent(self, payload, *, parts, ids) -> None:
+            if BlipOnRecord.failures:
+                BlipOnRecord.failures -= 1
+                raise OperationalError(
+                    "UPDATE deliveries", {}, ConnectionError("server closed the connection")
+                )
+            await super()._mark_sent(payload, parts=parts, ids=ids)
+
+    p = await world.payload(Channel.WHATSAPP)
+    await world.publish(p)
+    assert await drain(world.dispatcher("d1", BlipOnRecord)) == [Outcome.SENT]
+    assert BlipOnRecord.failures == 0
+    assert len(world.sent_for(p)) == 1
+    assert (await world.delivery(p.message_id)).status == "sent"
+    assert await world.pending() == 0
+
+
 async def test_outbox_rows_committed_but_never_published_are_relayed_and_sent_once(world: World) -> None:
     payloads = [await world.payload(ch) for ch in (Channel.WHATSAPP, Channel.TELEGRAM, Channel.INSTAGRAM)]
     async with world.sessionmaker() as session:  # the orchestrator committed, then crashed before XADD
