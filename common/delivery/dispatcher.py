@@ -305,23 +305,25 @@ class OutboundDispatcher:
         return Outcome.SENT
 
     async def _record_sent(self, payload: OutboundPayload, *, parts: int, ids: list[str]) -> None:
-        """The provider has the message: record that, waiting out a short database outage (up to the
-        delivery's lease) instead of leaving the entry to be redelivered — which would send it again
-        (seen in the Postgres restart chaos test when the outage began right after a send)."""
+        """The provider has the message: record that, waiting out a database outage (up to the lease or
+        30 s, whichever is longer) instead of leaving the entry to be redelivered — which would send it
+        again (seen in the Postgres restart chaos test when the outage began right after a send). Giving
+        up sooner could only lead to that resend; past the lease another dispatcher may resend anyway."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._cfg.lease_s
+        deadline = loop.time() + max(self._cfg.lease_s, 30.0)
         delay = 0.2
         while True:
             try:
                 await self._mark_sent(payload, parts=parts, ids=ids)
                 return
             except SQLAlchemyError as exc:
-                if loop.time() + delay > deadline:
+                left = deadline - loop.time()
+                if left <= 0:
                     raise
                 log.warning(
                     "delivery_record_retry", message_id=str(payload.message_id), error=type(exc).__name__
                 )
-                await self._sleep(delay)
+                await self._sleep(min(delay, left))  # the last try lands on the deadline, not before it
                 delay = min(delay * 2, 2.0)
 
     async def _mark_sent(self, payload: OutboundPayload, *, parts: int, ids: list[str]) -> None:
