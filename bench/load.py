@@ -436,7 +436,7 @@ class HttpPhase:
     def real_errors(self) -> int:
         return sum(self.run.errors.values())
 
-    def lines(self, opts: argparse.Namespace) -> list[str]:
+    def lines(self) -> list[str]:
         run = self.run
         out = [
             f"{self.label}, all requests: {run.summary.requests}, real errors {self.real_errors()}, "
@@ -487,10 +487,10 @@ def _load_report(
         "|---|---|---|---|---|---|---|",
         *(row.line() for row in rows),
         "",
-        *serve.lines(opts),
+        *serve.lines(),
     ]
     if single is not None:
-        lines += single.lines(opts)
+        lines += single.lines()
     ratios: list[tuple[str, float]] = []
     if direct is not None:
         ratios.append(
