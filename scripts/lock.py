@@ -9,6 +9,8 @@ Files under ``requirements/``:
 * ``bootstrap.in`` → ``bootstrap.txt``: pip and setuptools, installed first into a fresh ``.venv``.
 * ``pyproject.toml`` (runtime + ``dev``) and ``lock.in`` (CPU torch) → ``lock.txt``: every direct and
   transitive package, pinned with hashes, for Python 3.11 on Linux x86_64.
+* ``runtime.txt``: the runtime subset of ``lock.txt`` (no ``dev``), compiled with ``lock.txt`` as a
+  constraint so every version is the one tested; what the docker images install.
 * ``no-deps.in`` → ``no-deps.txt``: packages installed with ``--no-deps`` (their declared dependencies
   are not used); each must be pinned with ``==`` since nothing resolves it; pip downloads and hashes it.
 * ``inputs.sha256``: a digest of every input above. :func:`problems` compares it and the pins against
@@ -110,6 +112,14 @@ def problems(repo: Path = REPO) -> list[str]:
     sources = [(r, "pyproject.toml") for r in direct_requirements(repo / "pyproject.toml")]
     sources += [(r, "lock.in") for r in _significant((req / "lock.in").read_text()) if not r.startswith("-")]
     found += [p for r, where in sources if (p := _unmet(r, locked, where))]
+    runtime = pins(req / "runtime.txt")
+    found += [
+        f"{pkg}=={version} in requirements/runtime.txt but not in lock.txt at that version"
+        for pkg, (version, _) in runtime.items()
+        if pkg not in locked or locked[pkg][0] != version
+    ]
+    project = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    found += [p for r in project["dependencies"] if (p := _unmet(r, runtime, "runtime.txt"))]
     bootstrap = pins(req / "bootstrap.txt")
     found += [
         p
@@ -120,7 +130,13 @@ def problems(repo: Path = REPO) -> list[str]:
     found += [
         p for r in _significant((req / "no-deps.in").read_text()) if (p := _unmet(r, no_deps, "no-deps.in"))
     ]
-    for name, files in (("bootstrap.txt", bootstrap), ("lock.txt", locked), ("no-deps.txt", no_deps)):
+    files_of = {
+        "bootstrap.txt": bootstrap,
+        "lock.txt": locked,
+        "runtime.txt": runtime,
+        "no-deps.txt": no_deps,
+    }
+    for name, files in files_of.items():
         found += [f"{pkg} has no hash in requirements/{name}" for pkg, (_, n) in files.items() if n == 0]
     return found
 
@@ -165,6 +181,14 @@ def relock(*, upgrade: bool) -> None:
     _compile(*extra, "--allow-unsafe", "-o", "requirements/bootstrap.txt", "requirements/bootstrap.in")
     _compile(
         *extra, "--extra", "dev", "-o", "requirements/lock.txt", "pyproject.toml", "requirements/lock.in"
+    )
+    _compile(
+        "-c",
+        "requirements/lock.txt",
+        "-o",
+        "requirements/runtime.txt",
+        "pyproject.toml",
+        "requirements/lock.in",
     )
     _lock_no_deps()
     DIGEST.write_text(inputs_digest() + "\n", encoding="utf-8")

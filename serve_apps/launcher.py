@@ -4,6 +4,10 @@ Uses ``DATABASE_URL`` / ``REDIS_URL`` / ``QDRANT_URL`` / ``RAY_ADDRESS`` when se
 embedded Postgres and Valkey with data under ``DATA_DIR`` (default ``./.data``, kept across restarts)
 and runs Qdrant in local mode on disk. Then: migrations → Ray + Serve → demo brand seeded → demo
 knowledge ingested through the public API → URLs printed → wait for Ctrl-C → clean shutdown.
+
+Ctrl-C (or SIGTERM) at any moment of start-up stops what has started: Serve drains, Ray shuts down, then
+the embedded servers stop (they run in a process group of their own, so the terminal's signal does not
+kill them first). A second Ctrl-C while stopping exits at once; see :class:`Interrupts`.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
+from types import FrameType, ModuleType
+from typing import Any, Self
 
 import httpx
 from dotenv import dotenv_values
@@ -26,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common.config import ServiceEndpoints, Settings, get_settings
 from common.db.migrate import upgrade
 from common.db.session import make_engine, make_sessionmaker
-from common.embedded import EmbeddedPostgres, EmbeddedValkey
+from common.embedded import DetachedServers
 from common.errors import AssistantError
 from common.logging import configure_logging, get_logger
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand, seed_simulated_channels
@@ -39,33 +46,36 @@ class Stack:
     """What the launcher started, so it can stop exactly that."""
 
     endpoints: ServiceEndpoints
-    postgres: EmbeddedPostgres | None = None
-    valkey: EmbeddedValkey | None = None
+    servers: DetachedServers | None = None
 
     def stop(self) -> None:
-        """Stop embedded servers (in reverse start order)."""
-        if self.valkey is not None:
-            self.valkey.stop()
-        if self.postgres is not None:
-            self.postgres.stop()
+        """Stop the embedded servers (Valkey, then Postgres); last, once nothing uses them."""
+        if self.servers is not None:
+            self.servers.stop()
+            self.servers = None
 
 
 @contextlib.contextmanager
 def backing_services(settings: Settings) -> Iterator[Stack]:
-    """Resolve every endpoint, starting embedded servers for the ones not configured."""
+    """Resolve every endpoint, starting embedded servers for the ones not configured.
+
+    The embedded servers run in a child process of their own session (:class:`DetachedServers`): the
+    terminal's Ctrl-C does not kill them under a Serve app that still needs them to drain.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(endpoints=ServiceEndpoints(database_url="", redis_url=""))
     try:
         db_url = settings.database.url
-        if not db_url:
-            stack.postgres = EmbeddedPostgres(settings.data_dir / "postgres")
-            stack.postgres.start()
-            db_url = stack.postgres.url
         redis_url = settings.redis.url
-        if not redis_url:
-            stack.valkey = EmbeddedValkey(settings.data_dir / "valkey", port=settings.redis.embedded_port)
-            stack.valkey.start()
-            redis_url = stack.valkey.url
+        if not db_url or not redis_url:
+            stack.servers = DetachedServers(
+                settings.data_dir,
+                postgres=not db_url,
+                valkey_port=None if redis_url else settings.redis.embedded_port,
+            )
+            stack.servers.start()
+            db_url = db_url or stack.servers.database_url or ""
+            redis_url = redis_url or stack.servers.redis_url or ""
         stack.endpoints = ServiceEndpoints(
             database_url=db_url,
             redis_url=redis_url,
@@ -118,6 +128,8 @@ def start_serve(settings: Settings, endpoints: ServiceEndpoints, *, env: dict[st
     from serve_apps.app_builder import AppArgs, build_app
 
     use_serve_latency_env(settings)
+    global _ray_started
+    _ray_started = True  # from here on (imports done) stop_serve has something to stop
     ray.init(
         address=settings.ray.address,
         namespace=settings.ray.namespace,
@@ -137,6 +149,7 @@ def start_serve(settings: Settings, endpoints: ServiceEndpoints, *, env: dict[st
         embedder_replicas=settings.ray.embedder_replicas,
         llm_replicas=settings.ray.llm_replicas,
     )
+    log.info("launcher.phase", phase="serve")
     serve.run(build_app(args), name=settings.ray.app_name, route_prefix="/")
     return f"http://{settings.ray.http_host}:{settings.ray.http_port}"
 
@@ -155,15 +168,35 @@ def use_serve_latency_env(settings: Settings, environ: MutableMapping[str, str] 
         environ.setdefault(key, value)
 
 
-def stop_serve() -> None:
-    """Shut Serve and Ray down; safe to call when they never started."""
+SERVE_DRAIN_TIMEOUT_S = 30.0
+_ray_started = False
+
+
+def stop_serve(drain_timeout_s: float = SERVE_DRAIN_TIMEOUT_S) -> None:
+    """Shut Serve and Ray down; safe to call when they never (or only half) started.
+
+    ``serve.shutdown`` waits for replicas to drain, and a replica stuck in its constructor (e.g. a
+    backing server gone) would make it wait forever: after ``drain_timeout_s`` Ray is shut down anyway,
+    which stops every process it started.
+    """
+    if not _ray_started:  # e.g. Ctrl-C during `import ray`: importing it again here would fail
+        return
     import ray
     from ray import serve
 
     if ray.is_initialized():
-        with contextlib.suppress(Exception):  # best effort: Ray may already be half down on Ctrl-C
-            serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
+        drain = threading.Thread(target=_serve_shutdown, args=(serve,), name="serve-shutdown", daemon=True)
+        drain.start()
+        drain.join(drain_timeout_s)
+        if drain.is_alive():
+            log.warning("launcher.serve_drain_timeout", timeout_s=drain_timeout_s)
+    # Also when ray.init was interrupted half-way: it may have started the head node's processes.
+    ray.shutdown()
+
+
+def _serve_shutdown(serve: ModuleType) -> None:
+    with contextlib.suppress(Exception):  # best effort: Ray may already be half down
+        serve.shutdown()
 
 
 def ingest_demo(base_url: str, demo: DemoBrand) -> int:
@@ -200,25 +233,69 @@ def banner(base_url: str, demo: DemoBrand, chunks: int) -> str:
     )
 
 
+class Interrupts:
+    """SIGINT/SIGTERM handling, installed before the launcher starts anything.
+
+    The first signal raises :class:`KeyboardInterrupt` in the main thread, wherever start-up is
+    (migrations, ``serve.run``, the demo ingestion) or in the final wait, so the ``finally`` blocks stop
+    Serve, then Ray, then the embedded servers. A signal while stopping (a second Ctrl-C) exits at once:
+    Ray's processes share the launcher's fate (the kernel kills them when it dies) and the embedded
+    servers' child stops them when its stdin closes.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> Self:
+        """Take over SIGINT and SIGTERM (main thread only)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        """Put back the handlers :meth:`install` replaced (``main`` called in-process, as tests do)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def begin_stop(self) -> None:
+        """From now on a signal means "exit now"."""
+        self.stopping = True
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if not self.stopping:
+            self.stopping = True
+            sys.stderr.write("\nlauncher: stopping (press Ctrl-C again to exit at once)\n")
+            raise KeyboardInterrupt
+        sys.stderr.write("launcher: exiting now\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+
 def _wait_for_stop() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    while True:  # until Interrupts raises KeyboardInterrupt
+        time.sleep(3600)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the local stack until interrupted; a start-up failure is one line on stderr and exit code 1."""
+    interrupts = Interrupts().install()
     try:
-        return _run(argv)
+        return _run(argv, interrupts)
+    except KeyboardInterrupt:
+        sys.stderr.write("launcher: stopped\n")
+        return 130
     except AssistantError as exc:
         # e.g. a second `make run` on the same DATA_DIR: the embedded servers' ports are taken.
         detail = exc.details.get("error") if isinstance(exc.details.get("error"), str) else ""
         sys.stderr.write(f"launcher: {exc.message}{f' ({detail})' if detail else ''} [{exc.code}]\n")
         return 1
+    finally:
+        interrupts.restore()
 
 
-def _run(argv: list[str] | None) -> int:
+def _run(argv: list[str] | None, interrupts: Interrupts) -> int:
     parser = argparse.ArgumentParser(prog="python -m serve_apps.launcher", description=__doc__)
     parser.add_argument("--no-demo", action="store_true", help="do not seed or ingest the demo brand")
     parser.add_argument("--exit-after-start", action="store_true", help="start, print URLs, then stop")
@@ -235,20 +312,26 @@ def _run(argv: list[str] | None) -> int:
         settings = get_settings()
     with backing_services(settings) as stack:
         try:
+            log.info("launcher.phase", phase="migrations")
             upgrade(stack.endpoints.database_url)
             engine = make_engine(stack.endpoints.database_url, pool_size=2)
             bot_token = settings.channels.telegram_bot_token
             bot_id = bot_token.get_secret_value().split(":", 1)[0] if sim_env and bot_token else None
             demo = asyncio.run(_seed(engine, opts.no_demo, bot_id))
+            log.info("launcher.phase", phase="ray")
             base_url = start_serve(settings, stack.endpoints, env=sim_env)
+            log.info("launcher.phase", phase="ingest")
             chunks = ingest_demo(base_url, demo) if demo is not None else 0
             if demo is not None:
                 print(banner(base_url, demo, chunks), flush=True)
             else:
                 print(f"\n  API base: {base_url}/v1\n", flush=True)
+            log.info("launcher.phase", phase="ready", base_url=base_url)
             if not opts.exit_after_start:
                 _wait_for_stop()
         finally:
+            interrupts.begin_stop()
+            log.info("launcher.phase", phase="stopping")
             stop_serve()
     return 0
 

@@ -23,7 +23,7 @@ def steps_text(workflow: dict[Any, Any]) -> str:
     return "\n".join(str(step.get("uses", "")) + "\n" + str(step.get("run", "")) for step in steps)
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "cd.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "cd.yml", "latest.yml"])
 def test_valid_against_the_github_workflow_schema(name: str) -> None:
     result = run(
         tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(WORKFLOWS / name)
@@ -72,3 +72,14 @@ def test_cd_pushes_on_tags_then_staging_smoke_then_approved_prod() -> None:
         text = steps_text({"jobs": {env: jobs[env]}})
         assert "helm upgrade --install" in text
         assert "scripts/smoke.py" in text
+
+
+def test_the_gate_installs_the_lock_and_a_scheduled_job_tries_the_newest_versions() -> None:
+    assert "make test" in steps_text(load("ci.yml"))
+    assert "test-latest" not in steps_text(load("ci.yml"))  # drift never turns the gate red
+    latest = load("latest.yml")
+    trigger = latest.get("on") or latest[True]  # YAML 1.1 reads the bare key `on` as a boolean
+    assert trigger["schedule"] and "workflow_dispatch" in trigger
+    assert "make test-latest" in steps_text(latest)
+    makefile = (REPO / "Makefile").read_text()
+    assert "--require-hashes" in makefile and "requirements/lock.txt" in makefile
