@@ -202,9 +202,9 @@ def pipeline_rate(args: argparse.Namespace, database_url: str, work: Path) -> Pi
 
 def corpus_texts(corpus: Path) -> list[str]:
     """The embedding texts of the generated corpus, chunked as the pipeline chunks them."""
-    from common.chunking import MARKDOWN, chunk_document, embedding_text
     from common.config import Settings
-    from common.embeddings import token_counter
+    from common.knowledge.chunking import MARKDOWN, chunk_document, embedding_text
+    from common.knowledge.embeddings import token_counter
 
     settings = Settings()
     count = token_counter(settings.embeddings)
@@ -224,7 +224,7 @@ def corpus_texts(corpus: Path) -> list[str]:
 def bare_rate(texts: list[str]) -> float:
     """Seconds for the bare model to embed ``texts`` in this process with one thread (load excluded)."""
     from common.config import Settings
-    from common.embeddings import SentenceTransformerEmbedder
+    from common.knowledge.embeddings import SentenceTransformerEmbedder
 
     settings = Settings()
     embedder = SentenceTransformerEmbedder(settings.embeddings.model_copy(update={"num_threads": 1}))
@@ -235,7 +235,7 @@ def bare_rate(texts: list[str]) -> float:
 
 def _ceiling_worker(texts: list[str], ready: Any, results: Any) -> None:
     from common.config import Settings
-    from common.embeddings import SentenceTransformerEmbedder
+    from common.knowledge.embeddings import SentenceTransformerEmbedder
 
     settings = Settings()
     embedder = SentenceTransformerEmbedder(settings.embeddings.model_copy(update={"num_threads": 1}))
@@ -270,9 +270,9 @@ def retrieval_latency(args: argparse.Namespace, work: Path) -> dict[str, float]:
     import numpy as np
 
     from common.config import Settings
-    from common.embeddings import SentenceTransformerEmbedder
+    from common.knowledge.embeddings import SentenceTransformerEmbedder
+    from common.knowledge.vectorstore import VectorStore, chunk_id
     from common.schemas import ChunkRecord
-    from common.vectorstore import VectorStore, chunk_id
 
     settings = Settings()
     settings = settings.model_copy(

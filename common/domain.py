@@ -79,6 +79,15 @@ class BrandProfile:
 
 
 @dataclass(frozen=True)
+class Accepted:
+    """An inbound message made durable by ``accept`` (it crosses the orchestrator's handle)."""
+
+    inbound_id: uuid.UUID
+    conversation_id: uuid.UUID
+    duplicate: bool
+
+
+@dataclass(frozen=True)
 class ChannelRoute:
     """Which brand a provider account (phone number id, IG account, bot, widget token) belongs to."""
 

@@ -6,7 +6,7 @@ Hierarchy::
     ├── InvalidInput                    400 invalid_input
     │   ├── PayloadTooLarge             413 payload_too_large
     │   ├── UnsupportedMediaType        415 unsupported_media_type
-    │   └── ParseError                  422 unparseable_document  (details["reason"], see common.parsing)
+    │   └── ParseError                  422 unparseable_document  (details["reason"]: knowledge.parsing)
     ├── Unauthorized                    401 unauthorized
     ├── NotFound                        404 not_found
     ├── Conflict                        409 conflict
@@ -154,3 +154,13 @@ class LLMPermanentError(LLMError):
     """The chat model rejected the request; retrying the same request cannot help."""
 
     retryable = False
+
+
+def unwrap_remote(exc: BaseException) -> BaseException:
+    """The error a deployment raised, from the one its caller got.
+
+    Ray wraps an exception raised in another replica (``RayTaskError``) and keeps the original as
+    ``cause``; that original carries our status code and ``retryable``. Anything else is returned as is.
+    """
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray import serve
 
 from common.config import ServiceEndpoints
-from common.embeddings import Embedder, build_embedder
+from common.knowledge.embeddings import Embedder, build_embedder
 from deployments.proxy import TraceReceiving
 from deployments.replica import start_replica
 

@@ -8,9 +8,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from common.config import ServiceEndpoints
+from common.conversation.orchestrator import MessageOrchestrator
 from common.db.session import make_engine, make_sessionmaker
 from common.errors import AssistantError
-from common.orchestration import MessageOrchestrator
 from common.schemas import ChatRequest, ChatResponse
 from common.streams import StreamPublisher, connect
 from deployments.proxy import HandleProxy

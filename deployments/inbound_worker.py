@@ -1,4 +1,5 @@
-"""Inbound worker deployment: runs :class:`common.inbound_worker.InboundWorker` in the background.
+"""Inbound worker deployment: runs :class:`common.conversation.inbound_worker.InboundWorker` in the
+background.
 
 It serves no requests; the loop starts in ``__init__`` (Serve runs constructors on the replica's event
 loop) and stops in ``__del__``. ``check_health`` fails if the loop died, so Serve replaces the replica.
@@ -16,8 +17,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from common.config import ServiceEndpoints
+from common.conversation.inbound_worker import InboundWorker, WorkerConfig
 from common.domain import OutboundResponse
-from common.inbound_worker import InboundWorker, WorkerConfig
 from common.logging import get_logger
 from common.streams import connect
 from deployments.proxy import HandleProxy

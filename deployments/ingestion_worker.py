@@ -1,4 +1,4 @@
-"""Ingestion worker deployment: runs :class:`common.ingestion_worker.IngestionWorker` in a background task.
+"""Ingestion worker deployment: runs :class:`pipelines.worker.IngestionWorker` in a background task.
 
 Serves no requests: the loop starts in ``__init__`` (on the replica's event loop) and stops in
 ``__del__``; ``check_health`` fails when the loop died, so Serve replaces the replica. Each replica is
@@ -18,11 +18,11 @@ from ray import serve
 
 from common.config import ServiceEndpoints, Settings
 from common.db.session import make_engine, make_sessionmaker
-from common.ingestion_worker import IngestionWorker
 from common.logging import get_logger
 from common.streams import connect
 from deployments.replica import start_replica
 from pipelines.ingest import Engine, IngestRequest, IngestSummary, ProgressFn, run_ingest
+from pipelines.worker import IngestionWorker
 
 log = get_logger(__name__)
 

@@ -19,10 +19,10 @@ from ray.serve.handle import DeploymentHandle
 
 from common.config import ServiceEndpoints
 from common.db.session import make_engine, make_sessionmaker
-from common.embeddings import build_embedder, token_counter
-from common.knowledge_service import KnowledgeService
+from common.knowledge.embeddings import build_embedder, token_counter
+from common.knowledge.service import KnowledgeService
+from common.knowledge.vectorstore import VectorStore
 from common.schemas import IngestResult, KnowledgeUploadIn, RetrievedChunk
-from common.vectorstore import VectorStore
 from deployments.proxy import Delegating, HandleProxy
 from deployments.replica import start_replica
 

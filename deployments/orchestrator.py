@@ -1,4 +1,5 @@
-"""Orchestrator deployment: a thin shell around :class:`common.orchestration.MessageOrchestrator`."""
+"""Orchestrator deployment: a thin shell around
+:class:`common.conversation.orchestrator.MessageOrchestrator`."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from common.config import LLMProvider, LLMSettings, ServiceEndpoints
+from common.conversation.orchestrator import MessageOrchestrator
 from common.db.session import make_engine, make_sessionmaker
 from common.domain import InboundMessage, OutboundResponse
 from common.llm.base import ChatModel
 from common.llm.factory import build_chat_model
-from common.orchestration import MessageOrchestrator
 from common.schemas import ChatRequest, ChatResponse, RetrievedChunk
 from common.streams import StreamPublisher, connect
 from deployments.proxy import Delegating, HandleProxy

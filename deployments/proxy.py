@@ -2,7 +2,8 @@
 
 ``HandleProxy(handle).accept(msg)`` awaits ``handle.accept.remote(msg)``; the in-process wiring passes
 the real object instead. Routers and workers therefore call ``backend.orchestrator.accept(...)`` the same
-way in both worlds, and a method added to :class:`common.orchestration.MessageOrchestrator` needs no
+way in both worlds, and a method added to :class:`common.conversation.orchestrator.MessageOrchestrator`
+needs no
 change in the deployment (see :class:`Delegating`).
 
 Trace context crosses the handle as one reserved keyword argument, :data:`TRACE_KWARG`: the proxy adds

@@ -24,7 +24,7 @@ of the stored ids for all the batch's sources, one upsert, one Postgres transact
 
 Vector writes (:class:`UpsertPoints`) go through a :class:`PointWriter`:
 
-* ``direct``: a :class:`common.vectorstore.VectorStore` opened in the stage's process. With
+* ``direct``: a :class:`common.knowledge.vectorstore.VectorStore` opened in the stage's process. With
   ``QDRANT_URL`` set that is any process (an actor pool). In Qdrant *local* mode the directory is locked
   to one process, so the direct writer runs only in the driver, and only when no Serve app owns it;
 * ``serve``: the running app's ``knowledge`` deployment, through its handle (local mode while the app
@@ -43,12 +43,12 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, select
 
-from common.chunking import chunk_parsed, embedding_text
 from common.config import Settings
 from common.db.models import KnowledgeChunk, KnowledgeSource
 from common.db.session import make_engine, make_sessionmaker, make_sync_engine
 from common.errors import EmbeddingError, InvalidInput
-from common.parsing import FaqEntry, ParsedDocument
+from common.knowledge.chunking import chunk_parsed, embedding_text
+from common.knowledge.parsing import FaqEntry, ParsedDocument
 from common.schemas import ChunkRecord
 from pipelines.sources import SourceItem, SourceReader
 
@@ -128,10 +128,10 @@ class ReadSources:
 
 
 class ParseDocuments:
-    """Turns bytes into text and FAQ entries with :func:`common.parsing.parse_document`."""
+    """Turns bytes into text and FAQ entries with :func:`common.knowledge.parsing.parse_document`."""
 
     def __init__(self) -> None:
-        from common import parsing
+        from common.knowledge import parsing
 
         self._parsing = parsing
 
@@ -159,8 +159,10 @@ class ChunkDocuments:
     """Chunks each document and decides which chunks need embedding (those Postgres does not hold yet)."""
 
     def __init__(self, settings: Settings, *, tenant_id: str, brand_id: str, force: bool = False) -> None:
-        from common.embeddings import token_counter
-        from common.vectorstore import chunk_id  # imports qdrant_client: not in every stage's process
+        from common.knowledge.embeddings import token_counter
+        from common.knowledge.vectorstore import (
+            chunk_id,  # imports qdrant_client: not in every stage's process
+        )
 
         self._chunk_id = chunk_id
         self._count = token_counter(settings.embeddings)
@@ -186,7 +188,8 @@ class ChunkDocuments:
         return columns(out, CHUNK_COLUMNS)
 
     def _records(self, row: dict[str, Any]) -> list[ChunkRecord]:
-        """Chunks with deterministic ids (as :func:`common.knowledge.build_records`), FAQ entries included."""
+        """Chunks with deterministic ids (as :func:`common.knowledge.sync.build_records`), FAQ entries
+        included."""
         document = ParsedDocument(
             uri=row["uri"],
             content_type=row["content_type"],
@@ -261,7 +264,7 @@ class EmbedChunks:
     """Embeds the chunks that need it; the model loads once per actor, torch pinned to one thread."""
 
     def __init__(self, settings: Settings) -> None:
-        from common.embeddings import build_embedder
+        from common.knowledge.embeddings import build_embedder
 
         embeddings = settings.embeddings.model_copy(update={"num_threads": 1})
         self._embedder = build_embedder(embeddings)
@@ -315,7 +318,7 @@ class DirectPointWriter:
     """Writes with a :class:`VectorStore` in this process (Qdrant server, or local mode in the driver)."""
 
     def __init__(self, settings: Settings) -> None:
-        from common.vectorstore import VectorStore
+        from common.knowledge.vectorstore import VectorStore
 
         self._store = VectorStore(settings)
         self._store.ensure_collection(settings.embeddings.model_name, settings.embeddings.dimension)

@@ -93,13 +93,13 @@ async def rebuild_vectors(settings: Settings, *, tenant_id: uuid.UUID, brand_id:
     """Re-embed every chunk Postgres holds for the brand and upsert it; returns the number of chunks."""
     from sqlalchemy import select
 
-    from common.chunking import embedding_text
     from common.db import repositories as repo
     from common.db.models import KnowledgeSource
     from common.db.session import make_engine, make_sessionmaker
-    from common.embeddings import build_embedder
+    from common.knowledge.chunking import embedding_text
+    from common.knowledge.embeddings import build_embedder
+    from common.knowledge.vectorstore import VectorStore
     from common.schemas import ChunkRecord
-    from common.vectorstore import VectorStore
 
     engine = make_engine(settings.database.url or "", pool_size=1)
     try:

@@ -22,11 +22,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.conversation.orchestrator import AGENT_RULE
 from common.db import repositories as repo
 from common.domain import Channel, ConversationState, Direction, OutboundResponse
 from common.errors import NotFound, Unauthorized
 from common.logging import get_logger
-from common.orchestration import AGENT_RULE
 from common.schemas import CitationOut, GuardrailOut
 
 if TYPE_CHECKING:  # gateway_api mounts this router: a runtime import would be circular

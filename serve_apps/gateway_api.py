@@ -69,7 +69,8 @@ class GatewayBackend(Protocol):
     """What the HTTP layer (and any router mounted on it) needs from the rest of the system.
 
     ``orchestrator`` and ``knowledge`` expose the public async methods of
-    :class:`common.orchestration.MessageOrchestrator` and :class:`common.knowledge_service.KnowledgeService`:
+    :class:`common.conversation.orchestrator.MessageOrchestrator` and
+    :class:`common.knowledge.service.KnowledgeService`:
     the objects themselves in-process, :class:`deployments.proxy.HandleProxy` over Serve handles in the
     gateway deployment. Either way: ``await backend.orchestrator.accept(message)``.
     """

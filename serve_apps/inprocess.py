@@ -9,14 +9,14 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.config import ServiceEndpoints, Settings
+from common.conversation.orchestrator import MessageOrchestrator
 from common.db.session import make_engine, make_sessionmaker
-from common.embeddings import Embedder, build_embedder, token_counter
-from common.knowledge_service import KnowledgeService
+from common.knowledge.embeddings import Embedder, build_embedder, token_counter
+from common.knowledge.service import KnowledgeService
+from common.knowledge.vectorstore import VectorStore
 from common.llm.base import ChatModel
 from common.llm.factory import build_chat_model
-from common.orchestration import MessageOrchestrator
 from common.streams import StreamPublisher, connect
-from common.vectorstore import VectorStore
 from serve_apps.gateway_api import dependencies_ready
 
 

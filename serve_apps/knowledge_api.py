@@ -27,15 +27,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
-from common import parsing
 from common.db import repositories as repo
 from common.domain import BrandProfile
 from common.errors import InvalidInput, NotFound, PayloadTooLarge, StreamUnavailable, UnsupportedMediaType
-from common.ingestion_worker import JOBS_STREAM, DeadLetter, KnowledgeIngestJob, list_dead_letters
+from common.knowledge import parsing
 from common.logging import get_logger
 from common.streams import StreamPublisher
 from pipelines.ingest import SourceItemIn
 from pipelines.sources import UPLOAD_SCHEME, blob_location, split_s3_url
+from pipelines.worker import JOBS_STREAM, DeadLetter, KnowledgeIngestJob, list_dead_letters
 from serve_apps.gateway_api import GatewayBackend
 
 log = get_logger(__name__)

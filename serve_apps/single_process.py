@@ -4,7 +4,8 @@
 
 The same classes as the Serve deployments (``serve_apps/inprocess.py`` wires them with direct calls),
 on one event loop: webhooks and web chat arrive over HTTP (uvicorn), accepted webhook messages are
-drafted by an :class:`~common.inbound_worker.InboundWorker` consuming the ``inbound`` stream, and the
+drafted by an :class:`~common.conversation.inbound_worker.InboundWorker` consuming the ``inbound``
+stream, and the
 outbox relay + dispatcher send the replies. It is the load benchmark's baseline (``bench/load.py``:
 the same Locust customers against it and against Ray Serve, so the ratio isolates what Serve costs)
 and a way to step through webhook → reply with a plain debugger. It is not a production mode: one
@@ -30,8 +31,8 @@ import uvicorn
 from pydantic import ValidationError
 
 from common.config import ServiceEndpoints, Settings
+from common.conversation.inbound_worker import InboundWorker, WorkerConfig
 from common.delivery.worker import DeliveryWorker
-from common.inbound_worker import InboundWorker, WorkerConfig
 from common.logging import configure_logging, get_logger
 from serve_apps.gateway_api import build_gateway_api
 from serve_apps.inprocess import InProcessBackend

@@ -394,7 +394,7 @@ class ActionLog(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     brand_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
-    # The inbound message's idempotency key (see common.actions.engine.message_key).
+    # The inbound message's idempotency key (see common.conversation.actions.engine.message_key).
     message_key: Mapped[uuid.UUID] = mapped_column(Uuid)
     name: Mapped[str] = mapped_column(String(100))
     arguments: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -720,7 +720,7 @@ async def add_automation_rule(
     config: dict[str, Any],
     priority: int = 100,
 ) -> AutomationRule:
-    """Store a brand rule (``kind`` ``escalate`` or ``actions``; see ``common.escalation``)."""
+    """Store a brand rule (``kind`` ``escalate`` or ``actions``; see ``common.conversation.escalation``)."""
     rule = AutomationRule(
         tenant_id=tenant_id, brand_id=brand_id, name=name, kind=kind, config=config, priority=priority
     )

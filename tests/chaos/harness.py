@@ -27,12 +27,12 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from common.config import ChannelSecrets, DeliverySettings, ServiceEndpoints, Settings
+from common.conversation.inbound_worker import InboundWorker, WorkerConfig
 from common.db import repositories as repo
 from common.db.models import MessageLog, OutboxMessage
 from common.delivery import OutboundDispatcher, OutboxRelay, build_registry
 from common.delivery.relay import RelayPass
 from common.domain import Channel, Persona
-from common.inbound_worker import InboundWorker, WorkerConfig
 from common.llm.base import ChatModel
 from common.retry import RetryPolicy
 from common.schemas import ChatRequest, ChatResponse

@@ -2,7 +2,8 @@
 
 What runs for real: the gateway app under uvicorn, Postgres, Redis, Qdrant local mode, the
 all-MiniLM-L6-v2 embedding model with the demo knowledge ingested, the real inbound worker
-(:class:`common.inbound_worker.InboundWorker`) and the real delivery worker (outbox relay + dispatcher
+(:class:`common.conversation.inbound_worker.InboundWorker`) and the real delivery worker (outbox relay +
+dispatcher
 with the registered :class:`WebchatSender`), each in the server's event loop.
 
 Simulated, by name: ``ScriptedChatModel`` (test double returning a fixed grounded sentence) is the chat
@@ -32,11 +33,11 @@ import uvicorn
 from sqlalchemy import delete
 
 from common.config import ServiceEndpoints, Settings
+from common.conversation.inbound_worker import InboundWorker, WorkerConfig
 from common.db import repositories as repo
 from common.db.models import ChannelConfig
 from common.delivery.worker import DeliveryWorker
 from common.domain import Channel
-from common.inbound_worker import InboundWorker, WorkerConfig
 from pipelines.demo import demo_documents, load_demo_brand, seed_demo_brand
 from serve_apps.gateway_api import build_gateway_api
 from serve_apps.inprocess import InProcessBackend

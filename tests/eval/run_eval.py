@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.safety import check_toxicity, detect_injection, find_pii
+from common.conversation.safety import check_toxicity, detect_injection, find_pii
 
 HERE = Path(__file__).parent
 DOC = HERE.parent.parent / "docs" / "GUARDRAILS.md"

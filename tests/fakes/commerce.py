@@ -1,6 +1,6 @@
 """A FAKE commerce + helpdesk HTTP server for tests (not a product component).
 
-It speaks the contracts documented in ``common/actions/plugins/order_lookup.py`` and
+It speaks the contracts documented in ``common/conversation/actions/plugins/order_lookup.py`` and
 ``create_ticket.py``: ``GET /orders/{id}`` and ``POST /tickets`` (with ``Idempotency-Key``), both behind a
 bearer key. It runs a real uvicorn server on a free local port in a background thread, so the plugins'
 HTTP backends are exercised over real sockets, and it records every request for assertions.

@@ -23,8 +23,8 @@ from common.config import ActionSettings, ServiceEndpoints, Settings
 from common.db import repositories as repo
 from common.db.models import MessageLog
 from common.domain import Channel, InboundMessage, OutboundResponse
-from common.embeddings import build_embedder
 from common.errors import LLMTimeout
+from common.knowledge.embeddings import build_embedder
 from common.schemas import ChatRequest
 from serve_apps.inprocess import InProcessBackend
 from tests.fakes.commerce import API_KEY, FakeCommerceServer

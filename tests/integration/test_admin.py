@@ -46,7 +46,7 @@ async def test_rebuild_vectors_restores_a_lost_index_from_postgres(
     database_url: str, redis_url: str, redis_prefix: str, tmp_path
 ) -> None:
     from common.config import ServiceEndpoints
-    from common.vectorstore import VectorStore
+    from common.knowledge.vectorstore import VectorStore
     from pipelines.demo import demo_documents, seed_demo_brand
     from serve_apps.admin import rebuild_vectors
     from serve_apps.inprocess import InProcessBackend

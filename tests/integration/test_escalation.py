@@ -21,7 +21,7 @@ import pytest_asyncio
 from common.config import AgentSettings, EscalationSettings, ServiceEndpoints, Settings
 from common.db import repositories as repo
 from common.domain import Channel, ConversationState, InboundMessage, OutboundResponse
-from common.embeddings import build_embedder
+from common.knowledge.embeddings import build_embedder
 from serve_apps.gateway_api import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from tests.fakes.pipeline import DOCUMENTS, PERSONA, ScriptedChatModel, seed_brand

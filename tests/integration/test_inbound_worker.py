@@ -11,10 +11,10 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
+from common.conversation.inbound_worker import InboundWorker, WorkerConfig
 from common.db.models import MessageLog
 from common.domain import Channel, InboundMessage
 from common.errors import LLMTimeout, NotFound
-from common.inbound_worker import InboundWorker, WorkerConfig
 from common.retry import RetryPolicy
 from tests.integration.test_webhooks import Env, env_fixture  # noqa: F401 - the fixture
 

@@ -22,7 +22,7 @@ from common.db import repositories as repo
 from common.db.models import KnowledgeChunk
 from common.db.session import make_engine, make_sessionmaker
 from common.domain import Persona
-from common.vectorstore import VectorStore
+from common.knowledge.vectorstore import VectorStore
 from pipelines import stages
 from pipelines.ingest import Engine, IngestRequest, run_ingest
 

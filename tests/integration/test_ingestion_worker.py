@@ -26,7 +26,8 @@ from common.config import Settings
 from common.db import repositories as repo
 from common.db.session import make_engine, make_sessionmaker
 from common.errors import DependencyError
-from common.ingestion_worker import (
+from pipelines.ingest import Engine, IngestRequest, IngestSummary, ProgressFn, run_ingest
+from pipelines.worker import (
     DEAD_STREAM,
     GROUP,
     JOBS_STREAM,
@@ -36,7 +37,6 @@ from common.ingestion_worker import (
     progress_channel,
     stream_key,
 )
-from pipelines.ingest import Engine, IngestRequest, IngestSummary, ProgressFn, run_ingest
 from serve_apps.gateway_api import build_gateway_api, dependencies_ready
 from serve_apps.knowledge_api import build_knowledge_router
 from tests.integration.test_ingest_pipeline import FAQ_CSV, SHIPPING, ingest_settings, make_brand, stored_ids

@@ -11,9 +11,11 @@ import pytest
 import yaml
 
 from common.config import QdrantSettings, RetrievalSettings, Settings
-from common.embeddings import SentenceTransformerEmbedder, build_embedder
 from common.errors import EmbeddingMismatch, InvalidInput, UnsupportedMediaType
-from common.knowledge import (
+from common.knowledge.embeddings import SentenceTransformerEmbedder, build_embedder
+from common.knowledge.parsing import DOCX, parse_document
+from common.knowledge.reranking import LexicalReranker, build_reranker
+from common.knowledge.sync import (
     EmbedFn,
     SourceSync,
     initialize_brand_knowledge,
@@ -21,10 +23,8 @@ from common.knowledge import (
     refresh_source,
     retrieve_context,
 )
-from common.parsing import DOCX, parse_document
-from common.reranking import LexicalReranker, build_reranker
+from common.knowledge.vectorstore import VectorStore
 from common.schemas import RetrievedChunk
-from common.vectorstore import VectorStore
 from pipelines.demo import BRAND_FILE, DEMO_DIR, DOCUMENTS, demo_documents, load_demo_brand, seed_demo_brand
 
 pytestmark = pytest.mark.integration

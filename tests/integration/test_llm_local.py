@@ -6,11 +6,11 @@ import uuid
 import pytest
 
 from common.config import LLMSettings
+from common.conversation.guardrails import finalize_answer
+from common.conversation.prompting import build_messages
 from common.domain import BrandProfile
 from common.errors import LLMTimeout
-from common.guardrails import finalize_answer
 from common.llm.llamacpp import LlamaCppChatModel, default_gguf_path
-from common.prompting import build_messages
 from common.schemas import ChatMessage, ChatRequest, RetrievedChunk
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.config import ServiceEndpoints, Settings
-from common.embeddings import token_counter
-from common.knowledge_service import KnowledgeService
+from common.knowledge.embeddings import token_counter
+from common.knowledge.service import KnowledgeService
 from serve_apps.inprocess import InProcessBackend
 from tests.chaos.harness import ConstantEmbedder
 from tests.fakes.pipeline import DOCUMENTS, seed_brand

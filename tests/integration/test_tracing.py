@@ -26,9 +26,9 @@ from structlog.testing import capture_logs
 
 from common import telemetry
 from common.config import ChannelSecrets, ServiceEndpoints, Settings, TelemetrySettings
+from common.conversation.inbound_worker import InboundWorker, WorkerConfig
 from common.delivery import OutboundDispatcher, Outcome, build_registry
 from common.domain import Channel
-from common.inbound_worker import InboundWorker, WorkerConfig
 from common.metrics import REGISTRY
 from common.observability import BacklogReporter, report_stream_backlog
 from common.schemas import KnowledgeDocumentIn, KnowledgeUploadIn

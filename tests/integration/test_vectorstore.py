@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from qdrant_client import models  # only to fake a collection made by another tool
 
-from common import vectorstore
 from common.config import EmbeddingSettings, QdrantSettings, Settings
 from common.errors import EmbeddingMismatch, VectorStoreError
+from common.knowledge import vectorstore
+from common.knowledge.vectorstore import VectorStore, chunk_id, collection_name
 from common.schemas import ChunkRecord
-from common.vectorstore import VectorStore, chunk_id, collection_name
 
 pytestmark = pytest.mark.integration
 

@@ -41,8 +41,8 @@ from common.delivery.base import RecipientConfig
 from common.delivery.registry import build_registry
 from common.delivery.senders.webchat import WebchatSender, webchat_channel
 from common.domain import Channel
-from common.embeddings import Embedder, build_embedder
 from common.errors import Unauthorized
+from common.knowledge.embeddings import Embedder, build_embedder
 from common.schemas import OutboundPayload
 from common.streams import decode_entry
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand

@@ -23,11 +23,11 @@ import pytest_asyncio
 from sqlalchemy import func, select
 
 from common.config import ChannelSecrets, ServiceEndpoints, Settings
+from common.conversation.inbound_worker import InboundWorker, WorkerConfig
+from common.conversation.orchestrator import MessageOrchestrator
 from common.db import repositories as repo
 from common.db.models import MessageLog, OutboxMessage
 from common.domain import Channel, InboundMessage, Persona
-from common.inbound_worker import InboundWorker, WorkerConfig
-from common.orchestration import MessageOrchestrator
 from common.streams import INBOUND_STREAM, StreamPublisher
 from serve_apps.channels.base import ChannelEvent
 from serve_apps.gateway_api import build_gateway_api

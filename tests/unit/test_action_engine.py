@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from common import escalation, prompting
-from common.actions import ActionContext, ActionRegistry, PluginDeps
-from common.actions.engine import (
+from common.config import ActionSettings, EscalationSettings
+from common.conversation import escalation, prompting
+from common.conversation.actions import ActionContext, ActionRegistry, PluginDeps
+from common.conversation.actions.engine import (
     MALFORMED,
     ActionEngine,
     Proposal,
@@ -22,11 +23,10 @@ from common.actions.engine import (
     is_negative,
     message_key,
 )
-from common.actions.plugins.create_ticket import CreateTicket, HttpTicketBackend
-from common.actions.plugins.order_lookup import HttpOrderBackend, Order, OrderLookup
-from common.config import ActionSettings, EscalationSettings
+from common.conversation.actions.plugins.create_ticket import CreateTicket, HttpTicketBackend
+from common.conversation.actions.plugins.order_lookup import HttpOrderBackend, Order, OrderLookup
+from common.conversation.guardrails import check_output
 from common.domain import BrandProfile, Channel, Persona
-from common.guardrails import check_output
 from tests.fakes.commerce import API_KEY, FakeCommerceState, build_fake_app
 
 

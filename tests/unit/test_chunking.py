@@ -7,8 +7,15 @@ from itertools import pairwise
 
 import pytest
 
-from common.chunking import Chunk, chunk_document, chunk_faq, chunk_markdown, chunk_parsed, embedding_text
-from common.parsing import parse_document
+from common.knowledge.chunking import (
+    Chunk,
+    chunk_document,
+    chunk_faq,
+    chunk_markdown,
+    chunk_parsed,
+    embedding_text,
+)
+from common.knowledge.parsing import parse_document
 
 
 def words(text: str) -> int:
@@ -246,7 +253,7 @@ def test_code_block_lines_with_hashes_and_pipes_stay_in_their_section() -> None:
 
 def test_single_huge_paragraph_in_real_embedding_tokens() -> None:
     from common.config import EmbeddingSettings
-    from common.embeddings import token_counter
+    from common.knowledge.embeddings import token_counter
 
     count = token_counter(EmbeddingSettings())
     paragraph = "The TrailBlazer 2 tent is warranted for three years " * 200  # one line, no sentence end

@@ -14,7 +14,8 @@ import pytest
 from pydantic import SecretStr
 
 from common.config import EmbeddingProvider, EmbeddingSettings
-from common.embeddings import (
+from common.errors import EmbeddingError, EmbeddingMismatch
+from common.knowledge.embeddings import (
     Embedder,
     EmbeddingPermanentError,
     OpenAIEmbedder,
@@ -23,7 +24,6 @@ from common.embeddings import (
     build_embedder,
     token_counter,
 )
-from common.errors import EmbeddingError, EmbeddingMismatch
 from common.retry import RetryPolicy
 
 # --- local model -------------------------------------------------------------------------------------

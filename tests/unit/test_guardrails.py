@@ -1,5 +1,5 @@
+from common.conversation.guardrails import DEFAULT_MIN_SUPPORT, check_grounded, finalize_answer
 from common.domain import Persona
-from common.guardrails import DEFAULT_MIN_SUPPORT, check_grounded, finalize_answer
 from common.schemas import RetrievedChunk
 
 PERSONA = Persona(

@@ -10,9 +10,9 @@ import pytest
 import ray.serve
 
 from common import metrics
-from common.ingestion_worker import _count_summary
 from common.metrics import REGISTRY
 from pipelines.ingest import IngestSummary
+from pipelines.worker import _count_summary
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "cluster" / "grafana" / "assistant-dashboard.json"
 SUFFIXES = ("_bucket", "_count", "_sum", "_total")

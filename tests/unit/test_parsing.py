@@ -9,9 +9,9 @@ import pytest
 from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
-from common import parsing
 from common.errors import InvalidInput, ParseError, PayloadTooLarge, UnsupportedMediaType
-from common.parsing import (
+from common.knowledge import parsing
+from common.knowledge.parsing import (
     CSV,
     DOCX,
     HTML,
@@ -333,5 +333,5 @@ def test_corrupt_docx_is_a_parse_error() -> None:
 
 
 def test_parse_error_is_importable_from_parsing_too() -> None:
-    # the pipeline imports everything it needs from common.parsing
+    # the pipeline imports everything it needs from common.knowledge.parsing
     assert parsing.ParseError is ParseError

@@ -1,7 +1,7 @@
 import uuid
 
+from common.conversation.prompting import CONTEXT_CLOSE, CONTEXT_OPEN, PROMPT_VERSION, build_messages
 from common.domain import BrandProfile, Persona
-from common.prompting import CONTEXT_CLOSE, CONTEXT_OPEN, PROMPT_VERSION, build_messages
 from common.schemas import ChatMessage, RetrievedChunk
 
 BRAND = BrandProfile(

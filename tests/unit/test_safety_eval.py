@@ -6,7 +6,7 @@ writing the rules, so they are optimistic; see the doc). A regression in any det
 
 import pytest
 
-from common.safety.pii import iban_valid, luhn_valid
+from common.conversation.safety.pii import iban_valid, luhn_valid
 from tests.eval.run_eval import evaluate, load, render
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from common.safety import PiiKind, customer_values, find_pii, mask_pii, redact_for_audit
-from common.safety.pii import iban_valid, luhn_valid
+from common.conversation.safety import PiiKind, customer_values, find_pii, mask_pii, redact_for_audit
+from common.conversation.safety.pii import iban_valid, luhn_valid
 
 
 def kinds(text: str) -> list[tuple[str, str]]:

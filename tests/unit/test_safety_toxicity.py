@@ -2,7 +2,7 @@
 
 import pytest
 
-from common.safety import TOXICITY_RULE, check_toxicity
+from common.conversation.safety import TOXICITY_RULE, check_toxicity
 
 
 @pytest.mark.parametrize(

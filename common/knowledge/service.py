@@ -1,0 +1,141 @@
+"""Brand knowledge as a service: index documents (vectors + Postgres record) and retrieve context.
+
+The knowledge deployment wraps one instance; the in-process pipeline (tests, baseline benchmark)
+uses the same class directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.config import RetrievalSettings
+from common.db import repositories as repo
+from common.knowledge import sync as knowledge
+from common.knowledge.reranking import build_reranker
+from common.knowledge.vectorstore import VectorStore
+from common.observability import stage
+from common.schemas import ChunkRecord, IngestResult, KnowledgeUploadIn, RetrievedChunk
+
+EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
+
+
+class KnowledgeService:
+    """Owns one vector store client; embeddings come from an injected function."""
+
+    def __init__(
+        self,
+        *,
+        store: VectorStore,
+        embed: EmbedFn,
+        count_tokens: Callable[[str], int],
+        sessionmaker: async_sessionmaker[AsyncSession],
+        retrieval: RetrievalSettings,
+        embed_query: EmbedFn | None = None,
+    ) -> None:
+        """``embed_query`` embeds retrieval queries when given (the knowledge replica's own model);
+        ``embed`` does everything else (documents, and queries without it)."""
+        self._store = store
+        self._embed = embed
+        self._embed_query = embed_query or embed
+        self._count_tokens = count_tokens
+        self._sessionmaker = sessionmaker
+        self._retrieval = retrieval
+        self._reranker = build_reranker(retrieval)
+
+    async def retrieve(
+        self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int
+    ) -> list[RetrievedChunk]:
+        """Top-k chunks of this tenant's brand for ``query`` (hybrid and reranked as settings say).
+
+        Traced as two stages: ``knowledge.embed`` (the query vector) and ``knowledge.vector_search``
+        (search, fusion and reranking).
+        """
+        with stage("knowledge.embed", chars=len(query)):
+            vectors = await self._embed_query([query])
+
+        async def embedded(_texts: list[str]) -> list[list[float]]:
+            return vectors
+
+        with stage("knowledge.vector_search", top_k=top_k) as span:
+            chunks = await self._search(tenant_id, brand_id, query, top_k, embedded)
+            span.set_attribute("chunks", len(chunks))
+        return chunks
+
+    async def _search(
+        self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int, embed: EmbedFn
+    ) -> list[RetrievedChunk]:
+        return await knowledge.retrieve_context(
+            store=self._store,
+            embed=embed,
+            tenant_id=tenant_id,
+            brand_id=brand_id,
+            query=query,
+            top_k=top_k,
+            mode="hybrid" if self._retrieval.hybrid else "dense",
+            candidates=self._retrieval.candidates,
+            reranker=self._reranker,
+        )
+
+    async def ingest(
+        self, tenant_id: uuid.UUID, brand_id: uuid.UUID, upload: KnowledgeUploadIn
+    ) -> IngestResult:
+        """Index (or refresh) each document; unchanged chunks are not re-embedded."""
+        written = unchanged = deleted = 0
+        chunk_ids: list[str] = []
+        for doc in upload.documents:
+            sync = await knowledge.refresh_source(
+                store=self._store,
+                embed=self._embed,
+                count_tokens=self._count_tokens,
+                tenant_id=tenant_id,
+                brand_id=brand_id,
+                uri=doc.uri,
+                text=doc.content,
+                content_type=doc.content_type,
+                retrieval=self._retrieval,
+            )
+            async with self._sessionmaker() as session:
+                source = await repo.upsert_knowledge_source(
+                    session,
+                    tenant_id=tenant_id,
+                    brand_id=brand_id,
+                    uri=doc.uri,
+                    title=doc.title or doc.uri,
+                    content_type=doc.content_type,
+                    content_hash=hashlib.sha256(doc.content.encode()).hexdigest(),
+                )
+                await repo.sync_source_chunks(session, source=source, chunks=sync.records)
+                await session.commit()
+            written += len(sync.new_ids)
+            unchanged += len(sync.unchanged_ids)
+            deleted += len(sync.deleted_ids)
+            chunk_ids.extend(r.chunk_id for r in sync.records)
+        return IngestResult(
+            documents=len(upload.documents),
+            chunks_written=written,
+            chunks_unchanged=unchanged,
+            chunks_deleted=deleted,
+            chunk_ids=chunk_ids,
+        )
+
+    async def source_chunk_ids(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, source: str) -> list[str]:
+        """Ids stored for one source (the bulk pipeline's diff), sorted."""
+        ids = await asyncio.to_thread(
+            self._store.source_chunk_ids, tenant_id=tenant_id, brand_id=brand_id, source=source
+        )
+        return sorted(ids)
+
+    async def write_chunks(self, records: list[ChunkRecord], vectors: list[list[float]]) -> None:
+        """Upsert chunks whose vectors the bulk pipeline computed, waiting for the ack."""
+        await asyncio.to_thread(self._store.upsert, records, vectors)
+
+    async def delete_chunks(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, chunk_ids: list[str]) -> None:
+        """Delete chunks of one brand (scoped by tenant and brand)."""
+        await asyncio.to_thread(
+            self._store.delete, tenant_id=tenant_id, brand_id=brand_id, chunk_ids=chunk_ids
+        )
