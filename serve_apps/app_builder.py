@@ -31,12 +31,12 @@ from ray.serve.deployment import Deployment
 from common.config import ServiceEndpoints
 from deployments.dispatcher import DispatcherDeployment
 from deployments.embedder import EmbedderDeployment
-from deployments.gateway import GatewayDeployment
 from deployments.inbound_worker import InboundWorkerDeployment
 from deployments.ingestion_worker import IngestionWorkerDeployment
 from deployments.knowledge import KnowledgeIndexDeployment
 from deployments.llm import LLMDeployment
 from deployments.orchestrator import OrchestratorDeployment
+from serve_apps.gateway.deployment import GatewayDeployment
 
 #: Serve's access log (a line per request, per replica, per hop) is off: the gateway logs one
 #: canonical line per HTTP request with its correlation id, and per-stage latency is in the metrics

@@ -17,11 +17,11 @@ from common.knowledge.vectorstore import VectorStore
 from common.llm.base import ChatModel
 from common.llm.factory import build_chat_model
 from common.streams import StreamPublisher, connect
-from serve_apps.gateway_api import dependencies_ready
+from serve_apps.gateway.readiness import dependencies_ready
 
 
 class InProcessBackend:
-    """A :class:`serve_apps.gateway_api.GatewayBackend` that calls everything directly."""
+    """A :class:`serve_apps.gateway.backend.GatewayBackend` that calls everything directly."""
 
     def __init__(
         self,

@@ -34,7 +34,7 @@ from common.config import ServiceEndpoints, Settings
 from common.conversation.inbound_worker import InboundWorker, WorkerConfig
 from common.delivery.worker import DeliveryWorker
 from common.logging import configure_logging, get_logger
-from serve_apps.gateway_api import build_gateway_api
+from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 
 log = get_logger(__name__)

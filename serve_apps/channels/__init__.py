@@ -1,7 +1,7 @@
 """Inbound channel webhooks: one adapter per provider behind :class:`base.ChannelAdapter`.
 
 ``ADAPTERS`` is the registry the routes use; adding a channel is one adapter module plus one entry
-here (and its route in :mod:`serve_apps.channels.routes`). Web chat is served elsewhere (it is not a
+here (and its route in :mod:`serve_apps.gateway.webhooks`). Web chat is served elsewhere (it is not a
 webhook).
 """
 

@@ -37,7 +37,7 @@ from common.llm.base import ChatModel
 from common.retry import RetryPolicy
 from common.schemas import ChatRequest, ChatResponse
 from common.streams import StreamPublisher
-from serve_apps.gateway_api import build_gateway_api
+from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from serve_apps.simulator import SimulatorServer
 from serve_apps.simulator.webhooks import sign_meta, whatsapp_message, whatsapp_update

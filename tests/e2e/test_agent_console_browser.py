@@ -24,7 +24,7 @@ import uvicorn
 
 from common.config import ServiceEndpoints, Settings
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand
-from serve_apps.gateway_api import build_gateway_api
+from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from tests.e2e.test_widget_browser import ARTIFACTS, WAIT_S, _free_port, _wait, browser  # noqa: F401
 from tests.integration.test_orchestration import RETURNS_ANSWER, ScriptedChatModel

@@ -39,7 +39,7 @@ from common.db.models import ChannelConfig
 from common.delivery.worker import DeliveryWorker
 from common.domain import Channel
 from pipelines.demo import demo_documents, load_demo_brand, seed_demo_brand
-from serve_apps.gateway_api import build_gateway_api
+from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from tests.integration.test_orchestration import RETURNS_ANSWER, ScriptedChatModel
 

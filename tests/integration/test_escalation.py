@@ -22,7 +22,7 @@ from common.config import AgentSettings, EscalationSettings, ServiceEndpoints, S
 from common.db import repositories as repo
 from common.domain import Channel, ConversationState, InboundMessage, OutboundResponse
 from common.knowledge.embeddings import build_embedder
-from serve_apps.gateway_api import build_gateway_api
+from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from tests.fakes.pipeline import DOCUMENTS, PERSONA, ScriptedChatModel, seed_brand
 

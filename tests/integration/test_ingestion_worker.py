@@ -37,8 +37,9 @@ from pipelines.worker import (
     progress_channel,
     stream_key,
 )
-from serve_apps.gateway_api import build_gateway_api, dependencies_ready
-from serve_apps.knowledge_api import build_knowledge_router
+from serve_apps.gateway.app import build_gateway_api
+from serve_apps.gateway.knowledge import build_knowledge_router
+from serve_apps.gateway.readiness import dependencies_ready
 from tests.integration.test_ingest_pipeline import FAQ_CSV, SHIPPING, ingest_settings, make_brand, stored_ids
 
 pytestmark = pytest.mark.integration

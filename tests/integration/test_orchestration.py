@@ -23,7 +23,7 @@ from common.domain import Channel, InboundMessage
 from common.errors import NotFound, PayloadTooLarge
 from common.schemas import ChatRequest, ChatResponse
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand
-from serve_apps.gateway_api import build_gateway_api
+from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 
 pytestmark = pytest.mark.integration

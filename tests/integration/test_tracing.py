@@ -32,7 +32,7 @@ from common.domain import Channel
 from common.metrics import REGISTRY
 from common.observability import BacklogReporter, report_stream_backlog
 from common.schemas import KnowledgeDocumentIn, KnowledgeUploadIn
-from serve_apps.gateway_api import build_gateway_api
+from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from serve_apps.simulator import SimulatorServer
 from tests.integration.test_orchestration import ScriptedChatModel

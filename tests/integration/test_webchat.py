@@ -46,7 +46,7 @@ from common.knowledge.embeddings import Embedder, build_embedder
 from common.schemas import OutboundPayload
 from common.streams import decode_entry
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand
-from serve_apps.gateway_api import build_gateway_api
+from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from serve_apps.webchat.identity import resolve_visitor, sign_identity, widget_identity_key
 from serve_apps.webchat.ratelimit import FixedWindowLimiter

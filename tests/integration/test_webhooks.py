@@ -30,7 +30,7 @@ from common.db.models import MessageLog, OutboxMessage
 from common.domain import Channel, InboundMessage, Persona
 from common.streams import INBOUND_STREAM, StreamPublisher
 from serve_apps.channels.base import ChannelEvent
-from serve_apps.gateway_api import build_gateway_api
+from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from tests.contract.test_channel_payloads import BOT, EXPECTED, FIXTURES, IG, WA
 from tests.integration.test_orchestration import ScriptedChatModel

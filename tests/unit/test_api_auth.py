@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from common.config import Settings
-from serve_apps.gateway_api import build_gateway_api
+from serve_apps.gateway.app import build_gateway_api
 
 
 class _RecordingOrchestrator:

@@ -33,7 +33,8 @@ from common.domain import Channel, InboundMessage
 from common.errors import AssistantError, InvalidInput, NotFound, RateLimited
 from common.logging import bind_correlation_id, get_logger
 from common.observability import message_received, stage
-from serve_apps.gateway_api import GatewayBackend, error_response, unwrap_error
+from serve_apps.gateway.backend import GatewayBackend
+from serve_apps.gateway.errors import error_response, unwrap_error, validation_error
 from serve_apps.webchat.events import message_out, reply_stream
 from serve_apps.webchat.identity import Visitor, resolve_visitor
 from serve_apps.webchat.ratelimit import FixedWindowLimiter
@@ -76,7 +77,7 @@ class WebchatRoute(APIRoute):
             try:
                 response = await handler(request)
             except RequestValidationError as exc:
-                response = error_response(_validation_error(exc))
+                response = error_response(validation_error(exc))
             except Exception as exc:
                 original = unwrap_error(exc)
                 if not isinstance(original, AssistantError):
@@ -247,14 +248,6 @@ def _error(exc: AssistantError) -> JSONResponse:
     if isinstance(exc, RateLimited) and "retry_after_s" in exc.details:
         response.headers["Retry-After"] = str(exc.details["retry_after_s"])
     return response
-
-
-def _validation_error(exc: RequestValidationError) -> InvalidInput:
-    errors: list[dict[str, Any]] = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in exc.errors()
-    ]
-    return InvalidInput("request failed validation", details={"errors": errors})
 
 
 def _html(value: str) -> str:

@@ -16,7 +16,7 @@ import re
 import uuid
 from datetime import datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
@@ -28,9 +28,7 @@ from common.domain import Channel, ConversationState, Direction, OutboundRespons
 from common.errors import NotFound, Unauthorized
 from common.logging import get_logger
 from common.schemas import CitationOut, GuardrailOut
-
-if TYPE_CHECKING:  # gateway_api mounts this router: a runtime import would be circular
-    from serve_apps.gateway_api import GatewayBackend
+from serve_apps.gateway.backend import GatewayBackend
 
 log = get_logger(__name__)
 

@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -35,9 +35,7 @@ from common.logging import bind_correlation_id, get_logger
 from common.observability import message_received, stage
 from serve_apps.channels import get_adapter
 from serve_apps.channels.base import ChannelEvent, IgnoredEvent, ParsedEvent
-
-if TYPE_CHECKING:  # the gateway imports this module to mount the router
-    from serve_apps.gateway_api import GatewayBackend
+from serve_apps.gateway.backend import GatewayBackend
 
 log = get_logger(__name__)
 

@@ -36,7 +36,7 @@ from common.streams import StreamPublisher
 from pipelines.ingest import SourceItemIn
 from pipelines.sources import UPLOAD_SCHEME, blob_location, split_s3_url
 from pipelines.worker import JOBS_STREAM, DeadLetter, KnowledgeIngestJob, list_dead_letters
-from serve_apps.gateway_api import GatewayBackend
+from serve_apps.gateway.backend import GatewayBackend
 
 log = get_logger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -15,7 +15,9 @@ from common.schemas import ChatRequest, ChatResponse
 from common.streams import StreamPublisher, connect
 from deployments.proxy import HandleProxy
 from deployments.replica import start_replica
-from serve_apps.gateway_api import build_gateway_api, dependencies_ready
+from serve_apps.gateway.app import build_gateway_api
+from serve_apps.gateway.backend import Conversations, KnowledgeIndex
+from serve_apps.gateway.readiness import dependencies_ready
 
 
 # Beyond max_ongoing + max_queued requests per replica, Serve answers 503 at once instead of letting
@@ -45,8 +47,10 @@ class GatewayDeployment:
     ) -> None:
         settings = start_replica(endpoints, background=False)
         self.settings = settings
-        self.orchestrator = HandleProxy(orchestrator)
-        self.knowledge = HandleProxy(knowledge)
+        # A handle is untyped RPC; seen as the Protocol of the object it serves, callers are
+        # type-checked, and tests/unit/test_gateway_backend.py checks the deployment has each method.
+        self.orchestrator = cast(Conversations, HandleProxy(orchestrator))
+        self.knowledge = cast(KnowledgeIndex, HandleProxy(knowledge))
         self.sessionmaker = make_sessionmaker(make_engine(settings.database.url or "", pool_size=5))
         self.redis = connect(settings.redis)
         # Webhooks and web chat only need `accept` (one transaction + XADD) before they answer. Doing it

@@ -1,0 +1,116 @@
+"""The platform API's message routes: answer a message, read a conversation, upload knowledge."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from fastapi import APIRouter
+
+from common.db import repositories as repo
+from common.domain import Channel, ConversationState, Direction, InboundMessage, OutboundResponse
+from common.errors import InvalidInput, NotFound
+from common.logging import get_logger
+from common.observability import message_received
+from common.schemas import (
+    CitationOut,
+    ConversationOut,
+    GuardrailOut,
+    InboundMessageIn,
+    IngestResult,
+    KnowledgeUploadIn,
+    MessageOut,
+    ReplyOut,
+)
+from serve_apps.gateway.backend import GatewayBackend
+
+log = get_logger(__name__)
+
+RESERVED_CUSTOMER_PREFIXES = ("anon:", "user:")  # web chat visitor ids; only the web chat routes mint them
+
+
+def build_messages_router(backend: GatewayBackend) -> APIRouter:
+    """``/v1/messages/inbound``, ``/v1/conversations/{id}``, ``/v1/brands/{id}/knowledge``.
+
+    The caller mounts it behind the platform API guard.
+    """
+    router = APIRouter()
+
+    @router.post("/v1/messages/inbound", response_model=ReplyOut)
+    async def inbound(body: InboundMessageIn) -> ReplyOut:
+        if body.customer_id.startswith(RESERVED_CUSTOMER_PREFIXES):
+            # Those ids belong to web chat visitors; this API must not write into their conversations.
+            raise InvalidInput(
+                "customer_id prefix is reserved for web chat visitors",
+                details={"reserved_prefixes": list(RESERVED_CUSTOMER_PREFIXES)},
+            )
+        with (
+            structlog.contextvars.bound_contextvars(brand_id=str(body.brand_id), channel=str(body.channel)),
+            message_received(),
+        ):
+            message = InboundMessage(
+                brand_id=body.brand_id,
+                channel=body.channel,
+                customer_id=body.customer_id,
+                text=body.text,
+                provider_message_id=body.message_id or uuid.uuid4().hex,
+            )
+            reply = await backend.orchestrator.handle(message)
+            log.info("message_answered", chars_in=len(body.text), chars_out=len(reply.text))
+            return reply_out(reply)
+
+    @router.get("/v1/conversations/{conversation_id}", response_model=ConversationOut)
+    async def conversation(conversation_id: uuid.UUID) -> ConversationOut:
+        async with backend.sessionmaker() as session:
+            found = await repo.get_conversation_with_messages(session, conversation_id=conversation_id)
+        if found is None:
+            raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
+        conv, messages = found
+        return ConversationOut(
+            id=conv.id,
+            brand_id=conv.brand_id,
+            channel=Channel(conv.channel),
+            customer_id=conv.customer_id,
+            state=ConversationState(conv.state),
+            messages=[
+                MessageOut(
+                    id=m.id,
+                    direction=Direction(m.direction),
+                    text=m.text,
+                    created_at=m.created_at,
+                    provider_message_id=m.provider_message_id,
+                    citations=[CitationOut(**c) for c in (m.citations or [])],
+                    guardrails=[GuardrailOut(**g) for g in (m.guardrails or [])],
+                )
+                for m in messages
+            ],
+        )
+
+    @router.post("/v1/brands/{brand_id}/knowledge", response_model=IngestResult, status_code=201)
+    async def knowledge(brand_id: uuid.UUID, body: KnowledgeUploadIn) -> IngestResult:
+        async with backend.sessionmaker() as session:
+            brand = await repo.get_brand_profile(session, brand_id=brand_id)
+        if brand is None:
+            raise NotFound("unknown brand", details={"brand_id": str(brand_id)})
+        with structlog.contextvars.bound_contextvars(brand_id=str(brand_id)):
+            result = await backend.knowledge.ingest(brand.tenant_id, brand.id, body)
+            log.info("knowledge_ingested", documents=result.documents, written=result.chunks_written)
+            return result
+
+    return router
+
+
+def reply_out(reply: OutboundResponse) -> ReplyOut:
+    """HTTP view of a reply."""
+    return ReplyOut(
+        conversation_id=reply.conversation_id,
+        message_id=reply.message_id,
+        text=reply.text,
+        citations=[
+            CitationOut(chunk_id=c.chunk_id, source=c.source, heading_path=c.heading_path, score=c.score)
+            for c in reply.citations
+        ],
+        guardrails=[GuardrailOut(rule=g.rule, action=g.action, reason=g.reason) for g in reply.guardrails],
+        escalated=reply.escalated,
+        duplicate=reply.duplicate,
+    )
