@@ -29,7 +29,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from redis.exceptions import ResponseError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -40,7 +39,7 @@ from common.errors import AssistantError
 from common.logging import get_logger
 from common.observability import stage
 from common.retry import RetryPolicy, default_is_retryable
-from common.streams import STREAM_MAXLEN
+from common.streams import STREAM_MAXLEN, StreamConsumer, stream_key
 from pipelines.ingest import IngestRequest, IngestSummary, ProgressFn, SourceItemIn
 from pipelines.sources import BLOB_PREFIX, blob_oid
 
@@ -102,11 +101,6 @@ class IngestProgress(_Model):
     counts: dict[str, int] = Field(default_factory=dict)
 
 
-def stream_key(settings: Settings, name: str) -> str:
-    """Full key of a logical stream."""
-    return settings.redis.key("stream", name)
-
-
 def progress_channel(settings: Settings, job_id: uuid.UUID) -> str:
     """Pub/Sub channel of one job's progress."""
     return settings.redis.key("ingest", str(job_id))
@@ -115,7 +109,7 @@ def progress_channel(settings: Settings, job_id: uuid.UUID) -> str:
 async def enqueue_job(redis: aioredis.Redis, settings: Settings, job: KnowledgeIngestJob) -> str:
     """XADD the job on ``ingest-jobs``; returns the entry id."""
     entry = await redis.xadd(
-        stream_key(settings, JOBS_STREAM),
+        stream_key(settings.redis, JOBS_STREAM),
         {"data": job.model_dump_json()},
         maxlen=STREAM_MAXLEN,
         approximate=True,
@@ -127,7 +121,7 @@ async def list_dead_letters(
     redis: aioredis.Redis, settings: Settings, *, brand_id: uuid.UUID, limit: int = 100
 ) -> list[DeadLetter]:
     """Newest dead letters of one brand (scans the newest ``limit * 10`` entries)."""
-    entries: Any = await redis.xrevrange(stream_key(settings, DEAD_STREAM), count=limit * 10)
+    entries: Any = await redis.xrevrange(stream_key(settings.redis, DEAD_STREAM), count=limit * 10)
     found: list[DeadLetter] = []
     for entry_id, fields in entries:
         letter = DeadLetter.model_validate_json(fields["data"]).model_copy(update={"entry_id": str(entry_id)})
@@ -156,22 +150,24 @@ class IngestionWorker:
         self._redis = redis
         self._sessionmaker = sessionmaker
         self._run = run
-        self._consumer = consumer or f"worker-{uuid.uuid4().hex[:8]}"
+        self._consumer = StreamConsumer(
+            redis,
+            settings.redis,
+            stream=JOBS_STREAM,
+            dead_stream=DEAD_STREAM,
+            group=GROUP,
+            consumer=consumer or f"worker-{uuid.uuid4().hex[:8]}",
+        )
         self._sleep = sleep
         self._policy = RetryPolicy(
             attempts=self._cfg.max_attempts,
             base_delay_s=self._cfg.backoff_base_s,
             max_delay_s=self._cfg.backoff_max_s,
         )
-        self._jobs = stream_key(settings, JOBS_STREAM)
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and stream) if missing."""
-        try:
-            await self._redis.xgroup_create(self._jobs, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self._consumer.ensure_group()
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Process jobs until ``stop`` is set; Redis outages are logged and waited out."""
@@ -185,17 +181,11 @@ class IngestionWorker:
 
     async def run_once(self) -> int:
         """Take over stale jobs, else read one new job; process what was taken. Returns how many."""
-        claimed: Any = await self._redis.xautoclaim(
-            self._jobs, GROUP, self._consumer, min_idle_time=self._cfg.claim_idle_ms, start_id="0-0", count=1
-        )
-        entries: list[tuple[str, dict[str, str]]] = list(claimed[1])
+        entries = await self._consumer.claim_stale(min_idle_ms=self._cfg.claim_idle_ms, count=1)
         if not entries:
-            read: Any = await self._redis.xreadgroup(
-                GROUP, self._consumer, {self._jobs: ">"}, count=1, block=self._cfg.block_ms
-            )
-            entries = [e for _, stream_entries in read for e in stream_entries]
-        for entry_id, fields in entries:
-            await self.process(str(entry_id), fields)
+            entries = await self._consumer.read_new(count=1, block_ms=self._cfg.block_ms)
+        for entry in entries:
+            await self.process(entry.id, entry.fields)
         return len(entries)
 
     async def process(self, entry_id: str, fields: dict[str, str]) -> None:
@@ -286,18 +276,11 @@ class IngestionWorker:
             failed_at=datetime.now(UTC),
             entry_id=entry_id,
         )
-        # Dead-letter before the ack: a crash in between leaves a duplicate letter, never a lost job.
-        metrics.inc("ema_dead_letters_total", stream=DEAD_STREAM)
-        await self._redis.xadd(
-            stream_key(self._settings, DEAD_STREAM),
-            {"data": letter.model_dump_json()},
-            maxlen=STREAM_MAXLEN,
-            approximate=True,
-        )
-        await self._ack(entry_id)
+        # The letter and the ack in one MULTI: never a lost job, never a job left pending after it.
+        await self._consumer.dead_letter(entry_id, {"data": letter.model_dump_json()})
 
     async def _ack(self, entry_id: str) -> None:
-        await self._redis.xack(self._jobs, GROUP, entry_id)
+        await self._consumer.ack(entry_id)
 
     async def _set(
         self,

@@ -25,7 +25,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from common.config import Settings, get_settings
-from common.streams import connect
+from common.streams import connect, stream_key
 
 DEAD_SUFFIX = "-dead"
 KNOWN_STREAMS = ("inbound", "outbound", "ingest-jobs")
@@ -35,7 +35,7 @@ async def stream_report(client: aioredis.Redis, settings: Settings) -> list[dict
     """One row per existing stream (dead-letter streams included) with its groups' pending and lag."""
     rows: list[dict[str, Any]] = []
     for name in (*KNOWN_STREAMS, *(s + DEAD_SUFFIX for s in KNOWN_STREAMS)):
-        key = settings.redis.key("stream", name)
+        key = stream_key(settings.redis, name)
         if not await client.exists(key):
             continue
         groups = await client.xinfo_groups(key)
@@ -66,7 +66,7 @@ async def dead_letters(
     client: aioredis.Redis, settings: Settings, stream: str, limit: int
 ) -> list[dict[str, Any]]:
     """Entries of ``stream``'s dead-letter stream, oldest first."""
-    key = settings.redis.key("stream", stream + DEAD_SUFFIX)
+    key = stream_key(settings.redis, stream + DEAD_SUFFIX)
     entries = await _xrange(client, key, limit)
     return [{"id": entry_id, **fields} for entry_id, fields in entries]
 
@@ -77,8 +77,8 @@ async def replay_dead(client: aioredis.Redis, settings: Settings, stream: str, l
     Each entry is re-added before it is deleted from the dead-letter stream, so a crash in between
     duplicates (harmless: consumers are idempotent) rather than loses.
     """
-    dead_key = settings.redis.key("stream", stream + DEAD_SUFFIX)
-    live_key = settings.redis.key("stream", stream)
+    dead_key = stream_key(settings.redis, stream + DEAD_SUFFIX)
+    live_key = stream_key(settings.redis, stream)
     moved = 0
     for entry_id, fields in await _xrange(client, dead_key, limit):
         if "data" not in fields:

@@ -24,13 +24,11 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
-from common import metrics
 from common.config import RedisSettings
 from common.domain import OutboundResponse
 from common.errors import AssistantError, StreamUnavailable, unwrap_remote
@@ -38,7 +36,7 @@ from common.logging import get_logger
 from common.observability import BacklogReporter, stage
 from common.retry import RetryPolicy, retry_async
 from common.schemas import InboundQueued
-from common.streams import INBOUND_STREAM, STREAM_MAXLEN
+from common.streams import INBOUND_STREAM, StreamConsumer, StreamEntry
 
 log = get_logger(__name__)
 
@@ -103,25 +101,24 @@ class InboundWorker:
         config: WorkerConfig,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._redis = redis
         self._process = process
         self._config = config
         self._sleep = sleep
-        self.stream = redis_settings.key("stream", INBOUND_STREAM)
-        self.dead_stream = redis_settings.key("stream", INBOUND_DEAD_STREAM)
-        self._group_ready = False
+        self._consumer = StreamConsumer(
+            redis,
+            redis_settings,
+            stream=INBOUND_STREAM,
+            dead_stream=INBOUND_DEAD_STREAM,
+            group=config.group,
+            consumer=config.consumer,
+        )
+        self.stream = self._consumer.stream
+        self.dead_stream = self._consumer.dead_stream
         self._backlog = BacklogReporter(redis, key=self.stream, stream=INBOUND_STREAM, group=config.group)
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and stream) if missing; from id 0 so earlier entries count too."""
-        if self._group_ready:
-            return
-        try:
-            await self._redis.xgroup_create(self.stream, self._config.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._group_ready = True
+        await self._consumer.ensure_group()
 
     async def run_once(self) -> RunStats:
         """Reclaim stale entries, read new ones (blocking up to ``block_ms``), process them all."""
@@ -133,8 +130,7 @@ class InboundWorker:
             fresh = await self._read_new(block=not claimed)
         except RedisError as exc:
             raise StreamUnavailable(f"inbound stream unavailable: {exc}") from exc
-        entries = [*claimed, *((entry_id, fields, 1) for entry_id, fields in fresh)]
-        outcomes = await asyncio.gather(*(self._handle(*entry) for entry in entries))
+        outcomes = await asyncio.gather(*(self._handle(entry) for entry in [*claimed, *fresh]))
         for outcome in outcomes:
             setattr(stats, outcome, getattr(stats, outcome) + 1)
         return stats
@@ -157,12 +153,12 @@ class InboundWorker:
                     continue
                 try:
                     await self.ensure_group()
-                    claimed: list[tuple[str, dict[str, str], int]] = []
+                    claimed: list[StreamEntry] = []
                     now = asyncio.get_running_loop().time()
                     if now >= next_claim:
                         claimed = await self._claim_stale(count=free)
                         next_claim = now + cfg.claim_interval_s
-                    fresh = []
+                    fresh: list[StreamEntry] = []
                     if len(claimed) < free:
                         fresh = await self._read_new(block=not claimed, count=free - len(claimed))
                     await self._backlog.maybe_report()
@@ -172,60 +168,40 @@ class InboundWorker:
                     log.warning("inbound_worker_redis_unavailable", error=str(exc))
                     await self._sleep(cfg.error_backoff_s)
                     continue
-                for entry in [*claimed, *((entry_id, fields, 1) for entry_id, fields in fresh)]:
-                    task = asyncio.create_task(self._handle_logged(*entry))
+                for entry in [*claimed, *fresh]:
+                    task = asyncio.create_task(self._handle_logged(entry))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
         finally:
             if in_flight:  # stopping: let the drafts in progress finish (their entries get acknowledged)
                 await asyncio.wait(in_flight)
 
-    async def _handle_logged(self, entry_id: str, fields: dict[str, str], deliveries: int) -> str:
+    async def _handle_logged(self, entry: StreamEntry) -> str:
         try:
-            return await self._handle(entry_id, fields, deliveries)
+            return await self._handle(entry)
         except (StreamUnavailable, RedisError) as exc:
             # XACK or the dead-letter XADD failed: the entry stays pending and is reclaimed later.
-            log.warning("inbound_worker_redis_unavailable", entry_id=entry_id, error=str(exc))
+            log.warning("inbound_worker_redis_unavailable", entry_id=entry.id, error=str(exc))
             return "left_pending"
 
-    async def _claim_stale(self, count: int | None = None) -> list[tuple[str, dict[str, str], int]]:
+    async def _claim_stale(self, count: int | None = None) -> list[StreamEntry]:
         cfg = self._config
-        answer: Any = await self._redis.xautoclaim(
-            self.stream,
-            cfg.group,
-            cfg.consumer,
-            min_idle_time=cfg.min_idle_ms,
-            start_id="0-0",
-            count=count or cfg.batch_size,
+        claimed = await self._consumer.claim_stale(
+            min_idle_ms=cfg.min_idle_ms, count=count or cfg.batch_size, with_deliveries=True
         )
-        # [next_start, [(id, fields), ...], deleted_ids] (Redis 7); entries trimmed away come back as None.
-        claimed = [(eid, fields) for eid, fields in answer[1] if fields]
-        out = []
-        for entry_id, fields in claimed:
-            pending = await self._redis.xpending_range(
-                self.stream, cfg.group, min=entry_id, max=entry_id, count=1
-            )
-            deliveries = int(pending[0]["times_delivered"]) if pending else 1
-            log.info("inbound_entry_reclaimed", entry_id=entry_id, deliveries=deliveries)
-            out.append((entry_id, fields, deliveries))
-        return out
+        for entry in claimed:
+            log.info("inbound_entry_reclaimed", entry_id=entry.id, deliveries=entry.deliveries)
+        return claimed
 
-    async def _read_new(self, *, block: bool, count: int | None = None) -> list[tuple[str, dict[str, str]]]:
+    async def _read_new(self, *, block: bool, count: int | None = None) -> list[StreamEntry]:
         cfg = self._config
-        answer: Any = await self._redis.xreadgroup(
-            cfg.group,
-            cfg.consumer,
-            {self.stream: ">"},
-            count=count or cfg.batch_size,
-            block=cfg.block_ms if block else None,
+        return await self._consumer.read_new(
+            count=count or cfg.batch_size, block_ms=cfg.block_ms if block else None
         )
-        if not answer:
-            return []
-        _stream, entries = answer[0]
-        return [(eid, fields) for eid, fields in entries]
 
-    async def _handle(self, entry_id: str, fields: dict[str, str], deliveries: int) -> str:
+    async def _handle(self, entry: StreamEntry) -> str:
         """Process one entry; returns the RunStats field to count it under."""
+        entry_id, fields, deliveries = entry.id, entry.fields, entry.deliveries
         try:
             queued = InboundQueued.model_validate(json.loads(fields["data"]))
         except (KeyError, ValueError, ValidationError) as exc:
@@ -252,7 +228,7 @@ class InboundWorker:
                     return "left_pending"
                 await self._dead_letter(entry_id, fields, deliveries, describe(exc))
                 return "dead_lettered"
-            await self._redis.xack(self.stream, self._config.group, entry_id)
+            await self._consumer.ack(entry_id)
             return "processed"
 
     async def _dead_letter(self, entry_id: str, fields: dict[str, str], deliveries: int, reason: str) -> None:
@@ -263,9 +239,5 @@ class InboundWorker:
             "deliveries": deliveries,
             "data": fields.get("data"),
         }
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.dead_stream, {"data": json.dumps(record)}, maxlen=STREAM_MAXLEN, approximate=True)
-            pipe.xack(self.stream, self._config.group, entry_id)
-            await pipe.execute()
-        metrics.inc("ema_dead_letters_total", stream=INBOUND_DEAD_STREAM)
+        await self._consumer.dead_letter(entry_id, {"data": json.dumps(record)})
         log.error("inbound_dead_lettered", entry_id=entry_id, deliveries=deliveries, reason=reason)

@@ -24,12 +24,10 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import cast
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError, ResponseError
-from redis.typing import EncodableT, FieldT
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -45,13 +43,11 @@ from common.logging import get_logger
 from common.observability import BacklogReporter, received_at, stage
 from common.retry import RetryPolicy, retry_async
 from common.schemas import OutboundPayload
-from common.streams import OUTBOUND_STREAM, STREAM_MAXLEN, decode_entry
+from common.streams import OUTBOUND_STREAM, StreamConsumer, decode_entry
 
 log = get_logger(__name__)
 
 DEAD_LETTER_STREAM = "outbound-dead"
-
-Entry = tuple[str, dict[str, str] | None]
 
 
 class Outcome(StrEnum):
@@ -88,12 +84,18 @@ class OutboundDispatcher:
     ) -> None:
         self._cfg = settings.delivery
         self._sessionmaker = sessionmaker
-        self._redis = redis
         self._senders = senders
-        self._consumer = consumer
         self._sleep = sleep
-        self.stream = settings.redis.key("stream", OUTBOUND_STREAM)
-        self.dead_letter_stream = settings.redis.key("stream", DEAD_LETTER_STREAM)
+        self._consumer = StreamConsumer(
+            redis,
+            settings.redis,
+            stream=OUTBOUND_STREAM,
+            dead_stream=DEAD_LETTER_STREAM,
+            group=self._cfg.consumer_group,
+            consumer=consumer,
+        )
+        self.stream = self._consumer.stream
+        self.dead_letter_stream = self._consumer.dead_stream
         self._policy = RetryPolicy(
             attempts=self._cfg.send_attempts,
             base_delay_s=self._cfg.retry_base_delay_s,
@@ -105,18 +107,15 @@ class OutboundDispatcher:
 
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) if missing; reads start at the stream's beginning."""
-        try:
-            await self._redis.xgroup_create(self.stream, self._cfg.consumer_group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self._consumer.ensure_group()
 
     async def run_once(self, *, block_ms: int | None = None) -> list[Outcome]:
         """Handle stale pending entries (XAUTOCLAIM) if any, else new ones (XREADGROUP)."""
-        entries = await self._claim_stale()
+        cfg = self._cfg
+        entries = await self._consumer.claim_stale(min_idle_ms=cfg.claim_min_idle_ms, count=cfg.batch_size)
         if not entries:
-            entries = await self._read_new(block_ms)
-        return [await self.handle_entry(entry_id, fields) for entry_id, fields in entries]
+            entries = await self._consumer.read_new(count=cfg.batch_size, block_ms=block_ms)
+        return [await self.handle_entry(entry.id, entry.fields) for entry in entries]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set; database or Redis outages are waited out, not fatal."""
@@ -129,29 +128,6 @@ class OutboundDispatcher:
                 log.warning("dispatcher_backend_error", error=type(exc).__name__)
                 await self._sleep(self._cfg.retry_base_delay_s)
 
-    async def _claim_stale(self) -> list[Entry]:
-        result = await self._redis.xautoclaim(
-            self.stream,
-            self._cfg.consumer_group,
-            self._consumer,
-            min_idle_time=self._cfg.claim_min_idle_ms,
-            start_id="0-0",
-            count=self._cfg.batch_size,
-        )
-        return list(result[1])
-
-    async def _read_new(self, block_ms: int | None) -> list[Entry]:
-        response = await self._redis.xreadgroup(
-            self._cfg.consumer_group,
-            self._consumer,
-            {self.stream: ">"},
-            count=self._cfg.batch_size,
-            block=block_ms or None,
-        )
-        # RESP2 answers [[stream, entries]], RESP3 {stream: entries}; the entries are the same.
-        streams = response.items() if isinstance(response, dict) else (response or [])
-        return [cast(Entry, tuple(entry)) for _stream, entries in streams for entry in entries]
-
     async def handle_entry(self, entry_id: str, fields: dict[str, str] | None) -> Outcome:
         """Deliver one entry's reply at most once per delivery record; XACK when its fate is settled."""
         if not fields:  # trimmed from the stream while pending: nothing left to deliver
@@ -161,7 +137,6 @@ class OutboundDispatcher:
             payload = OutboundPayload.model_validate(decode_entry(fields))
         except (ValueError, KeyError, ValidationError) as exc:
             await self._dead_letter(entry_id, fields, reason=f"invalid payload: {type(exc).__name__}")
-            await self._ack(entry_id)
             return Outcome.DEAD_LETTERED
         # Continues the trace of the message this reply answers (carried in the payload).
         with stage(
@@ -341,7 +316,6 @@ class OutboundDispatcher:
     ) -> Outcome:
         await self._finish(payload, status="failed", error=reason, parts=parts, ids=ids)
         await self._dead_letter(entry_id, fields, reason=reason, payload=payload)
-        await self._ack(entry_id)
         return Outcome.DEAD_LETTERED
 
     async def _finish(
@@ -372,15 +346,14 @@ class OutboundDispatcher:
         reason: str,
         payload: OutboundPayload | None = None,
     ) -> None:
-        """XADD the original ``data`` with why it was given up; before the XACK, so nothing is lost."""
-        record: dict[FieldT, EncodableT] = {"data": fields.get("data", json.dumps(fields)), "reason": reason}
+        """XADD the original ``data`` with why it was given up, and XACK, in one MULTI (nothing is lost)."""
+        record = {"data": fields.get("data", json.dumps(fields)), "reason": reason}
         record["entry_id"] = entry_id
         if payload is not None:
             record["message_id"] = str(payload.message_id)
             record["channel"] = str(payload.channel)
-        await self._redis.xadd(self.dead_letter_stream, record, maxlen=STREAM_MAXLEN, approximate=True)
-        metrics.inc("ema_dead_letters_total", stream=DEAD_LETTER_STREAM)
+        await self._consumer.dead_letter(entry_id, record)
         log.warning("dead_lettered", entry_id=entry_id, reason=reason)
 
     async def _ack(self, entry_id: str) -> None:
-        await self._redis.xack(self.stream, self._cfg.consumer_group, entry_id)
+        await self._consumer.ack(entry_id)

@@ -26,6 +26,7 @@ from common.config import Settings
 from common.db import repositories as repo
 from common.db.session import make_engine, make_sessionmaker
 from common.errors import DependencyError
+from common.streams import stream_key
 from pipelines.ingest import Engine, IngestRequest, IngestSummary, ProgressFn, run_ingest
 from pipelines.worker import (
     DEAD_STREAM,
@@ -35,7 +36,6 @@ from pipelines.worker import (
     KnowledgeIngestJob,
     enqueue_job,
     progress_channel,
-    stream_key,
 )
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.gateway.knowledge import build_knowledge_router
@@ -170,7 +170,7 @@ async def test_upload_runs_through_the_worker_to_succeeded(env: Env) -> None:
     statuses = [e["status"] for e in await _drain(pubsub)]
     assert statuses[0] == "running" and statuses[-1] == "succeeded"
     await pubsub.aclose()
-    pending = await env.backend.redis.xpending(stream_key(env.settings, JOBS_STREAM), GROUP)
+    pending = await env.backend.redis.xpending(stream_key(env.settings.redis, JOBS_STREAM), GROUP)
     assert pending["pending"] == 0
 
 
@@ -280,7 +280,7 @@ async def test_crashed_workers_job_is_reclaimed_and_a_poison_job_is_dead_lettere
     row = await env.job(poison.job_id)
     assert (row["status"], row["attempts"]) == ("failed", 3)
     assert len(env.runs) == runs_before
-    letters = await env.backend.redis.xrange(stream_key(env.settings, DEAD_STREAM))
+    letters = await env.backend.redis.xrange(stream_key(env.settings.redis, DEAD_STREAM))
     assert [json.loads(f["data"])["job_id"] for _, f in letters] == [str(poison.job_id)]
 
 
@@ -307,14 +307,14 @@ async def test_a_job_processed_twice_gives_the_same_index(env: Env, tmp_path: Pa
 
 
 async def test_undecodable_entry_goes_to_dead_letters(env: Env) -> None:
-    await env.backend.redis.xadd(stream_key(env.settings, JOBS_STREAM), {"data": "{not json"})
+    await env.backend.redis.xadd(stream_key(env.settings.redis, JOBS_STREAM), {"data": "{not json"})
     assert await env.worker().run_once() == 1
-    letters = await env.backend.redis.xrange(stream_key(env.settings, DEAD_STREAM))
+    letters = await env.backend.redis.xrange(stream_key(env.settings.redis, DEAD_STREAM))
     assert len(letters) == 1 and "undecodable" in json.loads(letters[0][1]["data"])["error"]
 
 
 async def _stream_job_items(env: Env) -> list[dict[str, Any]]:
-    entries = await env.backend.redis.xrange(stream_key(env.settings, JOBS_STREAM))
+    entries = await env.backend.redis.xrange(stream_key(env.settings.redis, JOBS_STREAM))
     return list(json.loads(entries[-1][1]["data"])["items"])
 
 
