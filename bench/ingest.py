@@ -271,7 +271,8 @@ def retrieval_latency(args: argparse.Namespace, work: Path) -> dict[str, float]:
 
     from common.config import Settings
     from common.knowledge.embeddings import SentenceTransformerEmbedder
-    from common.knowledge.vectorstore import VectorStore, chunk_id
+    from common.knowledge.records import chunk_id
+    from common.knowledge.vectorstore import VectorStore
     from common.schemas import ChunkRecord
 
     settings = Settings()

@@ -6,11 +6,15 @@ Hierarchy::
     ├── InvalidInput                    400 invalid_input
     │   ├── PayloadTooLarge             413 payload_too_large
     │   ├── UnsupportedMediaType        415 unsupported_media_type
-    │   └── ParseError                  422 unparseable_document  (details["reason"]: knowledge.parsing)
+    │   ├── ParseError                  422 unparseable_document  (details["reason"]: knowledge.parsing)
+    │   └── SourceReadError             (one bulk-ingestion document unreadable: quarantined)
     ├── Unauthorized                    401 unauthorized
     ├── NotFound                        404 not_found
     ├── Conflict                        409 conflict
     ├── RateLimited                     429 rate_limited
+    ├── SendError                       502 send_failed  (a channel provider refused a reply)
+    │   ├── RetryableSendError          (429, 5xx, timeout: retried, honouring Retry-After)
+    │   └── PermanentSendError          (bad recipient, token, policy: dead-lettered)
     └── DependencyError                 503 dependency_unavailable   (retryable)
         ├── DatabaseUnavailable
         ├── StreamUnavailable
@@ -18,9 +22,12 @@ Hierarchy::
         ├── EmbeddingError
         │   ├── EmbeddingMismatch       (permanent: collection made by another model/dimension)
         │   └── EmbeddingPermanentError (permanent: 4xx from the embedding API, bad config)
-        └── LLMError
-            ├── LLMTimeout
-            └── LLMPermanentError       (permanent: 4xx from the provider, bad config)
+        ├── LLMError
+        │   ├── LLMTimeout
+        │   └── LLMPermanentError       (permanent: 4xx from the provider, bad config)
+        └── ActionBackendError          (an action's commerce / helpdesk backend failed)
+            ├── OrderBackendError
+            └── TicketBackendError
 
 ``retryable`` tells :mod:`common.retry` whether trying again can help.
 """
@@ -154,6 +161,84 @@ class LLMPermanentError(LLMError):
     """The chat model rejected the request; retrying the same request cannot help."""
 
     retryable = False
+
+
+class SourceReadError(InvalidInput):
+    """One document could not be read (missing object, permission denied): it is quarantined."""
+
+
+class ActionBackendError(DependencyError):
+    """The backend behind an action (commerce API, helpdesk) failed or answered something unreadable."""
+
+
+class OrderBackendError(ActionBackendError):
+    """The commerce backend failed or answered something unreadable."""
+
+
+class TicketBackendError(ActionBackendError):
+    """The helpdesk failed or answered something unreadable."""
+
+
+class SendError(AssistantError):
+    """The provider did not accept (all of) a reply."""
+
+    status_code = 502
+    code = "send_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        parts_sent: int = 0,
+        provider_message_ids: tuple[str, ...] = (),
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.parts_sent = parts_sent
+        self.provider_message_ids = provider_message_ids
+
+
+class RetryableSendError(SendError):
+    """Trying again later can succeed (429, 5xx, timeout, connection error)."""
+
+    retryable: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        parts_sent: int = 0,
+        provider_message_ids: tuple[str, ...] = (),
+    ) -> None:
+        details: dict[str, Any] = {}
+        if retry_after_s is not None:
+            details["retry_after_s"] = retry_after_s  # read by common.retry
+        super().__init__(
+            message, parts_sent=parts_sent, provider_message_ids=provider_message_ids, details=details
+        )
+        self.retry_after_s = retry_after_s
+
+
+class PermanentSendError(SendError):
+    """The provider refused the reply for good (bad recipient, bad token, policy); never retried."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        parts_sent: int = 0,
+        provider_message_ids: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(
+            reason,
+            parts_sent=parts_sent,
+            provider_message_ids=provider_message_ids,
+            details={"reason": reason},
+        )
+        self.reason = reason
 
 
 def unwrap_remote(exc: BaseException) -> BaseException:

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from sqlalchemy import Engine, text
 
 from common.config import S3Settings
-from common.errors import DependencyError, InvalidInput, NotFound
+from common.errors import DependencyError, InvalidInput, NotFound, SourceReadError
 
 S3_SCHEME = "s3"
 BLOB_PREFIX = "pglo:"
@@ -37,10 +37,6 @@ class SourceItem:
     uri: str
     location: str
     content_type: str | None = None
-
-
-class SourceReadError(InvalidInput):
-    """One document could not be read (missing object, permission denied): it is quarantined."""
 
 
 def s3_client(settings: S3Settings) -> Any:

@@ -47,8 +47,9 @@ from common.config import Settings
 from common.db.models import KnowledgeChunk, KnowledgeSource
 from common.db.session import make_engine, make_sessionmaker, make_sync_engine
 from common.errors import EmbeddingError, InvalidInput
-from common.knowledge.chunking import chunk_parsed, embedding_text
+from common.knowledge.chunking import embedding_text
 from common.knowledge.parsing import FaqEntry, ParsedDocument
+from common.knowledge.records import build_records
 from common.schemas import ChunkRecord
 from pipelines.sources import SourceItem, SourceReader
 
@@ -160,11 +161,7 @@ class ChunkDocuments:
 
     def __init__(self, settings: Settings, *, tenant_id: str, brand_id: str, force: bool = False) -> None:
         from common.knowledge.embeddings import token_counter
-        from common.knowledge.vectorstore import (
-            chunk_id,  # imports qdrant_client: not in every stage's process
-        )
 
-        self._chunk_id = chunk_id
         self._count = token_counter(settings.embeddings)
         self._retrieval = settings.retrieval
         self._tenant = uuid.UUID(tenant_id)
@@ -188,8 +185,7 @@ class ChunkDocuments:
         return columns(out, CHUNK_COLUMNS)
 
     def _records(self, row: dict[str, Any]) -> list[ChunkRecord]:
-        """Chunks with deterministic ids (as :func:`common.knowledge.sync.build_records`), FAQ entries
-        included."""
+        """Chunks with deterministic ids, FAQ entries included (the same step as API uploads)."""
         document = ParsedDocument(
             uri=row["uri"],
             content_type=row["content_type"],
@@ -198,35 +194,13 @@ class ChunkDocuments:
             text_type=row["content_type"],
             sections=tuple(FaqEntry(q, a) for q, a in json.loads(row["faq"])),
         )
-        chunks = chunk_parsed(
-            document,
+        return build_records(
+            tenant_id=self._tenant,
+            brand_id=self._brand,
+            document=document,
             count_tokens=self._count,
-            chunk_tokens=self._retrieval.chunk_tokens,
-            overlap_tokens=self._retrieval.chunk_overlap_tokens,
+            retrieval=self._retrieval,
         )
-        records: dict[str, ChunkRecord] = {}
-        for chunk in chunks:
-            cid = self._chunk_id(
-                tenant_id=self._tenant,
-                brand_id=self._brand,
-                source=row["uri"],
-                heading_path=chunk.heading_path,
-                text=chunk.text,
-            )
-            records.setdefault(
-                cid,
-                ChunkRecord(
-                    chunk_id=cid,
-                    tenant_id=self._tenant,
-                    brand_id=self._brand,
-                    source=row["uri"],
-                    heading_path=chunk.heading_path,
-                    ordinal=chunk.ordinal,
-                    text=chunk.text,
-                    content_hash=hashlib.sha256(chunk.text.encode()).hexdigest(),
-                ),
-            )
-        return list(records.values())
 
     def _known_ids(self, uris: list[str]) -> dict[str, set[str]]:
         """Chunk ids Postgres holds per source uri: one query per batch, not one per document."""

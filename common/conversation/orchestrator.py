@@ -239,7 +239,7 @@ class MessageOrchestrator:
         )
         if brand is None:
             self._intake_brands.invalidate(brand_id)  # a brand created a moment later must be found
-            raise NotFound("unknown brand", details={"brand_id": str(brand_id)})
+            raise repo.unknown_brand(brand_id)
         return brand
 
     async def process_stored(self, inbound_id: uuid.UUID) -> OutboundResponse:
@@ -396,10 +396,7 @@ class MessageOrchestrator:
 
     @staticmethod
     async def _brand(session: AsyncSession, brand_id: uuid.UUID) -> BrandProfile:
-        brand = await repo.get_brand_profile(session, brand_id=brand_id)
-        if brand is None:
-            raise NotFound("unknown brand", details={"brand_id": str(brand_id)})
-        return brand
+        return await repo.require_brand(session, brand_id=brand_id)
 
     @staticmethod
     async def _conversation(session: AsyncSession, brand: BrandProfile, message: InboundMessage) -> Any:

@@ -79,6 +79,19 @@ async def upsert_brand(
     return _brand_profile(brand, profile)
 
 
+def unknown_brand(brand_id: uuid.UUID) -> NotFound:
+    """The one 404 for a brand id that names no brand (the API's ``not_found`` with the id)."""
+    return NotFound("unknown brand", details={"brand_id": str(brand_id)})
+
+
+async def require_brand(session: AsyncSession, *, brand_id: uuid.UUID) -> domain.BrandProfile:
+    """The brand with its persona; :func:`unknown_brand` when there is none."""
+    brand = await get_brand_profile(session, brand_id=brand_id)
+    if brand is None:
+        raise unknown_brand(brand_id)
+    return brand
+
+
 async def get_brand_profile(session: AsyncSession, *, brand_id: uuid.UUID) -> domain.BrandProfile | None:
     """The brand with its persona (the default persona when none is stored), or None."""
     stmt = (

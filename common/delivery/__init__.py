@@ -1,13 +1,6 @@
 """Outbound delivery: outbox relay, channel senders, and the exactly-once dispatcher (docs/DELIVERY.md)."""
 
-from common.delivery.base import (
-    PermanentSendError,
-    RecipientConfig,
-    RetryableSendError,
-    Sender,
-    SendError,
-    SendResult,
-)
+from common.delivery.base import RecipientConfig, Sender, SendResult
 from common.delivery.dispatcher import DEAD_LETTER_STREAM, OutboundDispatcher, Outcome
 from common.delivery.registry import SenderRegistry, build_registry
 from common.delivery.relay import OutboxRelay, RelayPass
@@ -17,11 +10,8 @@ __all__ = [
     "OutboundDispatcher",
     "OutboxRelay",
     "Outcome",
-    "PermanentSendError",
     "RecipientConfig",
     "RelayPass",
-    "RetryableSendError",
-    "SendError",
     "SendResult",
     "Sender",
     "SenderRegistry",

@@ -19,10 +19,9 @@ parts that were delivered before the failure.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from common.domain import Channel
-from common.errors import AssistantError
 from common.schemas import OutboundPayload
 
 
@@ -42,68 +41,6 @@ class SendResult:
     provider_message_id: str
     provider_message_ids: tuple[str, ...] = ()
     parts: int = 1
-
-
-class SendError(AssistantError):
-    """The provider did not accept (all of) a reply."""
-
-    status_code = 502
-    code = "send_failed"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        parts_sent: int = 0,
-        provider_message_ids: tuple[str, ...] = (),
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message, details=details)
-        self.parts_sent = parts_sent
-        self.provider_message_ids = provider_message_ids
-
-
-class RetryableSendError(SendError):
-    """Trying again later can succeed (429, 5xx, timeout, connection error)."""
-
-    retryable: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after_s: float | None = None,
-        parts_sent: int = 0,
-        provider_message_ids: tuple[str, ...] = (),
-    ) -> None:
-        details: dict[str, Any] = {}
-        if retry_after_s is not None:
-            details["retry_after_s"] = retry_after_s  # read by common.retry
-        super().__init__(
-            message, parts_sent=parts_sent, provider_message_ids=provider_message_ids, details=details
-        )
-        self.retry_after_s = retry_after_s
-
-
-class PermanentSendError(SendError):
-    """The provider refused the reply for good (bad recipient, bad token, policy); never retried."""
-
-    retryable: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        parts_sent: int = 0,
-        provider_message_ids: tuple[str, ...] = (),
-    ) -> None:
-        super().__init__(
-            reason,
-            parts_sent=parts_sent,
-            provider_message_ids=provider_message_ids,
-            details={"reason": reason},
-        )
-        self.reason = reason
 
 
 @runtime_checkable

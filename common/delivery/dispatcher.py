@@ -35,10 +35,10 @@ from common import metrics
 from common.config import Settings
 from common.db import repositories as repo
 from common.db.models import Delivery
-from common.delivery.base import PermanentSendError, RecipientConfig, RetryableSendError, SendError
+from common.delivery.base import RecipientConfig
 from common.delivery.registry import SenderRegistry
 from common.domain import ConversationState
-from common.errors import NotFound
+from common.errors import NotFound, PermanentSendError, RetryableSendError, SendError
 from common.logging import get_logger
 from common.observability import BacklogReporter, received_at, stage
 from common.retry import RetryPolicy, retry_async

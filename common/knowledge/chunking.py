@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from common.knowledge.markdown import CodeFences
+
 if TYPE_CHECKING:
     from common.knowledge.parsing import ParsedDocument
 
@@ -40,7 +42,6 @@ MARKDOWN = "text/markdown"
 PLAIN_TEXT = "text/plain"
 
 _HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 # A sentence ends at . ! ? … (plus closing quotes/brackets) before whitespace, or right after a
 # CJK / Arabic / Devanagari full stop, which need no following space.
 _SENTENCE_END = re.compile(
@@ -162,17 +163,10 @@ def _markdown_sections(text: str) -> Iterator[tuple[str, str]]:
     """Yield ``(heading_path, body)`` per heading; text before the first heading has an empty path."""
     stack: list[tuple[int, str]] = []
     body: list[str] = []
-    fence: str | None = None
+    fences = CodeFences()
     path = ""
     for line in text.splitlines():
-        fence_match = _FENCE.match(line)
-        if fence_match:
-            marker = fence_match.group(1)
-            if fence is None:
-                fence = marker
-            elif marker[0] == fence[0] and len(marker) >= len(fence):
-                fence = None
-        heading = None if fence is not None or fence_match else _HEADING.match(line)
+        heading = None if fences.is_code(line) else _HEADING.match(line)
         if heading is None:
             body.append(line)
             continue
@@ -206,17 +200,10 @@ def _chunk_section(
 def _section_units(body: str) -> Iterator[_Unit]:
     """Split a section into sentences (prose) and lines (code), remembering each original separator."""
     sep = ""
-    in_fence: str | None = None
+    fences = CodeFences()
     pending_blank = False
     for line in body.splitlines():
-        fence_match = _FENCE.match(line)
-        if in_fence is not None or fence_match:
-            if fence_match:
-                marker = fence_match.group(1)
-                if in_fence is None:
-                    in_fence = marker
-                elif marker[0] == in_fence[0] and len(marker) >= len(in_fence):
-                    in_fence = None
+        if fences.is_code(line):
             yield _Unit(sep=("\n\n" if pending_blank else "\n") if sep else "", text=line)
             sep, pending_blank = "\n", False
             continue

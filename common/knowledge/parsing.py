@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from common.errors import ParseError, PayloadTooLarge, UnsupportedMediaType
+from common.knowledge.markdown import CodeFences
 
 MARKDOWN = "text/markdown"
 PLAIN_TEXT = "text/plain"
@@ -256,7 +257,6 @@ def _first_line(text: str) -> str:
 
 _TABLE_ROW = re.compile(r"^\s*\|?.*\|.*$")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
 def extract_faq_tables(markdown: str) -> tuple[str, tuple[FaqEntry, ...], tuple[str, ...]]:
@@ -269,19 +269,17 @@ def extract_faq_tables(markdown: str) -> tuple[str, tuple[FaqEntry, ...], tuple[
     kept: list[str] = []
     entries: list[FaqEntry] = []
     notes: list[str] = []
-    fence: str | None = None
+    fences = CodeFences()
     i = 0
     while i < len(lines):
         line = lines[i]
-        fence_match = _FENCE.match(line)
-        if fence_match:
-            marker = fence_match.group(1)
-            if fence is None:
-                fence = marker
-            elif marker[0] == fence[0] and len(marker) >= len(fence):
-                fence = None
         columns = None
-        if fence is None and i + 1 < len(lines) and "|" in line and _TABLE_RULE.match(lines[i + 1]):
+        if (
+            not fences.is_code(line)
+            and i + 1 < len(lines)
+            and "|" in line
+            and _TABLE_RULE.match(lines[i + 1])
+        ):
             columns = _faq_columns(_table_cells(line))
         if columns is None:
             kept.append(line)

@@ -18,7 +18,6 @@ Known limit: an unchanged chunk keeps the ``ordinal`` it was first written with 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,10 +26,11 @@ from typing import Literal
 
 from common.config import RetrievalSettings
 from common.errors import EmbeddingError, InvalidInput, UnsupportedMediaType
-from common.knowledge.chunking import chunk_parsed, embedding_text
+from common.knowledge.chunking import embedding_text
 from common.knowledge.parsing import CSV, HTML, MARKDOWN, PLAIN_TEXT, ParsedDocument, parse_document
+from common.knowledge.records import build_records
 from common.knowledge.reranking import Reranker
-from common.knowledge.vectorstore import VectorStore, chunk_id
+from common.knowledge.vectorstore import VectorStore
 from common.schemas import ChunkRecord, RetrievedChunk
 
 EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
@@ -86,47 +86,6 @@ def parse_text_source(*, uri: str, text: str, content_type: str) -> ParsedDocume
             details={"content_type": content_type, "supported": sorted(TEXT_CONTENT_TYPES)},
         )
     return parse_document(text.encode("utf-8"), uri=uri, content_type=content_type, allow_empty=True)
-
-
-def build_records(
-    *,
-    tenant_id: uuid.UUID,
-    brand_id: uuid.UUID,
-    document: ParsedDocument,
-    count_tokens: Callable[[str], int],
-    retrieval: RetrievalSettings,
-) -> list[ChunkRecord]:
-    """Chunk a parsed document into records with deterministic ids; identical chunks are kept once."""
-    uri = document.uri
-    chunks = chunk_parsed(
-        document,
-        count_tokens=count_tokens,
-        chunk_tokens=retrieval.chunk_tokens,
-        overlap_tokens=retrieval.chunk_overlap_tokens,
-    )
-    records: dict[str, ChunkRecord] = {}
-    for chunk in chunks:
-        cid = chunk_id(
-            tenant_id=tenant_id,
-            brand_id=brand_id,
-            source=uri,
-            heading_path=chunk.heading_path,
-            text=chunk.text,
-        )
-        records.setdefault(
-            cid,
-            ChunkRecord(
-                chunk_id=cid,
-                tenant_id=tenant_id,
-                brand_id=brand_id,
-                source=uri,
-                heading_path=chunk.heading_path,
-                ordinal=chunk.ordinal,
-                text=chunk.text,
-                content_hash=hashlib.sha256(chunk.text.encode()).hexdigest(),
-            ),
-        )
-    return list(records.values())
 
 
 async def refresh_source(

@@ -18,7 +18,8 @@ Layout, after Qdrant's multitenancy guide:
 * every read and delete is scoped by tenant *and* brand through :func:`_scope_filter`; there is no
   unscoped query method.
 
-Point ids are deterministic (:func:`chunk_id`), so re-ingesting the same content overwrites in place.
+Point ids are deterministic (:func:`common.knowledge.records.chunk_id`), so re-ingesting the same content
+overwrites in place.
 
 Sparse side (:func:`sparse_terms`): lowercase Unicode word tokens, each hashed with BLAKE2b to a stable
 32-bit index (Python's ``hash()`` is salted per process), weighted by BM25's saturated term frequency
@@ -72,14 +73,7 @@ UPSERT_BATCH = 256
 SCROLL_PAGE = 512
 _SCHEMA_VERSION = 2
 _TOKEN = re.compile(r"\w+", re.UNICODE)
-_CHUNK_NAMESPACE = uuid.UUID("0b6e8a52-5c3e-4d4e-9f0a-6f1c2a4e7d10")
 _QDRANT_ERRORS = (ApiException, QdrantException, httpx.HTTPError, ValueError, RuntimeError, OSError)
-
-
-def chunk_id(*, tenant_id: uuid.UUID, brand_id: uuid.UUID, source: str, heading_path: str, text: str) -> str:
-    """Deterministic point id: the same content of the same source for the same brand → the same id."""
-    name = "\x1f".join((str(tenant_id), str(brand_id), source, heading_path, text))
-    return str(uuid.uuid5(_CHUNK_NAMESPACE, name))
 
 
 def collection_name(*, prefix: str, model_name: str, dimension: int) -> str:

@@ -134,8 +134,7 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> list[ConversationSummaryOut]:
         async with backend.sessionmaker() as session:
-            if await repo.get_brand_profile(session, brand_id=brand_id) is None:
-                raise NotFound("unknown brand", details={"brand_id": str(brand_id)})
+            await repo.require_brand(session, brand_id=brand_id)
             conversations = await repo.list_conversations(
                 session, brand_id=brand_id, state=state, limit=limit
             )

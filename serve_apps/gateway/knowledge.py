@@ -126,10 +126,7 @@ def build_knowledge_router(backend: GatewayBackend) -> APIRouter:
 
 async def _brand(backend: GatewayBackend, brand_id: uuid.UUID) -> BrandProfile:
     async with backend.sessionmaker() as session:
-        brand = await repo.get_brand_profile(session, brand_id=brand_id)
-    if brand is None:
-        raise NotFound("unknown brand", details={"brand_id": str(brand_id)})
-    return brand
+        return await repo.require_brand(session, brand_id=brand_id)
 
 
 async def _urls(request: Request) -> list[str]:

@@ -89,9 +89,7 @@ def build_messages_router(backend: GatewayBackend) -> APIRouter:
     @router.post("/v1/brands/{brand_id}/knowledge", response_model=IngestResult, status_code=201)
     async def knowledge(brand_id: uuid.UUID, body: KnowledgeUploadIn) -> IngestResult:
         async with backend.sessionmaker() as session:
-            brand = await repo.get_brand_profile(session, brand_id=brand_id)
-        if brand is None:
-            raise NotFound("unknown brand", details={"brand_id": str(brand_id)})
+            brand = await repo.require_brand(session, brand_id=brand_id)
         with structlog.contextvars.bound_contextvars(brand_id=str(brand_id)):
             result = await backend.knowledge.ingest(brand.tenant_id, brand.id, body)
             log.info("knowledge_ingested", documents=result.documents, written=result.chunks_written)

@@ -87,7 +87,7 @@ async def brand_widget(sessionmaker: async_sessionmaker[AsyncSession], brand_id:
         config = await repo.find_brand_channel_config(session, brand_id=brand_id, channel=Channel.WEBCHAT)
         first = (config.external_id, dict(config.settings or {})) if config is not None else None
     if brand is None:
-        raise NotFound("unknown brand", details={"brand_id": str(brand_id)})
+        raise repo.unknown_brand(brand_id)
     if first is None:
         raise NotFound("this brand has no web chat widget", details={"brand_id": str(brand_id)})
     token, settings = first

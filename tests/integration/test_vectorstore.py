@@ -14,7 +14,8 @@ from qdrant_client import models  # only to fake a collection made by another to
 from common.config import EmbeddingSettings, QdrantSettings, Settings
 from common.errors import EmbeddingMismatch, VectorStoreError
 from common.knowledge import vectorstore
-from common.knowledge.vectorstore import VectorStore, chunk_id, collection_name
+from common.knowledge.records import chunk_id
+from common.knowledge.vectorstore import VectorStore, collection_name
 from common.schemas import ChunkRecord
 
 pytestmark = pytest.mark.integration

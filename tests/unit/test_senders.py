@@ -10,11 +10,12 @@ import pytest
 from pydantic import SecretStr
 
 from common.config import ChannelSecrets
-from common.delivery.base import PermanentSendError, RecipientConfig, RetryableSendError
+from common.delivery.base import RecipientConfig
 from common.delivery.senders import InstagramSender, TelegramSender, WhatsAppSender
 from common.delivery.senders.http import parse_retry_after
 from common.delivery.splitting import split_text
 from common.domain import Channel
+from common.errors import PermanentSendError, RetryableSendError
 from common.schemas import OutboundPayload
 
 SECRETS = ChannelSecrets(

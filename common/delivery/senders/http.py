@@ -14,15 +14,10 @@ from typing import Any, ClassVar
 import httpx
 
 from common.config import ChannelSecrets
-from common.delivery.base import (
-    PermanentSendError,
-    RecipientConfig,
-    RetryableSendError,
-    SendError,
-    SendResult,
-)
+from common.delivery.base import RecipientConfig, SendResult
 from common.delivery.splitting import split_text
 from common.domain import Channel
+from common.errors import PermanentSendError, RetryableSendError, SendError
 from common.schemas import OutboundPayload
 
 

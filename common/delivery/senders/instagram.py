@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from common.delivery.base import PermanentSendError, RecipientConfig
+from common.delivery.base import RecipientConfig
 from common.delivery.senders.meta import GraphSender
 from common.domain import Channel
+from common.errors import PermanentSendError
 from common.schemas import OutboundPayload
 
 MAX_CHARS = 1000

@@ -10,8 +10,9 @@ from typing import Any
 
 import httpx
 
-from common.delivery.base import PermanentSendError, RecipientConfig, RetryableSendError, SendError
+from common.delivery.base import RecipientConfig
 from common.delivery.senders.http import HttpSender, body_json, parse_retry_after
+from common.errors import PermanentSendError, RetryableSendError, SendError
 
 #: Graph error codes meaning "slow down" (app, account, pair and spam-rate limits).
 THROTTLE_CODES = frozenset({4, 17, 32, 613, 80007, 130429, 131048, 131056})

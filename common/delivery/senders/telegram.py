@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from common.delivery.base import PermanentSendError, RecipientConfig, RetryableSendError
+from common.delivery.base import RecipientConfig
 from common.delivery.senders.http import HttpSender, body_json
 from common.domain import Channel
+from common.errors import PermanentSendError, RetryableSendError
 from common.schemas import OutboundPayload
 
 MAX_CHARS = 4096

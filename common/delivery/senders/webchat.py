@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
 from common.config import RedisSettings
-from common.delivery.base import RecipientConfig, RetryableSendError, SendResult
+from common.delivery.base import RecipientConfig, SendResult
 from common.domain import Channel
+from common.errors import RetryableSendError
 from common.logging import get_logger
 from common.schemas import OutboundPayload
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 
 from common.conversation.actions.base import ActionContext, ActionPlugin, ActionResult, PluginDeps
+from common.errors import TicketBackendError
 from common.logging import get_logger
 
 log = get_logger(__name__)
@@ -29,10 +30,6 @@ class TicketBackend(Protocol):
     async def open_ticket(self, *, subject: str, description: str, context: ActionContext) -> str:
         """The new ticket's id; raises :class:`TicketBackendError` on failure."""
         ...
-
-
-class TicketBackendError(Exception):
-    """The helpdesk failed or answered something unreadable."""
 
 
 class HttpTicketBackend:

@@ -20,6 +20,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from common.conversation.actions.base import ActionContext, ActionPlugin, ActionResult, PluginDeps
+from common.errors import OrderBackendError
 from common.logging import get_logger
 
 log = get_logger(__name__)
@@ -56,10 +57,6 @@ class OrderBackend(Protocol):
     async def get_order(self, order_id: str) -> Order | None:
         """The order, or None when it does not exist."""
         ...
-
-
-class OrderBackendError(Exception):
-    """The commerce backend failed or answered something unreadable."""
 
 
 class HttpOrderBackend:
