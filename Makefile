@@ -122,7 +122,7 @@ simulate: setup
 # Register the Telegram webhook with the secret token from settings: make telegram-webhook URL=https://...
 telegram-webhook: setup
 	@test -n "$(URL)" || (echo 'usage: make telegram-webhook URL=https://your-gateway' >&2; exit 2)
-	$(BIN)/python -m serve_apps.channels.telegram_webhook --url $(URL)
+	$(BIN)/python -m serve_apps.telegram_webhook --url $(URL)
 
 # Precision/recall of the safety guardrails on the labelled sets under tests/eval/.
 eval-safety: setup

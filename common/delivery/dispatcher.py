@@ -32,11 +32,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common import metrics
+from common.channels.base import RecipientConfig
+from common.channels.registry import SenderRegistry
 from common.config import Settings
 from common.db import repositories as repo
 from common.db.models import Delivery
-from common.delivery.base import RecipientConfig
-from common.delivery.registry import SenderRegistry
 from common.domain import ConversationState
 from common.errors import NotFound, PermanentSendError, RetryableSendError, SendError
 from common.logging import get_logger

@@ -14,9 +14,9 @@ import socket
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.channels.registry import SenderRegistry, build_registry
 from common.config import Settings
 from common.delivery.dispatcher import OutboundDispatcher
-from common.delivery.registry import SenderRegistry, build_registry
 from common.delivery.relay import OutboxRelay
 from common.logging import get_logger
 from common.streams import StreamPublisher

@@ -28,13 +28,13 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import SecretStr
 
+from common.channels.base import ChannelEvent, IgnoredEvent, ParsedEvent
+from common.channels.registry import get_adapter
 from common.db.session import is_connection_error
 from common.domain import Channel, ChannelRoute, InboundMessage
 from common.errors import AssistantError, DatabaseUnavailable, InvalidInput, PayloadTooLarge, Unauthorized
 from common.logging import bind_correlation_id, get_logger
 from common.observability import message_received, stage
-from serve_apps.channels import get_adapter
-from serve_apps.channels.base import ChannelEvent, IgnoredEvent, ParsedEvent
 from serve_apps.gateway.backend import GatewayBackend
 
 log = get_logger(__name__)

@@ -3,7 +3,7 @@
 Order of work on connect, so nothing delivered in between is lost:
 
 1. ``SUBSCRIBE`` to the conversation's Pub/Sub channel
-   (:func:`common.delivery.senders.webchat.webchat_channel`);
+   (:func:`common.channels.webchat.webchat_channel`);
 2. catch up from the message log: replies stored after the client's last seen message (``Last-Event-ID``
    header on a browser reconnect, else the ``after`` query parameter);
 3. stream notices from the web chat sender, reading each reply from the log (same conversation only);
@@ -26,10 +26,10 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.channels.webchat import WebchatNotice, webchat_channel
 from common.config import Settings
 from common.db import repositories as repo
 from common.db.models import MessageLog
-from common.delivery.senders.webchat import WebchatNotice, webchat_channel
 from common.domain import Direction
 from common.logging import get_logger
 from serve_apps.webchat.schemas import WebchatCitationOut, WebchatMessageOut

@@ -26,11 +26,12 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from common.channels.registry import build_registry
 from common.config import ChannelSecrets, DeliverySettings, ServiceEndpoints, Settings
 from common.conversation.inbound_worker import InboundWorker, WorkerConfig
 from common.db import repositories as repo
 from common.db.models import MessageLog, OutboxMessage
-from common.delivery import OutboundDispatcher, OutboxRelay, build_registry
+from common.delivery import OutboundDispatcher, OutboxRelay
 from common.delivery.relay import RelayPass
 from common.domain import Channel, Persona
 from common.llm.base import ChatModel

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from common.channels.base import ChannelEvent, IgnoredEvent
+from common.channels.registry import ADAPTERS, get_adapter
 from common.domain import Channel
 from common.errors import InvalidInput, Unauthorized
-from serve_apps.channels import ADAPTERS, ChannelEvent, IgnoredEvent, get_adapter
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 WA = "106540352242922"

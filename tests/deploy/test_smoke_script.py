@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serve_apps.channels.base import verify_meta_signature
+from common.channels.meta import verify_meta_signature
 from tests.deploy.tools import REPO
 
 SECRET = "app-secret-for-tests"

@@ -18,11 +18,12 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.channels.registry import build_registry
 from common.config import ChannelSecrets, DeliverySettings, RedisSettings, Settings
 from common.db import migrate
 from common.db import repositories as repo
 from common.db.session import make_engine, make_sessionmaker
-from common.delivery import OutboundDispatcher, OutboxRelay, Outcome, build_registry
+from common.delivery import OutboundDispatcher, OutboxRelay, Outcome
 from common.domain import Channel, ConversationState, Persona
 from common.schemas import OutboundPayload
 from common.streams import OUTBOUND_STREAM, StreamPublisher

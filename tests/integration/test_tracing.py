@@ -25,9 +25,10 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from common import telemetry
+from common.channels.registry import build_registry
 from common.config import ChannelSecrets, ServiceEndpoints, Settings, TelemetrySettings
 from common.conversation.inbound_worker import InboundWorker, WorkerConfig
-from common.delivery import OutboundDispatcher, Outcome, build_registry
+from common.delivery import OutboundDispatcher, Outcome
 from common.domain import Channel
 from common.metrics import REGISTRY
 from common.observability import BacklogReporter, report_stream_backlog

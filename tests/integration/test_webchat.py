@@ -34,12 +34,12 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import delete
 
+from common.channels.base import RecipientConfig
+from common.channels.registry import build_registry
+from common.channels.webchat import WebchatSender, webchat_channel
 from common.config import ChannelSecrets, ServiceEndpoints, Settings, WebchatSettings
 from common.db import repositories as repo
 from common.db.models import ChannelConfig
-from common.delivery.base import RecipientConfig
-from common.delivery.registry import build_registry
-from common.delivery.senders.webchat import WebchatSender, webchat_channel
 from common.domain import Channel
 from common.errors import Unauthorized
 from common.knowledge.embeddings import Embedder, build_embedder

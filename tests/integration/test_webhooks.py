@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
+from common.channels.base import ChannelEvent
 from common.config import ChannelSecrets, ServiceEndpoints, Settings
 from common.conversation.inbound_worker import InboundWorker, WorkerConfig
 from common.conversation.orchestrator import MessageOrchestrator
@@ -29,7 +30,6 @@ from common.db import repositories as repo
 from common.db.models import MessageLog, OutboxMessage
 from common.domain import Channel, InboundMessage, Persona
 from common.streams import INBOUND_STREAM, StreamPublisher
-from serve_apps.channels.base import ChannelEvent
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from tests.contract.test_channel_payloads import BOT, EXPECTED, FIXTURES, IG, WA

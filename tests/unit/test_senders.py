@@ -9,11 +9,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from common.channels.base import RecipientConfig
+from common.channels.http import parse_retry_after
+from common.channels.instagram import InstagramSender
+from common.channels.splitting import split_text
+from common.channels.telegram import TelegramSender
+from common.channels.whatsapp import WhatsAppSender
 from common.config import ChannelSecrets
-from common.delivery.base import RecipientConfig
-from common.delivery.senders import InstagramSender, TelegramSender, WhatsAppSender
-from common.delivery.senders.http import parse_retry_after
-from common.delivery.splitting import split_text
 from common.domain import Channel
 from common.errors import PermanentSendError, RetryableSendError
 from common.schemas import OutboundPayload

@@ -1,4 +1,4 @@
-"""``python -m serve_apps.channels.telegram_webhook``: the setWebhook call it makes (httpx.MockTransport)."""
+"""``python -m serve_apps.telegram_webhook``: the setWebhook call it makes (httpx.MockTransport)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from common.config import ChannelSecrets
 from common.errors import InvalidInput
-from serve_apps.channels.telegram_webhook import set_webhook
+from serve_apps.telegram_webhook import set_webhook
 
 TOKEN = "7000000001:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 

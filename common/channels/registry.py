@@ -1,27 +1,38 @@
-"""Which sender delivers which channel.
+"""The channel registry: which adapter reads a channel's webhooks, which sender delivers its replies.
 
-:func:`build_registry` registers the provider senders over one shared ``httpx.AsyncClient`` (inject a
+``ADAPTERS`` (stateless, one per webhook channel) is what the gateway's webhook routes use;
+:func:`build_registry` registers the senders over one shared ``httpx.AsyncClient`` (inject a
 ``transport`` to test against ``httpx.MockTransport`` or point the settings' base URLs at the provider
-simulator). Web chat is registered from ``common/delivery/senders/webchat.py`` when that module exists
-and a Redis client is given (``WebchatSender(redis, settings.redis)``). Anything else can be added with
-:meth:`SenderRegistry.register`.
+simulator). Web chat has a sender (replies go out through Redis, ``WebchatSender(redis,
+settings.redis)``, registered when a Redis client is given) but no adapter: it is not a webhook.
+Anything else can be added with :meth:`SenderRegistry.register`.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
 import httpx
 import redis.asyncio as aioredis
 
+from common.channels.base import ChannelAdapter, Sender
+from common.channels.instagram import InstagramAdapter, InstagramSender
+from common.channels.telegram import TelegramAdapter, TelegramSender
+from common.channels.webchat import WebchatSender
+from common.channels.whatsapp import WhatsAppAdapter, WhatsAppSender
 from common.config import Settings
-from common.delivery.base import Sender
-from common.delivery.senders import InstagramSender, TelegramSender, WhatsAppSender
 from common.domain import Channel
 from common.errors import NotFound
 
-WEBCHAT_SENDER_MODULE = "common.delivery.senders.webchat"
+#: Webhook channels: adding one is its module (adapter + sender) and an entry here and in build_registry.
+ADAPTERS: dict[Channel, ChannelAdapter] = {
+    Channel.WHATSAPP: WhatsAppAdapter(),
+    Channel.INSTAGRAM: InstagramAdapter(),
+    Channel.TELEGRAM: TelegramAdapter(),
+}
+
+
+def get_adapter(channel: Channel) -> ChannelAdapter:
+    """The adapter for a webhook channel; KeyError for channels without webhooks (web chat)."""
+    return ADAPTERS[channel]
 
 
 class SenderRegistry:
@@ -67,8 +78,6 @@ def build_registry(
     registry = SenderRegistry(client)
     for cls in (WhatsAppSender, InstagramSender, TelegramSender):
         registry.register(cls(client=client, secrets=settings.channels))
-    if redis is not None and importlib.util.find_spec(WEBCHAT_SENDER_MODULE) is not None:
-        # Imported by name: web chat is another part's module and this one must work without it.
-        module = importlib.import_module(WEBCHAT_SENDER_MODULE)
-        registry.register(module.WebchatSender(redis, settings.redis))
+    if redis is not None:
+        registry.register(WebchatSender(redis, settings.redis))
     return registry

@@ -1,4 +1,4 @@
-"""Register the gateway's Telegram webhook: ``python -m serve_apps.channels.telegram_webhook --url URL``.
+"""Register the gateway's Telegram webhook: ``python -m serve_apps.telegram_webhook --url URL``.
 
 ``URL`` is the gateway's public HTTPS base (e.g. ``https://chat.example.com``); the webhook becomes
 ``URL/webhooks/telegram/{bot_id}`` where ``bot_id`` is the number before ``:`` in the bot token.

@@ -4,22 +4,36 @@ An adapter is stateless (no per-request state on the object) and does no I/O: th
 body once, asks the adapter to verify it, parses JSON, asks the adapter for events, and only then touches
 the database. Tenant and brand resolution happen in the route, from ``ChannelConfig`` rows keyed by each
 event's ``account_id``.
+
+The sender contract: one provider send API behind one small Protocol.
+
+A :class:`Sender` delivers one :class:`common.schemas.OutboundPayload` from the brand's account
+(:class:`RecipientConfig`, taken from its ``channel_configs`` row) to the customer. Long texts are split
+into the channel's parts (:mod:`common.channels.splitting`) and sent in order; ``start_part`` lets a retry
+resume after the parts that already went out.
+
+Failures are typed so the dispatcher can decide without knowing the provider::
+
+    AssistantError (common.errors)
+    └── SendError
+        ├── RetryableSendError   429, 5xx, timeouts, connection errors (Retry-After in ``retry_after_s``)
+        └── PermanentSendError   4xx other than 429, bad configuration: retrying cannot help
+
+Both carry ``parts_sent`` (absolute index of the first part not delivered) and the provider ids of the
+parts that were delivered before the failure.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
 from common.domain import Channel
-from common.errors import InvalidInput, Unauthorized
-
-META_SIGNATURE_HEADER = "x-hub-signature-256"
+from common.errors import InvalidInput
+from common.schemas import OutboundPayload
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,24 +83,46 @@ def unsupported_text(kind: str) -> str:
     return f"[unsupported: {kind}]"
 
 
-def verify_meta_signature(*, headers: Mapping[str, str], body: bytes, secret: str | None) -> None:
-    """Check Meta's ``X-Hub-Signature-256: sha256=<hex>`` (HMAC-SHA256 of the raw body, app secret).
-
-    No configured secret means nothing can be verified, so everything is refused: the check is never
-    skipped.
-    """
-    if not secret:
-        raise Unauthorized("webhook secret is not configured")
-    header = headers.get(META_SIGNATURE_HEADER, "")
-    scheme, _, received = header.partition("=")
-    if scheme != "sha256" or not received:
-        raise Unauthorized("missing or malformed signature")
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, received.strip().lower()):
-        raise Unauthorized("signature does not match")
-
-
 def invalid_payload(exc: ValidationError) -> InvalidInput:
     """A provider payload that does not have the documented shape, as a 400 with the field errors."""
     errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
     return InvalidInput("webhook payload failed validation", details={"errors": errors[:20]})
+
+
+@dataclass(frozen=True)
+class RecipientConfig:
+    """The brand's account a reply is sent from (WhatsApp phone number id, Instagram account id, bot id)."""
+
+    channel: Channel
+    external_id: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What the provider accepted: the id of the first part and of every part, in order."""
+
+    provider_message_id: str
+    provider_message_ids: tuple[str, ...] = ()
+    parts: int = 1
+
+
+@runtime_checkable
+class Sender(Protocol):
+    """Sends replies on one channel."""
+
+    @property
+    def channel(self) -> Channel:
+        """The channel this sender delivers."""
+        ...
+
+    @property
+    def max_chars(self) -> int:
+        """Longest part the provider accepts; longer replies are split."""
+        ...
+
+    async def send(
+        self, payload: OutboundPayload, *, recipient_config: RecipientConfig, start_part: int = 0
+    ) -> SendResult:
+        """Deliver ``payload`` (parts from ``start_part`` on, in order); raise a :class:`SendError`."""
+        ...

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
+from common.channels.base import RecipientConfig, SendResult
 from common.config import RedisSettings
-from common.delivery.base import RecipientConfig, SendResult
 from common.domain import Channel
 from common.errors import RetryableSendError
 from common.logging import get_logger
@@ -40,7 +40,7 @@ def webchat_channel(settings: RedisSettings, conversation_id: uuid.UUID) -> str:
 
 
 class WebchatSender:
-    """:class:`common.delivery.base.Sender` for ``Channel.WEBCHAT``; never splits a reply."""
+    """:class:`common.channels.base.Sender` for ``Channel.WEBCHAT``; never splits a reply."""
 
     channel = Channel.WEBCHAT
     max_chars = 100_000

@@ -1,4 +1,6 @@
-"""Instagram Messaging webhooks (``object: instagram``).
+"""Instagram Messaging: webhooks in, text replies out.
+
+Webhooks (``object: instagram``).
 
 Shape: ``entry[].messaging[]``; each item has ``sender.id`` (the customer's IGSID), ``recipient.id``
 (the brand's Instagram account: the ``ChannelConfig.external_id``) and one of ``message``, ``reaction``,
@@ -8,35 +10,38 @@ Read as a question: ``message.text``. Ignored: ``message.is_echo`` (our own send
 them would loop), ``message.is_deleted`` (the customer unsent it), ``reaction``, ``read``, ``postback``
 and any other event. Recorded as unsupported: messages with only ``attachments`` (image, video, audio,
 share, story_mention...).
+
+Sending: ``POST {graph}/{version}/{ig_id}/messages`` with ``{recipient, message}``.
+
+The Instagram professional account id is the brand's ``channel_configs.external_id``; the customer id is
+the Instagram-scoped id (IGSID) the webhook delivered. Success body: ``{"recipient_id", "message_id"}``.
+Instagram text messages are limited to 1000 characters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from common.domain import Channel
-from serve_apps.channels.base import (
+from common.channels.base import (
     ChannelEvent,
     IgnoredEvent,
     ParsedEvent,
-    invalid_payload,
+    RecipientConfig,
     unsupported_text,
-    verify_meta_signature,
 )
+from common.channels.meta import GraphSender, Loose, MetaAdapter, MetaEnvelope
+from common.domain import Channel
+from common.errors import PermanentSendError
+from common.schemas import OutboundPayload
 
 
-class _Loose(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class _Party(_Loose):
+class _Party(Loose):
     id: str = Field(min_length=1, max_length=256)
 
 
-class _Message(_Loose):
+class _Message(Loose):
     mid: str = Field(min_length=1, max_length=256)
     text: str | None = None
     is_echo: bool = False
@@ -44,41 +49,32 @@ class _Message(_Loose):
     attachments: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class _Messaging(_Loose):
+class _Messaging(Loose):
     sender: _Party
     recipient: _Party
     message: _Message | None = None
     reaction: dict[str, Any] | None = None
 
 
-class _Entry(_Loose):
+class _Entry(Loose):
     id: str
     messaging: list[_Messaging] = Field(default_factory=list)
 
 
-class _Payload(_Loose):
-    object: str
+class _Payload(MetaEnvelope):
     entry: list[_Entry]
 
 
-class InstagramAdapter:
+class InstagramAdapter(MetaAdapter[_Payload]):
     """Verifies (app-secret HMAC) and parses Instagram Messaging webhooks."""
 
     channel = Channel.INSTAGRAM
+    object_name = "instagram"
+    envelope = _Payload
 
-    def verify(self, *, headers: Mapping[str, str], body: bytes, secret: str | None) -> None:
-        """Meta's ``X-Hub-Signature-256`` over the raw body."""
-        verify_meta_signature(headers=headers, body=body, secret=secret)
-
-    def parse(self, payload: Any, *, account_id: str | None = None) -> list[ParsedEvent]:
+    def events(self, envelope: _Payload) -> list[ParsedEvent]:
         """One event per messaging item, across all entries."""
-        try:
-            parsed = _Payload.model_validate(payload)
-        except ValidationError as exc:
-            raise invalid_payload(exc) from exc
-        if parsed.object != "instagram":
-            return [IgnoredEvent(reason=f"object {parsed.object!r} is not instagram")]
-        return [_event(entry, item) for entry in parsed.entry for item in entry.messaging]
+        return [_event(entry, item) for entry in envelope.entry for item in entry.messaging]
 
 
 def _event(entry: _Entry, item: _Messaging) -> ParsedEvent:
@@ -99,3 +95,25 @@ def _event(entry: _Entry, item: _Messaging) -> ParsedEvent:
         kind = str(message.attachments[0].get("type") or "attachment")
         return ChannelEvent(account, item.sender.id, message.mid, unsupported_text(kind), unsupported=kind)
     return IgnoredEvent(reason="empty message", account_id=account)
+
+
+# --- Sending --------------------------------------------------------------------------------------
+
+MAX_CHARS = 1000
+
+
+class InstagramSender(GraphSender):
+    """Text replies through the Instagram messaging API (Graph)."""
+
+    channel: ClassVar[Channel] = Channel.INSTAGRAM
+    max_chars: ClassVar[int] = MAX_CHARS
+
+    async def _send_part(
+        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
+    ) -> str:
+        body = {"recipient": {"id": payload.customer_id}, "message": {"text": text}}
+        answer = await self._post_message(account, body)
+        message_id = answer.get("message_id")
+        if not message_id:
+            raise PermanentSendError("instagram accepted the request but returned no message_id")
+        return str(message_id)

@@ -1,4 +1,6 @@
-"""WhatsApp Cloud API webhooks (``object: whatsapp_business_account``).
+"""WhatsApp (Cloud API): webhooks in, text replies out.
+
+Webhooks (``object: whatsapp_business_account``).
 
 Shape: ``entry[].changes[].value`` with ``metadata.phone_number_id`` (the brand's number: the
 ``ChannelConfig.external_id``), ``messages[]`` (customer messages) and ``statuses[]`` (delivery receipts
@@ -7,36 +9,37 @@ of our own sends). Every entry and every change is read; Meta batches several pe
 Read as a question: ``text``, and the titles of ``interactive`` (button/list reply) and ``button``
 (template quick reply) taps. Ignored: ``statuses`` (sent/delivered/read/failed) and ``reaction``.
 Recorded as unsupported: every other type (image, sticker, location, audio, video, document, contacts...).
+
+Sending: ``POST {graph}/{version}/{phone_number_id}/messages`` (text, contextual reply).
+
+The phone number id is the brand's ``channel_configs.external_id``; the access token comes from settings
+(``CHANNELS__META_ACCESS_TOKEN``). Success body: ``{"messaging_product", "contacts", "messages": [{"id"}]}``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from common.domain import Channel
-from serve_apps.channels.base import (
+from common.channels.base import (
     ChannelEvent,
     IgnoredEvent,
     ParsedEvent,
-    invalid_payload,
+    RecipientConfig,
     unsupported_text,
-    verify_meta_signature,
 )
+from common.channels.meta import GraphSender, Loose, MetaAdapter, MetaEnvelope
+from common.domain import Channel
+from common.errors import PermanentSendError
+from common.schemas import OutboundPayload
 
 
-class _Loose(BaseModel):
-    # Providers add fields without notice; only the ones read here are required.
-    model_config = ConfigDict(extra="ignore")
-
-
-class _Metadata(_Loose):
+class _Metadata(Loose):
     phone_number_id: str = Field(min_length=1)
 
 
-class _Message(_Loose):
+class _Message(Loose):
     id: str = Field(min_length=1, max_length=256)
     sender: str = Field(alias="from", min_length=1, max_length=256)
     type: str
@@ -45,46 +48,37 @@ class _Message(_Loose):
     button: dict[str, Any] | None = None
 
 
-class _Value(_Loose):
+class _Value(Loose):
     metadata: _Metadata | None = None
     messages: list[_Message] = Field(default_factory=list)
     statuses: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class _Change(_Loose):
+class _Change(Loose):
     field: str
     value: _Value
 
 
-class _Entry(_Loose):
+class _Entry(Loose):
     id: str
     changes: list[_Change] = Field(default_factory=list)
 
 
-class _Payload(_Loose):
-    object: str
+class _Payload(MetaEnvelope):
     entry: list[_Entry]
 
 
-class WhatsAppAdapter:
+class WhatsAppAdapter(MetaAdapter[_Payload]):
     """Verifies (app-secret HMAC) and parses WhatsApp Cloud API webhooks."""
 
     channel = Channel.WHATSAPP
+    object_name = "whatsapp_business_account"
+    envelope = _Payload
 
-    def verify(self, *, headers: Mapping[str, str], body: bytes, secret: str | None) -> None:
-        """Meta's ``X-Hub-Signature-256`` over the raw body."""
-        verify_meta_signature(headers=headers, body=body, secret=secret)
-
-    def parse(self, payload: Any, *, account_id: str | None = None) -> list[ParsedEvent]:
+    def events(self, envelope: _Payload) -> list[ParsedEvent]:
         """One event per message and per status, across all entries and changes."""
-        try:
-            parsed = _Payload.model_validate(payload)
-        except ValidationError as exc:
-            raise invalid_payload(exc) from exc
-        if parsed.object != "whatsapp_business_account":
-            return [IgnoredEvent(reason=f"object {parsed.object!r} is not whatsapp_business_account")]
         events: list[ParsedEvent] = []
-        for entry in parsed.entry:
+        for entry in envelope.entry:
             for change in entry.changes:
                 events.extend(_change_events(change))
         return events
@@ -131,3 +125,38 @@ def _text_of(message: _Message) -> str | None:
     if message.type == "button" and message.button is not None:
         return str(message.button.get("text", ""))
     return None
+
+
+# --- Sending --------------------------------------------------------------------------------------
+
+MAX_CHARS = 4096
+
+
+class WhatsAppSender(GraphSender):
+    """Text replies through the WhatsApp Cloud API; the first part quotes the customer's message."""
+
+    channel: ClassVar[Channel] = Channel.WHATSAPP
+    max_chars: ClassVar[int] = MAX_CHARS
+
+    async def _send_part(
+        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
+    ) -> str:
+        body: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": payload.customer_id,
+            "type": "text",
+            "text": {"body": text, "preview_url": False},
+        }
+        if index == 0 and payload.in_reply_to:
+            body["context"] = {"message_id": payload.in_reply_to}
+        answer = await self._post_message(account, body)
+        messages = answer.get("messages")
+        if (
+            isinstance(messages, list)
+            and messages
+            and isinstance(messages[0], dict)
+            and messages[0].get("id")
+        ):
+            return str(messages[0]["id"])
+        raise PermanentSendError("whatsapp accepted the request but returned no message id")

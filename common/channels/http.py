@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 
 import httpx
 
+from common.channels.base import RecipientConfig, SendResult
+from common.channels.splitting import split_text
 from common.config import ChannelSecrets
-from common.delivery.base import RecipientConfig, SendResult
-from common.delivery.splitting import split_text
 from common.domain import Channel
 from common.errors import PermanentSendError, RetryableSendError, SendError
 from common.schemas import OutboundPayload
