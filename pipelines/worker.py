@@ -12,8 +12,10 @@ Lifecycle of one job (row ``ingestion_jobs``)::
   worker takes it over with XAUTOCLAIM once it has been idle ``ingestion.claim_idle_ms``.
 * Attempts are counted in the job row *before* each run, so a job that kills its worker every time
   (a poison job) still reaches ``max_attempts`` and goes to the dead letters instead of looping.
-* Dead letters are entries on ``<prefix>:stream:ingest-dead`` (:class:`DeadLetter`), listed by the API.
-* Progress is published on Pub/Sub channel ``<prefix>:ingest:<job_id>`` (:class:`IngestProgress`).
+* Dead letters are entries on ``<prefix>:stream:ingest-dead`` (:class:`pipelines.jobs.DeadLetter`), listed
+  by the API.
+* Progress is published on Pub/Sub channel ``<prefix>:ingest:<job_id>``
+  (:class:`pipelines.jobs.IngestProgress`).
 * Running a job twice (redelivery, reclaim after a crash) writes the same index: chunk ids are
   deterministic and unchanged chunks are not rewritten; a job already ``succeeded`` is only acknowledged.
 """
@@ -28,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -39,97 +41,23 @@ from common.errors import AssistantError
 from common.logging import get_logger
 from common.observability import stage
 from common.retry import RetryPolicy, default_is_retryable
-from common.streams import STREAM_MAXLEN, StreamConsumer, stream_key
-from pipelines.ingest import IngestRequest, IngestSummary, ProgressFn, SourceItemIn
+from common.streams import StreamConsumer
+from pipelines.ingest import IngestRequest, IngestSummary, ProgressFn
+from pipelines.jobs import (
+    DEAD_STREAM,
+    GROUP,
+    JOBS_STREAM,
+    DeadLetter,
+    IngestProgress,
+    KnowledgeIngestJob,
+    progress_channel,
+)
 from pipelines.sources import BLOB_PREFIX, blob_oid
 
 log = get_logger(__name__)
 
-JOBS_STREAM = "ingest-jobs"
-DEAD_STREAM = "ingest-dead"
-GROUP = "ingestion-workers"
 
 RunFn = Callable[[IngestRequest, ProgressFn], IngestSummary]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class KnowledgeIngestJob(_Model):
-    """One queued job on ``ingest-jobs``; the row ``ingestion_jobs[job_id]`` holds its state."""
-
-    job_id: uuid.UUID
-    tenant_id: uuid.UUID
-    brand_id: uuid.UUID
-    sources: list[str] = Field(default_factory=list)
-    items: list[SourceItemIn] = Field(default_factory=list)
-    force: bool = False
-
-    def request(self) -> IngestRequest:
-        """The pipeline request this job stands for."""
-        return IngestRequest(
-            tenant_id=self.tenant_id,
-            brand_id=self.brand_id,
-            sources=self.sources,
-            items=self.items,
-            force=self.force,
-        )
-
-
-class DeadLetter(_Model):
-    """A job given up on, as stored on ``ingest-dead``."""
-
-    job_id: uuid.UUID | None
-    tenant_id: uuid.UUID | None
-    brand_id: uuid.UUID | None
-    attempts: int
-    error: str
-    failed_at: datetime
-    entry_id: str = ""
-
-
-class IngestProgress(_Model):
-    """A progress event on ``<prefix>:ingest:<job_id>``."""
-
-    job_id: uuid.UUID
-    status: str
-    done: int = 0
-    total: int = 0
-    attempt: int = 0
-    error: str | None = None
-    counts: dict[str, int] = Field(default_factory=dict)
-
-
-def progress_channel(settings: Settings, job_id: uuid.UUID) -> str:
-    """Pub/Sub channel of one job's progress."""
-    return settings.redis.key("ingest", str(job_id))
-
-
-async def enqueue_job(redis: aioredis.Redis, settings: Settings, job: KnowledgeIngestJob) -> str:
-    """XADD the job on ``ingest-jobs``; returns the entry id."""
-    entry = await redis.xadd(
-        stream_key(settings.redis, JOBS_STREAM),
-        {"data": job.model_dump_json()},
-        maxlen=STREAM_MAXLEN,
-        approximate=True,
-    )
-    return str(entry)
-
-
-async def list_dead_letters(
-    redis: aioredis.Redis, settings: Settings, *, brand_id: uuid.UUID, limit: int = 100
-) -> list[DeadLetter]:
-    """Newest dead letters of one brand (scans the newest ``limit * 10`` entries)."""
-    entries: Any = await redis.xrevrange(stream_key(settings.redis, DEAD_STREAM), count=limit * 10)
-    found: list[DeadLetter] = []
-    for entry_id, fields in entries:
-        letter = DeadLetter.model_validate_json(fields["data"]).model_copy(update={"entry_id": str(entry_id)})
-        if letter.brand_id == brand_id:
-            found.append(letter)
-        if len(found) >= limit:
-            break
-    return found
 
 
 class IngestionWorker:

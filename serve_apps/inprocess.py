@@ -63,7 +63,9 @@ class InProcessBackend:
 
         self.orchestrator = pipeline()
         # One process: accept runs where everything else does.
-        self.intake = pipeline(publish_after_ack=True) if publish_after_ack else self.orchestrator
+        self.intake = (
+            pipeline(publish_after_ack=True).intake if publish_after_ack else self.orchestrator.intake
+        )
 
     async def ready(self) -> dict[str, bool]:
         """Postgres and Redis answer."""

@@ -4,6 +4,6 @@ The senders they deliver through are the channels' (:mod:`common.channels`).
 """
 
 from common.delivery.dispatcher import DEAD_LETTER_STREAM, OutboundDispatcher, Outcome
-from common.delivery.relay import OutboxRelay, RelayPass
+from common.outbox import OutboxRelay, RelayPass
 
 __all__ = ["DEAD_LETTER_STREAM", "OutboundDispatcher", "OutboxRelay", "Outcome", "RelayPass"]

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.channels.registry import SenderRegistry, build_registry
 from common.config import Settings
 from common.delivery.dispatcher import OutboundDispatcher
-from common.delivery.relay import OutboxRelay
 from common.logging import get_logger
+from common.outbox import OutboxRelay
 from common.streams import StreamPublisher
 
 log = get_logger(__name__)

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.conversation.orchestrator import AGENT_RULE
+from common.conversation.agents import AGENT_RULE
 from common.db import repositories as repo
 from common.domain import Channel, ConversationState, Direction, OutboundResponse
 from common.errors import NotFound, Unauthorized

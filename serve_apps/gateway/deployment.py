@@ -8,10 +8,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from common.config import ServiceEndpoints
-from common.conversation.orchestrator import MessageOrchestrator
+from common.conversation.intake import Intake
 from common.db.session import make_engine, make_sessionmaker
-from common.errors import AssistantError
-from common.schemas import ChatRequest, ChatResponse
+from common.outbox import OutboxPublisher
 from common.streams import StreamPublisher, connect
 from deployments.proxy import HandleProxy
 from deployments.replica import start_replica
@@ -22,12 +21,6 @@ from serve_apps.gateway.readiness import dependencies_ready
 
 # Beyond max_ongoing + max_queued requests per replica, Serve answers 503 at once instead of letting
 # webhooks time out: providers retry, and the load benchmark shows where that knee is.
-async def _no_generation(_: ChatRequest) -> ChatResponse:
-    raise AssistantError(
-        "the gateway's intake only accepts messages; replies are drafted by the orchestrator"
-    )
-
-
 @serve.deployment(
     name="gateway",
     ray_actor_options={"num_cpus": 0.1},
@@ -56,12 +49,10 @@ class GatewayDeployment:
         # Webhooks and web chat only need `accept` (one transaction + XADD) before they answer. Doing it
         # here, not through the orchestrator's handle, keeps acknowledgements off the queue of slow
         # drafting calls that the orchestrator replicas serve for the inbound worker.
-        self.intake = MessageOrchestrator(
+        self.intake = Intake(
             settings=settings,
             sessionmaker=self.sessionmaker,
-            retrieve=self.knowledge.retrieve,
-            chat=_no_generation,
-            publisher=StreamPublisher(self.redis, settings.redis),
+            outbox=OutboxPublisher(self.sessionmaker, StreamPublisher(self.redis, settings.redis)),
             publish_after_ack=True,
         )
         # Worker deployments (inbound worker, dispatcher, ...) are bound here only so the one Serve

@@ -23,19 +23,18 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
 from common.db import repositories as repo
 from common.domain import BrandProfile
-from common.errors import InvalidInput, NotFound, PayloadTooLarge, StreamUnavailable, UnsupportedMediaType
+from common.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from common.knowledge import parsing
 from common.logging import get_logger
+from common.outbox import OutboxPublisher
 from common.streams import StreamPublisher
 from pipelines.ingest import SourceItemIn
+from pipelines.jobs import DeadLetter, list_dead_letters, queue_job, store_upload
 from pipelines.sources import UPLOAD_SCHEME, blob_location, split_s3_url
-from pipelines.worker import JOBS_STREAM, DeadLetter, KnowledgeIngestJob, list_dead_letters
 from serve_apps.gateway.backend import GatewayBackend
 
 log = get_logger(__name__)
@@ -177,50 +176,23 @@ async def _accept_files(
         items = [
             SourceItemIn(
                 uri=f"{UPLOAD_SCHEME}{name}",
-                location=blob_location(await _store_blob(session, data)),
+                location=blob_location(await store_upload(session, data)),
                 content_type=media,
             )
             for name, media, data in files
         ]
         source = "upload: " + ", ".join(name for name, _, _ in files)
-        return await _queue(backend, session, brand, source=source, items=items, sources=[])
+        job_id = await queue_job(session, _outbox(backend), brand, source=source, items=items, sources=[])
+    return JobAccepted(job_id=job_id)
 
 
 async def _accept_urls(backend: GatewayBackend, brand: BrandProfile, urls: list[str]) -> JobAccepted:
     async with backend.sessionmaker() as session:
-        return await _queue(backend, session, brand, source=", ".join(urls), items=[], sources=urls)
+        job_id = await queue_job(
+            session, _outbox(backend), brand, source=", ".join(urls), items=[], sources=urls
+        )
+    return JobAccepted(job_id=job_id)
 
 
-async def _store_blob(session: AsyncSession, data: bytes) -> int:
-    oid = await session.scalar(text("SELECT lo_from_bytea(0, :data)"), {"data": data})
-    return int(oid)
-
-
-async def _queue(
-    backend: GatewayBackend,
-    session: AsyncSession,
-    brand: BrandProfile,
-    *,
-    source: str,
-    items: list[SourceItemIn],
-    sources: list[str],
-) -> JobAccepted:
-    """Job row + outbox row in the caller's transaction, commit, then publish (the relay retries)."""
-    row = await repo.create_ingestion_job(
-        session, tenant_id=brand.tenant_id, brand_id=brand.id, source=source
-    )
-    job = KnowledgeIngestJob(
-        job_id=row.id, tenant_id=brand.tenant_id, brand_id=brand.id, sources=sources, items=items
-    )
-    payload = job.model_dump(mode="json")
-    outbox = await repo.add_outbox(session, stream=JOBS_STREAM, payload=payload)
-    await session.commit()
-    try:
-        await StreamPublisher(backend.redis, backend.settings.redis).publish(JOBS_STREAM, payload)
-    except StreamUnavailable as exc:
-        log.warning("ingest_job_publish_deferred", job_id=str(row.id), error=str(exc))
-    else:
-        await repo.mark_outbox_published(session, outbox_ids=[outbox.id])
-        await session.commit()
-    log.info("ingest_job_queued", job_id=str(row.id), brand_id=str(brand.id), source=source)
-    return JobAccepted(job_id=row.id)
+def _outbox(backend: GatewayBackend) -> OutboxPublisher:
+    return OutboxPublisher(backend.sessionmaker, StreamPublisher(backend.redis, backend.settings.redis))

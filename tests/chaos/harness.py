@@ -32,9 +32,9 @@ from common.conversation.inbound_worker import InboundWorker, WorkerConfig
 from common.db import repositories as repo
 from common.db.models import MessageLog, OutboxMessage
 from common.delivery import OutboundDispatcher, OutboxRelay
-from common.delivery.relay import RelayPass
 from common.domain import Channel, Persona
 from common.llm.base import ChatModel
+from common.outbox import RelayPass
 from common.retry import RetryPolicy
 from common.schemas import ChatRequest, ChatResponse
 from common.streams import StreamPublisher

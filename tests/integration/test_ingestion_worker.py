@@ -28,15 +28,8 @@ from common.db.session import make_engine, make_sessionmaker
 from common.errors import DependencyError
 from common.streams import stream_key
 from pipelines.ingest import Engine, IngestRequest, IngestSummary, ProgressFn, run_ingest
-from pipelines.worker import (
-    DEAD_STREAM,
-    GROUP,
-    JOBS_STREAM,
-    IngestionWorker,
-    KnowledgeIngestJob,
-    enqueue_job,
-    progress_channel,
-)
+from pipelines.jobs import DEAD_STREAM, GROUP, JOBS_STREAM, KnowledgeIngestJob, enqueue_job, progress_channel
+from pipelines.worker import IngestionWorker
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.gateway.knowledge import build_knowledge_router
 from serve_apps.gateway.readiness import dependencies_ready

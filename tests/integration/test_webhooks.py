@@ -25,10 +25,11 @@ from sqlalchemy import func, select
 from common.channels.base import ChannelEvent
 from common.config import ChannelSecrets, ServiceEndpoints, Settings
 from common.conversation.inbound_worker import InboundWorker, WorkerConfig
-from common.conversation.orchestrator import MessageOrchestrator
+from common.conversation.intake import Intake
 from common.db import repositories as repo
 from common.db.models import MessageLog, OutboxMessage
 from common.domain import Channel, InboundMessage, Persona
+from common.outbox import OutboxPublisher
 from common.streams import INBOUND_STREAM, StreamPublisher
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
@@ -319,18 +320,16 @@ async def test_webhook_to_reply_through_the_worker(env: Env) -> None:
     assert sent[0]["in_reply_to"] == f"{BOT}:912345004"
 
 
-def _gateway_intake(env: Env, *, route_cache_s: float = 10.0) -> MessageOrchestrator:
+def _gateway_intake(env: Env, *, route_cache_s: float = 10.0) -> Intake:
     """An intake wired like the gateway deployment's (publishing after the ACK), on the env's backend."""
     b = env.backend
     settings = b.settings.model_copy(
         update={"channels": b.settings.channels.model_copy(update={"route_cache_s": route_cache_s})}
     )
-    return MessageOrchestrator(
+    return Intake(
         settings=settings,
         sessionmaker=b.sessionmaker,
-        retrieve=b.knowledge.retrieve,
-        chat=b.chat_model.chat,
-        publisher=StreamPublisher(b.redis, settings.redis),
+        outbox=OutboxPublisher(b.sessionmaker, StreamPublisher(b.redis, settings.redis)),
         publish_after_ack=True,
     )
 

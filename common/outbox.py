@@ -1,4 +1,11 @@
-"""Transactional outbox relay: publishes committed, unpublished outbox rows to their streams.
+"""The transactional outbox: a stream entry is written as a row in the same transaction as the state it
+announces, published right after commit, and published by the relay if that publish did not happen.
+
+* :func:`add` writes the row (in the caller's transaction) and :meth:`OutboxPublisher.publish` does the
+  best-effort publish after commit: XADD, then mark the row published; a failed XADD leaves the row
+  for the relay. Every writer of an outbox row (intake, replies, agent events, ingestion jobs) uses
+  these two, so "add, publish, mark published" is written once.
+* :class:`OutboxRelay` publishes committed, unpublished rows.
 
 Every stream (``inbound``, ``outbound``) goes through the same table. A batch is read oldest first with
 ``FOR UPDATE SKIP LOCKED`` (several relays share the work without waiting on each other), each row is
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +33,52 @@ from common.observability import stage
 from common.streams import StreamPublisher
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A written outbox row: what to publish, and the row to mark once it is published."""
+
+    id: uuid.UUID
+    stream: str
+    payload: dict[str, Any]
+
+
+async def add(session: AsyncSession, *, stream: str, payload: dict[str, Any]) -> OutboxEntry:
+    """Write an outbox row in the caller's transaction (the caller commits, then publishes it)."""
+    row = await repo.add_outbox(session, stream=stream, payload=payload)
+    return OutboxEntry(row.id, stream, payload)
+
+
+class OutboxPublisher:
+    """Publishes committed outbox entries at once; what fails is left to the relay."""
+
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], publisher: StreamPublisher | None
+    ) -> None:
+        """``publisher=None``: nothing is published here (the relay does it all)."""
+        self._sessionmaker = sessionmaker
+        self._publisher = publisher
+
+    async def publish(self, *entries: OutboxEntry) -> None:
+        """XADD each entry in order and mark it published; a failure is logged and left to the relay."""
+        for entry in entries:
+            await self._publish_one(entry)
+
+    async def _publish_one(self, entry: OutboxEntry) -> None:
+        if self._publisher is None:
+            return
+        try:
+            with stage("stream.publish", stage_label="publish", stream=entry.stream):
+                await self._publisher.publish(entry.stream, entry.payload)
+        except StreamUnavailable as exc:
+            log.warning(
+                "outbox_publish_deferred", outbox_id=str(entry.id), stream=entry.stream, error=str(exc)
+            )
+            return
+        async with self._sessionmaker() as session:
+            await repo.mark_outbox_published(session, outbox_ids=[entry.id])
+            await session.commit()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,340 @@
+"""Drafting: one inbound message and its conversation (a :class:`Turn`) in, one reply (a :class:`Draft`) out.
+
+In order: a pending action confirmation is resolved first; input guardrails (prompt injection, toxicity)
+and escalation triggers (a person asked for, negative sentiment, brand automation rules) run before
+retrieval; retrieved passages are neutralised; the persona prompt goes to the model; its action blocks go
+through :class:`common.conversation.actions.engine.ActionEngine`; the answer is checked for groundedness,
+personal data and toxicity; repeated failures or missing knowledge hand the conversation to a human
+(``Draft.handoff``, written with the reply by :mod:`common.conversation.replies`). Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common import metrics
+from common.config import Settings
+from common.conversation import escalation, guardrails, prompting
+from common.conversation.actions import ActionContext, ActionResult
+from common.conversation.actions.engine import ActionEngine, extract_actions, message_key
+from common.db import repositories as repo
+from common.domain import (
+    BrandProfile,
+    Citation,
+    ConversationState,
+    Direction,
+    GuardrailDecision,
+    InboundMessage,
+)
+from common.errors import LLMError
+from common.logging import get_logger
+from common.observability import stage
+from common.schemas import ChatMessage, ChatRequest, ChatResponse, RetrievedChunk
+
+log = get_logger(__name__)
+
+RetrieveFn = Callable[[uuid.UUID, uuid.UUID, str, int], Awaitable[list[RetrievedChunk]]]
+ChatFn = Callable[[ChatRequest], Awaitable[ChatResponse]]
+
+HISTORY_TURNS = 10
+HISTORY_BUDGET_TOKENS = 600
+#: Said instead of answering a message that tried to override the assistant's instructions.
+SAFE_REPLY = "I can't help with that request. I'm happy to answer questions about our products and services."
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Everything drafting needs about one inbound message and its conversation."""
+
+    brand: BrandProfile
+    message: InboundMessage
+    conversation_id: uuid.UUID
+    state: ConversationState
+    history: list[ChatMessage]
+    bot_guardrails: list[list[dict[str, Any]]]  # earlier bot replies' decisions, oldest first
+    customer_texts: list[str]  # earlier inbound texts of this conversation
+    rules: escalation.BrandRules
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The reply before it is stored."""
+
+    text: str
+    citations: list[Citation]
+    decisions: list[GuardrailDecision]
+    prompt: list[ChatMessage] | None
+    usage: ChatResponse | None
+    escalated: bool
+    handoff: bool = False  # this reply hands the conversation to a human
+
+
+async def load_turn(
+    session: AsyncSession,
+    brand: BrandProfile,
+    message: InboundMessage,
+    conversation: Any,
+    history: list[Any],
+) -> Turn:
+    """The turn of ``message``: brand, conversation state, history, earlier decisions, brand rules."""
+    rules = escalation.BrandRules.from_rows(await repo.list_automation_rules(session, brand_id=brand.id))
+    return Turn(
+        brand=brand,
+        message=message,
+        conversation_id=conversation.id,
+        state=ConversationState(conversation.state),
+        history=[as_chat(m) for m in history if m.text],
+        bot_guardrails=[
+            list(m.guardrails or [])
+            for m in history
+            if m.direction == Direction.OUTBOUND and m.in_reply_to is not None
+        ],
+        customer_texts=[m.text for m in history if m.direction == Direction.INBOUND],
+        rules=rules,
+    )
+
+
+class Drafter:
+    """Drafts replies; stateless apart from its injected callables (retrieval, chat model, actions)."""
+
+    def __init__(
+        self, *, settings: Settings, retrieve: RetrieveFn, chat: ChatFn, actions: ActionEngine
+    ) -> None:
+        self._settings = settings
+        self._retrieve = retrieve
+        self._chat = chat
+        self._actions = actions
+
+    async def draft(self, turn: Turn) -> Draft:
+        """Draft ``turn`` in its own span, its guardrail decisions and escalation counted."""
+        with stage("orchestrator.draft") as span:
+            draft = await self._draft(turn)
+            span.set_attribute("escalated", draft.escalated)
+            span.set_attribute("decisions", len(draft.decisions))
+        for decision in draft.decisions:
+            metrics.inc("ema_guardrail_decisions_total", rule=decision.rule, action=decision.action)
+        if draft.handoff:
+            trigger = next((d for d in draft.decisions if d.rule.startswith(escalation.RULE_PREFIX)), None)
+            metrics.inc(
+                "ema_escalations_total",
+                brand=str(turn.brand.id),
+                trigger=trigger.rule.removeprefix(escalation.RULE_PREFIX) if trigger else "unknown",
+            )
+        return draft
+
+    async def _draft(self, turn: Turn) -> Draft:
+        if turn.state is not ConversationState.BOT:
+            # A human owns the conversation: log the message, say nothing.
+            decision = GuardrailDecision(
+                rule="ownership", action="block", reason=f"conversation is {turn.state}"
+            )
+            return Draft("", [], [decision], None, None, escalated=turn.state is ConversationState.HANDOFF)
+        message = turn.message
+        context = ActionContext(
+            tenant_id=turn.brand.tenant_id,
+            brand_id=turn.brand.id,
+            conversation_id=turn.conversation_id,
+            channel=message.channel,
+            customer_id=message.customer_id,
+            question=message.text,
+            idempotency_key=message.provider_message_id,
+        )
+        pending = await self._actions.resolve_pending(context=context, text=message.text)
+        if pending is not None:
+            return Draft(pending.text, [], [pending.decision], None, None, escalated=False)
+        early = self._screen_input(turn)
+        if early is not None:
+            return early
+        return await self._answer(turn, context)
+
+    def _screen_input(self, turn: Turn) -> Draft | None:
+        """Input guardrails and escalation triggers that need neither retrieval nor the model."""
+        settings = self._settings.escalation
+        checked = guardrails.check_input(turn.message.text)
+        decisions = list(checked.decisions)
+        if checked.injection:
+            if settings.on_injection:
+                return self._handoff(turn, [*decisions, escalation.decision("guardrail", "prompt injection")])
+            return Draft(SAFE_REPLY, [], decisions, None, None, escalated=False)
+        if checked.toxic and settings.on_toxicity:
+            return self._handoff(turn, [*decisions, escalation.decision("guardrail", "toxic message")])
+        trigger = escalation.input_trigger(
+            text=turn.message.text, customer_id=turn.message.customer_id, rules=turn.rules, settings=settings
+        )
+        if trigger is not None:
+            return self._handoff(turn, [*decisions, trigger])
+        return None
+
+    async def _answer(self, turn: Turn, context: ActionContext) -> Draft:
+        brand, message = turn.brand, turn.message
+        top_k = self._settings.retrieval.top_k
+        started = time.perf_counter()
+        with stage("orchestrator.retrieve", top_k=top_k) as span:
+            chunks = await self._retrieve(brand.tenant_id, brand.id, message.text, top_k)
+            relevant = [c for c in chunks if c.score >= self._settings.retrieval.min_score]
+            span.set_attribute("chunks", len(chunks))
+            span.set_attribute("relevant", len(relevant))
+        log.info(
+            "retrieved",
+            chunks=len(chunks),
+            relevant=len(relevant),
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        failed_streak, none_streak = escalation.streaks(turn.bot_guardrails)
+        if not relevant:
+            final = guardrails.finalize_answer(answer="", context=[], persona=brand.persona)
+            decisions = list(final.decisions)
+            if none_streak + 1 >= self._settings.escalation.no_knowledge_turns:
+                reason = f"{none_streak + 1} turn(s) in a row without relevant knowledge"
+                return self._handoff(
+                    turn, [*decisions, escalation.decision("no_knowledge", reason)], final.text
+                )
+            return Draft(final.text, [], decisions, None, None, escalated=True)
+
+        screened = guardrails.screen_context(relevant)
+        key = message_key(
+            brand_id=brand.id, channel=message.channel, provider_message_id=message.provider_message_id
+        )
+        allowed = self._actions.allowed(turn.rules.allowed_actions)
+        prompt = prompting.build_messages(
+            brand=brand,
+            question=message.text,
+            context=screened.chunks,
+            history=turn.history,
+            history_budget_tokens=HISTORY_BUDGET_TOKENS,
+            first_turn=not turn.history,
+            tools=self._actions.offered(allowed),
+        )
+        decisions = list(screened.decisions)
+        try:
+            usage = await self._generate(ChatRequest(messages=prompt))
+        except LLMError as exc:
+            return await self._generation_failed(turn, context, key, decisions, exc, failed_streak)
+        extraction = extract_actions(usage.text)
+        evidence, answer = screened.chunks, extraction.text
+        if extraction.proposals:
+            outcome = await self._actions.process(
+                extraction.proposals, context=context, key=key, allowed=allowed, tainted=screened.tainted
+            )
+            decisions += outcome.decisions
+            if outcome.confirmation:
+                return Draft(outcome.confirmation, [], decisions, prompt, usage, escalated=False)
+            if outcome.results:
+                evidence = [*screened.chunks, *result_chunks(outcome.results)]
+                prompt = prompting.build_messages(
+                    brand=brand,
+                    question=message.text,
+                    context=evidence,
+                    history=turn.history,
+                    history_budget_tokens=HISTORY_BUDGET_TOKENS,
+                    first_turn=not turn.history,
+                )
+                answer, second = await self._answer_with_results(prompt, outcome.results, decisions)
+                usage = second or usage
+        final = guardrails.finalize_answer(answer=answer, context=evidence, persona=brand.persona)
+        decisions += final.decisions
+        return self._checked(turn, final.text, list(final.citations), decisions, prompt, usage, failed_streak)
+
+    async def _generate(self, request: ChatRequest) -> ChatResponse:
+        """One chat completion in an ``llm.chat`` span; tokens and latency counted by model."""
+        started = time.perf_counter()
+        with stage("llm.chat", stage_label="llm", messages=len(request.messages)) as span:
+            usage = await self._chat(request)
+            span.set_attribute("model", usage.model)
+            span.set_attribute("prompt_tokens", usage.prompt_tokens)
+            span.set_attribute("completion_tokens", usage.completion_tokens)
+        metrics.observe("ema_llm_latency_seconds", time.perf_counter() - started, model=usage.model)
+        metrics.inc("ema_llm_tokens_total", usage.prompt_tokens, model=usage.model, kind="prompt")
+        metrics.inc("ema_llm_tokens_total", usage.completion_tokens, model=usage.model, kind="completion")
+        return usage
+
+    async def _answer_with_results(
+        self,
+        prompt: list[ChatMessage],
+        results: list[tuple[str, ActionResult]],
+        decisions: list[GuardrailDecision],
+    ) -> tuple[str, ChatResponse | None]:
+        """Second generation, with the action results as context; no further actions are taken."""
+        try:
+            usage = await self._generate(ChatRequest(messages=prompt))
+        except LLMError as exc:
+            decisions.append(
+                GuardrailDecision("actions", "fallback", f"generation failed: {type(exc).__name__}")
+            )
+            return " ".join(r.summary for _, r in results), None
+        second = extract_actions(usage.text)
+        if second.proposals:
+            decisions.append(GuardrailDecision("actions", "block", "actions in the follow-up answer ignored"))
+        return second.text, usage
+
+    async def _generation_failed(
+        self,
+        turn: Turn,
+        context: ActionContext,
+        key: uuid.UUID,
+        decisions: list[GuardrailDecision],
+        exc: LLMError,
+        failed_streak: int,
+    ) -> Draft:
+        """The model is down: quote the brand's best FAQ entry (``faq_fallback``), else the fallback."""
+        log.warning("generation_failed", error_type=type(exc).__name__, error=str(exc))
+        result = await self._actions.run_direct("faq_fallback", context=context, key=key)
+        text = result.summary if result is not None and result.status == "succeeded" else ""
+        reason = f"generation failed ({type(exc).__name__}); " + (
+            "faq entry quoted" if text else "no faq entry"
+        )
+        decisions = [*decisions, GuardrailDecision("actions", "fallback", reason)]
+        draft = self._checked(
+            turn, text or turn.brand.persona.fallback_message, [], decisions, None, None, failed_streak
+        )
+        return draft
+
+    def _checked(
+        self,
+        turn: Turn,
+        text: str,
+        citations: list[Citation],
+        decisions: list[GuardrailDecision],
+        prompt: list[ChatMessage] | None,
+        usage: ChatResponse | None,
+        failed_streak: int,
+    ) -> Draft:
+        """Output guardrails (personal data, toxicity) and the repeated-failure trigger."""
+        allowed_pii = guardrails.customer_pii([*turn.customer_texts, turn.message.text])
+        out = guardrails.check_output(text, allowed_pii=allowed_pii, persona=turn.brand.persona)
+        decisions = [*decisions, *out.decisions]
+        if out.toxic and self._settings.escalation.on_toxicity:
+            return self._handoff(turn, [*decisions, escalation.decision("guardrail", "toxic answer blocked")])
+        failed_now = any((d.rule, d.action) in escalation.FAILED_OUTCOMES for d in decisions)
+        if failed_now and failed_streak + 1 >= self._settings.escalation.failed_answers:
+            reason = f"{failed_streak + 1} failed answers in a row"
+            return self._handoff(turn, [*decisions, escalation.decision("failed_answers", reason)])
+        return Draft(out.text, citations if not out.toxic else [], decisions, prompt, usage, escalated=False)
+
+    @staticmethod
+    def _handoff(turn: Turn, decisions: list[GuardrailDecision], text: str | None = None) -> Draft:
+        """Tell the customer in the persona's words; the state change is written with the reply."""
+        reply = text or turn.brand.persona.escalation_message
+        return Draft(reply, [], decisions, None, None, escalated=True, handoff=True)
+
+
+def result_chunks(results: list[tuple[str, ActionResult]]) -> list[RetrievedChunk]:
+    """Action results as context passages, so the final answer is checked against them too."""
+    return [
+        RetrievedChunk(
+            chunk_id=f"action:{name}:{i}", text=r.summary, source=f"action:{name}", heading_path="", score=1.0
+        )
+        for i, (name, r) in enumerate(results, start=1)
+    ]
+
+
+def as_chat(row: Any) -> ChatMessage:
+    if row.direction == Direction.INBOUND:
+        return ChatMessage(role="user", content=row.text)
+    return ChatMessage(role="assistant", content=row.text)
