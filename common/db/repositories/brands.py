@@ -1,0 +1,139 @@
+"""Tenants, brands with their persona, and the brand's automation rules.
+
+Part of :mod:`common.db.repositories` (the caller owns the transaction; see there)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common import domain
+from common.db.models import AutomationRule, Brand, PersonaProfile, Tenant
+from common.db.repositories._shared import POPULATE_EXISTING
+from common.errors import NotFound
+
+
+async def upsert_tenant(
+    session: AsyncSession, *, tenant_id: uuid.UUID, slug: str, name: str
+) -> domain.Tenant:
+    """Create the tenant or update its slug and name."""
+    stmt = pg_insert(Tenant).values(id=tenant_id, slug=slug, name=name)
+    stmt = stmt.on_conflict_do_update(index_elements=[Tenant.id], set_={"slug": slug, "name": name})
+    row = (await session.scalars(stmt.returning(Tenant), execution_options=POPULATE_EXISTING)).one()
+    return domain.Tenant(id=row.id, slug=row.slug, name=row.name)
+
+
+async def upsert_brand(
+    session: AsyncSession,
+    *,
+    brand_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    slug: str,
+    name: str,
+    persona: domain.Persona,
+) -> domain.BrandProfile:
+    """Create or update a brand and its persona."""
+    stmt = pg_insert(Brand).values(id=brand_id, tenant_id=tenant_id, slug=slug, name=name)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Brand.id], set_={"tenant_id": tenant_id, "slug": slug, "name": name}
+    )
+    brand = (await session.scalars(stmt.returning(Brand), execution_options=POPULATE_EXISTING)).one()
+
+    values = _persona_values(persona)
+    persona_stmt = pg_insert(PersonaProfile).values(id=uuid.uuid4(), brand_id=brand_id, **values)
+    persona_stmt = persona_stmt.on_conflict_do_update(
+        index_elements=[PersonaProfile.brand_id], set_={**values, "updated_at": func.now()}
+    )
+    profile = (
+        await session.scalars(persona_stmt.returning(PersonaProfile), execution_options=POPULATE_EXISTING)
+    ).one()
+    return _brand_profile(brand, profile)
+
+
+def unknown_brand(brand_id: uuid.UUID) -> NotFound:
+    """The one 404 for a brand id that names no brand (the API's ``not_found`` with the id)."""
+    return NotFound("unknown brand", details={"brand_id": str(brand_id)})
+
+
+async def require_brand(session: AsyncSession, *, brand_id: uuid.UUID) -> domain.BrandProfile:
+    """The brand with its persona; :func:`unknown_brand` when there is none."""
+    brand = await get_brand_profile(session, brand_id=brand_id)
+    if brand is None:
+        raise unknown_brand(brand_id)
+    return brand
+
+
+async def get_brand_profile(session: AsyncSession, *, brand_id: uuid.UUID) -> domain.BrandProfile | None:
+    """The brand with its persona (the default persona when none is stored), or None."""
+    stmt = (
+        select(Brand, PersonaProfile)
+        .outerjoin(PersonaProfile, PersonaProfile.brand_id == Brand.id)
+        .where(Brand.id == brand_id)
+    )
+    found = (await session.execute(stmt)).one_or_none()
+    if found is None:
+        return None
+    brand, profile = found.tuple()
+    return _brand_profile(brand, profile)
+
+
+def _persona_values(persona: domain.Persona) -> dict[str, Any]:
+    return {
+        "tone": persona.tone,
+        "languages": list(persona.languages),
+        "greeting": persona.greeting,
+        "sign_off": persona.sign_off,
+        "avoid_topics": list(persona.avoid_topics),
+        "escalation_message": persona.escalation_message,
+        "fallback_message": persona.fallback_message,
+    }
+
+
+def _brand_profile(brand: Brand, profile: PersonaProfile | None) -> domain.BrandProfile:
+    persona = domain.Persona()
+    if profile is not None:
+        persona = domain.Persona(
+            tone=profile.tone,
+            languages=tuple(profile.languages),
+            greeting=profile.greeting,
+            sign_off=profile.sign_off,
+            avoid_topics=tuple(profile.avoid_topics),
+            escalation_message=profile.escalation_message,
+            fallback_message=profile.fallback_message,
+        )
+    return domain.BrandProfile(
+        id=brand.id, tenant_id=brand.tenant_id, slug=brand.slug, name=brand.name, persona=persona
+    )
+
+
+async def list_automation_rules(session: AsyncSession, *, brand_id: uuid.UUID) -> list[AutomationRule]:
+    """The brand's enabled automation rules, lowest ``priority`` first."""
+    stmt = (
+        select(AutomationRule)
+        .where(AutomationRule.brand_id == brand_id, AutomationRule.enabled.is_(True))
+        .order_by(AutomationRule.priority, AutomationRule.name)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def add_automation_rule(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    brand_id: uuid.UUID,
+    name: str,
+    kind: str,
+    config: dict[str, Any],
+    priority: int = 100,
+) -> AutomationRule:
+    """Store a brand rule (``kind`` ``escalate`` or ``actions``; see ``common.conversation.escalation``)."""
+    rule = AutomationRule(
+        tenant_id=tenant_id, brand_id=brand_id, name=name, kind=kind, config=config, priority=priority
+    )
+    session.add(rule)
+    await session.flush()
+    return rule
