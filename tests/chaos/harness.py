@@ -36,12 +36,12 @@ from common.domain import Channel, Persona
 from common.llm.base import ChatModel
 from common.outbox import RelayPass
 from common.retry import RetryPolicy
-from common.schemas import ChatRequest, ChatResponse
 from common.streams import StreamPublisher
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from serve_apps.simulator import SimulatorServer
 from serve_apps.simulator.webhooks import sign_meta, whatsapp_message, whatsapp_update
+from tests.fakes.chat import ScriptedChatModel
 
 APP_SECRET = "chaos-meta-app-secret"
 META_TOKEN = "chaos-meta-token"
@@ -63,20 +63,6 @@ class ConstantEmbedder:
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
-
-
-class ScriptedChat:
-    """Test double: a fixed answer (never called when the brand has no knowledge; no model load)."""
-
-    name = "scripted"
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        return ChatResponse(
-            text="scripted", model=self.name, prompt_tokens=1, completion_tokens=1, latency_ms=0
-        )
-
-    async def aclose(self) -> None:
-        return None
 
 
 class CountingRelay(OutboxRelay):
@@ -150,7 +136,10 @@ class ChaosStack:
     ) -> None:
         self.sim = sim
         self.backend = InProcessBackend(
-            settings, endpoints, embedder=ConstantEmbedder(), chat_model=chat_model or ScriptedChat()
+            settings,
+            endpoints,
+            embedder=ConstantEmbedder(),
+            chat_model=chat_model or ScriptedChatModel("scripted"),
         )
         self.settings = self.backend.settings
         self.brand_id = uuid.uuid4()

@@ -27,7 +27,8 @@ from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from tests.e2e.test_widget_browser import ARTIFACTS, WAIT_S, _free_port, _wait, browser  # noqa: F401
-from tests.integration.test_orchestration import RETURNS_ANSWER, ScriptedChatModel
+from tests.fakes.chat import ScriptedChatModel
+from tests.integration.test_orchestration import RETURNS_ANSWER
 
 pytestmark = pytest.mark.integration
 

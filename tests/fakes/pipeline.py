@@ -1,15 +1,15 @@
-"""Test doubles and seeding for the trust-feature integration tests (escalation, actions).
+"""Seeding for the trust-feature integration tests (escalation, actions).
 
-``ScriptedChatModel`` is a TEST DOUBLE of the chat model: a Python function decides each answer from the
-prompt. The injection tests script it to *obey* instructions it sees (or would see) in the prompt, so
-what stops an attack is the pipeline's guardrails, never the model's good sense.
+They drive the pipeline with ``ScriptedChatModel`` (:mod:`tests.fakes.chat`), a TEST DOUBLE of the chat
+model: a Python function decides each answer from the prompt. The injection tests script it to *obey*
+instructions it sees (or would see) in the prompt, so what stops an attack is the pipeline's guardrails,
+never the model's good sense.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,10 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.db import repositories as repo
 from common.db.session import make_engine, make_sessionmaker
 from common.domain import BrandProfile, Persona
-from common.schemas import ChatRequest, ChatResponse, KnowledgeDocumentIn, KnowledgeUploadIn
+from common.schemas import ChatRequest, KnowledgeDocumentIn, KnowledgeUploadIn
 from pipelines.demo import DemoBrand, seed_demo_brand, seed_simulated_channels
-
-Script = Callable[[ChatRequest], str]
 
 PERSONA = Persona(
     tone="friendly and concise",
@@ -56,24 +54,6 @@ DOCUMENTS = KnowledgeUploadIn(
         ),
     ]
 )
-
-
-class ScriptedChatModel:
-    """TEST DOUBLE: answers with ``script(request)``; records every request; may raise instead."""
-
-    name = "scripted"
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.requests: list[ChatRequest] = []
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        self.requests.append(request)
-        text = self.script(request)
-        return ChatResponse(text=text, model=self.name, prompt_tokens=10, completion_tokens=5, latency_ms=1.0)
-
-    async def aclose(self) -> None:
-        return None
 
 
 def user_text(request: ChatRequest) -> str:

@@ -27,8 +27,9 @@ from common.errors import LLMTimeout
 from common.knowledge.embeddings import build_embedder
 from common.schemas import ChatRequest
 from serve_apps.inprocess import InProcessBackend
+from tests.fakes.chat import ScriptedChatModel
 from tests.fakes.commerce import API_KEY, FakeCommerceServer
-from tests.fakes.pipeline import DOCUMENTS, ScriptedChatModel, seed_brand, user_text
+from tests.fakes.pipeline import DOCUMENTS, seed_brand, user_text
 
 pytestmark = pytest.mark.integration
 

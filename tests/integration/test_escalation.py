@@ -24,7 +24,8 @@ from common.domain import Channel, ConversationState, InboundMessage, OutboundRe
 from common.knowledge.embeddings import build_embedder
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
-from tests.fakes.pipeline import DOCUMENTS, PERSONA, ScriptedChatModel, seed_brand
+from tests.fakes.chat import ScriptedChatModel
+from tests.fakes.pipeline import DOCUMENTS, PERSONA, seed_brand
 
 pytestmark = pytest.mark.integration
 

@@ -21,34 +21,14 @@ import redis.asyncio as aioredis
 from common.config import ServiceEndpoints, Settings
 from common.domain import Channel, InboundMessage
 from common.errors import NotFound, PayloadTooLarge
-from common.schemas import ChatRequest, ChatResponse
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
+from tests.fakes.chat import ScriptedChatModel
 
 pytestmark = pytest.mark.integration
 
 RETURNS_ANSWER = "You have 30 days from the delivery date to return an item for a full refund."
-
-
-class ScriptedChatModel:
-    """Test double: always answers ``text``; counts calls."""
-
-    name = "scripted"
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.calls = 0
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        self.calls += 1
-        await asyncio.sleep(0.05)  # long enough for racing callers to overlap
-        return ChatResponse(
-            text=self.text, model=self.name, prompt_tokens=10, completion_tokens=5, latency_ms=50.0
-        )
-
-    async def aclose(self) -> None:
-        return None
 
 
 @pytest_asyncio.fixture
@@ -59,7 +39,7 @@ async def pipeline(
     endpoints = ServiceEndpoints(
         database_url=database_url, redis_url=redis_url, redis_key_prefix=prefix, qdrant_path=tmp_path / "q"
     )
-    chat = ScriptedChatModel(RETURNS_ANSWER)
+    chat = ScriptedChatModel(RETURNS_ANSWER, delay_s=0.05)  # long enough for racing callers to overlap
     backend = InProcessBackend(Settings(), endpoints, chat_model=chat)
     demo = await seed_demo_brand(backend.sessionmaker)
     await backend.knowledge.ingest(demo.tenant.id, demo.brand.id, demo_documents())
@@ -139,7 +119,7 @@ async def test_no_relevant_knowledge_escalates_without_calling_the_llm(pipeline)
 
 async def test_unsupported_answer_is_replaced_by_a_quote(pipeline) -> None:
     backend, demo, chat = pipeline
-    chat.text = "Returns are accepted for 365 days, and we refund double."
+    chat.script = "Returns are accepted for 365 days, and we refund double."
     reply = await backend.orchestrator.handle(_message(demo, "How long do I have to return an item?"))
     assert reply.guardrails[0].action == "replace"
     assert reply.text.startswith("Here's what I found in returns.md") and "365" not in reply.text

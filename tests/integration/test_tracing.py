@@ -36,7 +36,7 @@ from common.schemas import KnowledgeDocumentIn, KnowledgeUploadIn
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from serve_apps.simulator import SimulatorServer
-from tests.integration.test_orchestration import ScriptedChatModel
+from tests.fakes.chat import ScriptedChatModel
 from tests.integration.test_webhooks import (
     APP_SECRET,
     TG_SECRET,

@@ -50,7 +50,8 @@ from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from serve_apps.webchat.identity import resolve_visitor, sign_identity, widget_identity_key
 from serve_apps.webchat.ratelimit import FixedWindowLimiter
-from tests.integration.test_orchestration import RETURNS_ANSWER, ScriptedChatModel
+from tests.fakes.chat import ScriptedChatModel
+from tests.integration.test_orchestration import RETURNS_ANSWER
 
 pytestmark = pytest.mark.integration
 

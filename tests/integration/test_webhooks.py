@@ -34,7 +34,7 @@ from common.streams import INBOUND_STREAM, StreamPublisher
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from tests.contract.test_channel_payloads import BOT, EXPECTED, FIXTURES, IG, WA
-from tests.integration.test_orchestration import ScriptedChatModel
+from tests.fakes.chat import ScriptedChatModel
 
 pytestmark = pytest.mark.integration
 

@@ -16,36 +16,10 @@ from common.llm import build_chat_model
 from common.llm.openai_app import build_openai_app
 from common.llm.openai_compat import OpenAICompatibleChatModel, parse_retry_after
 from common.retry import RetryPolicy
-from common.schemas import ChatMessage, ChatRequest, ChatResponse
+from common.schemas import ChatMessage, ChatRequest
+from tests.fakes.chat import EchoChatModel
 
 BASE_URL = "http://testserver/v1"
-
-
-class FakeChatModel:
-    """Deterministic ChatModel: echoes the last user message; usage = word counts."""
-
-    name = "fake-echo"
-
-    def __init__(self, fail_with: Exception | None = None) -> None:
-        self.requests: list[ChatRequest] = []
-        self.fail_with = fail_with
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        self.requests.append(request)
-        if self.fail_with is not None:
-            raise self.fail_with
-        last = request.messages[-1].content
-        return ChatResponse(
-            text=f"echo: {last}",
-            model=self.name,
-            prompt_tokens=sum(len(m.content.split()) for m in request.messages),
-            completion_tokens=len(last.split()) + 1,
-            latency_ms=1.0,
-            finish_reason="stop",
-        )
-
-    async def aclose(self) -> None:
-        return None
 
 
 class SleepRecorder:
@@ -97,7 +71,7 @@ def client_for(handler, sleep=None, **overrides) -> tuple[OpenAICompatibleChatMo
 
 
 async def test_client_round_trip_through_openai_app():
-    fake = FakeChatModel()
+    fake = EchoChatModel()
     model = OpenAICompatibleChatModel(settings(), transport=httpx.ASGITransport(app=build_openai_app(fake)))
     try:
         response = await model.chat(REQUEST)
@@ -115,7 +89,7 @@ async def test_client_round_trip_through_openai_app():
 
 async def test_client_stream_through_openai_app():
     model = OpenAICompatibleChatModel(
-        settings(), transport=httpx.ASGITransport(app=build_openai_app(FakeChatModel()))
+        settings(), transport=httpx.ASGITransport(app=build_openai_app(EchoChatModel()))
     )
     try:
         parts = [part async for part in model.stream(REQUEST)]
@@ -125,7 +99,7 @@ async def test_client_stream_through_openai_app():
 
 
 async def test_app_lists_models_and_rejects_invalid_bodies():
-    app = build_openai_app(FakeChatModel())
+    app = build_openai_app(EchoChatModel())
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://testserver"
     ) as http:
@@ -144,7 +118,7 @@ async def test_app_lists_models_and_rejects_invalid_bodies():
 
 
 async def test_app_maps_model_errors_and_client_retries_them():
-    fake = FakeChatModel(fail_with=LLMError("model down"))
+    fake = EchoChatModel(fail_with=LLMError("model down"))
     recorder = SleepRecorder()
     model = OpenAICompatibleChatModel(
         settings(),
@@ -275,7 +249,7 @@ async def test_factory_builds_http_client_for_vllm():
 
 
 async def test_official_openai_client_talks_to_openai_app():
-    fake = FakeChatModel()
+    fake = EchoChatModel()
     transport = httpx.ASGITransport(app=build_openai_app(fake))
     async with httpx.AsyncClient(transport=transport) as http:
         client = openai.AsyncOpenAI(base_url=BASE_URL, api_key="unused", http_client=http, max_retries=0)

@@ -10,6 +10,7 @@ from common import telemetry
 from common.config import TelemetrySettings
 from common.observability import continued, message_received, received_at
 from deployments.proxy import TRACE_KWARG, Delegating, HandleProxy, TraceReceiving
+from tests.fakes.serve import FakeHandle
 
 
 @pytest.fixture(name="spans")
@@ -46,25 +47,6 @@ class ModelDeployment(TraceReceiving):
 
     async def check_health(self) -> None:
         return None
-
-
-class FakeMethod:
-    def __init__(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
-        self.calls = calls
-
-    async def remote(self, *args: Any, **kwargs: Any) -> str:
-        self.calls.append((args, kwargs))
-        return "ok"
-
-
-class FakeHandle:
-    """Stands in for a DeploymentHandle: ``handle.work.remote(...)`` records its arguments."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-
-    def __getattr__(self, name: str) -> FakeMethod:
-        return FakeMethod(self.calls)
 
 
 def by_name(spans) -> dict[str, Any]:
