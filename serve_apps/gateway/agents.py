@@ -29,6 +29,7 @@ from common.errors import NotFound, Unauthorized
 from common.logging import get_logger
 from common.schemas import CitationOut, GuardrailOut
 from serve_apps.gateway.backend import GatewayBackend
+from serve_apps.gateway.views import conversation_fields, message_fields
 
 log = get_logger(__name__)
 
@@ -153,11 +154,7 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
             conv, messages = found
             actions = await repo.list_action_logs(session, conversation_id=conversation_id)
         return AgentConversationOut(
-            id=conv.id,
-            brand_id=conv.brand_id,
-            channel=Channel(conv.channel),
-            customer_id=conv.customer_id,
-            state=ConversationState(conv.state),
+            **conversation_fields(conv),
             messages=[_message(m) for m in messages],
             actions=[
                 ActionOut(
@@ -218,15 +215,7 @@ def _sender(row: Any) -> Literal["customer", "bot", "agent"]:
 
 
 def _message(row: Any) -> AgentMessageOut:
-    return AgentMessageOut(
-        id=row.id,
-        direction=Direction(row.direction),
-        sender=_sender(row),
-        text=row.text,
-        created_at=row.created_at,
-        citations=[CitationOut(**c) for c in (row.citations or [])],
-        guardrails=[GuardrailOut(**g) for g in (row.guardrails or [])],
-    )
+    return AgentMessageOut(**message_fields(row), sender=_sender(row))
 
 
 def _summary(conv: Any, recent: list[Any]) -> ConversationSummaryOut:
@@ -238,11 +227,7 @@ def _summary(conv: Any, recent: list[Any]) -> ConversationSummaryOut:
             escalation = GuardrailOut(**found[-1])
             break
     return ConversationSummaryOut(
-        id=conv.id,
-        brand_id=conv.brand_id,
-        channel=Channel(conv.channel),
-        customer_id=conv.customer_id,
-        state=ConversationState(conv.state),
+        **conversation_fields(conv),
         updated_at=conv.updated_at,
         last_message=last_inbound,
         escalation=escalation,

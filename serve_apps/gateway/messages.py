@@ -8,7 +8,7 @@ import structlog
 from fastapi import APIRouter
 
 from common.db import repositories as repo
-from common.domain import Channel, ConversationState, Direction, InboundMessage, OutboundResponse
+from common.domain import InboundMessage, OutboundResponse
 from common.errors import InvalidInput, NotFound
 from common.logging import get_logger
 from common.observability import message_received
@@ -23,6 +23,7 @@ from common.schemas import (
     ReplyOut,
 )
 from serve_apps.gateway.backend import GatewayBackend
+from serve_apps.gateway.views import conversation_fields, message_fields
 
 log = get_logger(__name__)
 
@@ -67,22 +68,9 @@ def build_messages_router(backend: GatewayBackend) -> APIRouter:
             raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
         conv, messages = found
         return ConversationOut(
-            id=conv.id,
-            brand_id=conv.brand_id,
-            channel=Channel(conv.channel),
-            customer_id=conv.customer_id,
-            state=ConversationState(conv.state),
+            **conversation_fields(conv),
             messages=[
-                MessageOut(
-                    id=m.id,
-                    direction=Direction(m.direction),
-                    text=m.text,
-                    created_at=m.created_at,
-                    provider_message_id=m.provider_message_id,
-                    citations=[CitationOut(**c) for c in (m.citations or [])],
-                    guardrails=[GuardrailOut(**g) for g in (m.guardrails or [])],
-                )
-                for m in messages
+                MessageOut(**message_fields(m), provider_message_id=m.provider_message_id) for m in messages
             ],
         )
 
