@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import os
 import random
 import sys
 import time
@@ -129,6 +130,8 @@ class RetrievalReport:
     embed_ms: list[float]
     top_k: int
     brands: dict[str, BrandResult]
+    load_start: str
+    load_end: str
 
 
 def pct(values: Sequence[float], p: int) -> float:
@@ -148,6 +151,7 @@ def measure(
     from common.knowledge.embeddings import SentenceTransformerEmbedder
     from common.knowledge.vectorstore import VectorStore
 
+    load_start = _load_average()
     settings = Settings()
     settings = settings.model_copy(
         update={"qdrant": settings.qdrant.model_copy(update={"url": None, "path": work / "qdrant-retrieval"})}
@@ -192,7 +196,7 @@ def measure(
             recall_dense=_recall(indexed[name].dense_hits, truth),
             recall_hybrid=_recall(indexed[name].hybrid_hits, fresh[name].hybrid_hits),
         )
-    return RetrievalReport(load_s, embed_s, optimize_s, embed_ms, top_k, results)
+    return RetrievalReport(load_s, embed_s, optimize_s, embed_ms, top_k, results, load_start, _load_average())
 
 
 def _load(store: Any, tenant: uuid.UUID, brand: uuid.UUID, texts: list[str], vectors: Any) -> list[str]:
@@ -244,6 +248,11 @@ def _runner(
     return run
 
 
+def _load_average() -> str:
+    # Other work on a shared machine shows up here; the figures above move with it.
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def _recall(found: list[list[str]], truth: list[list[str]]) -> float:
     hits = sum(len(set(f) & set(t)) for f, t in zip(found, truth, strict=True))
     return hits / sum(len(t) for t in truth)
@@ -277,13 +286,14 @@ def report_lines(r: RetrievalReport) -> list[str]:
             f"    recall@{r.top_k}: dense vs exact {b.recall_dense:.3f}, "
             f"hybrid vs fresh hybrid {b.recall_hybrid:.3f}",
         ]
-    worst = max(pct(p.dense_total_ms, 95) for p in (big.fresh, big.indexed))
-    worst = max(worst, *(pct(p.hybrid_total_ms, 95) for p in (big.fresh, big.indexed)))
-    verdict = "met" if worst < TARGET_P95_MS else "NOT met"
-    lines.append(
-        f"  target p95 < {TARGET_P95_MS:.0f} ms with the query embedding at {big.chunks} chunks: {verdict} "
-        f"(worst p95 {worst:.1f} ms)"
-    )
+    for state, phase in (("indexed", big.indexed), ("fresh, before the build", big.fresh)):
+        worst = max(pct(phase.dense_total_ms, 95), pct(phase.hybrid_total_ms, 95))
+        verdict = "met" if worst < TARGET_P95_MS else "NOT met"
+        lines.append(
+            f"  target p95 < {TARGET_P95_MS:.0f} ms incl. query embedding at {big.chunks} chunks, {state}: "
+            f"{verdict} (worst of dense/hybrid p95 {worst:.1f} ms)"
+        )
+    lines.append(f"  load average (1/5/15 min) at start / end: {r.load_start} / {r.load_end}")
     return lines
 
 

@@ -28,7 +28,11 @@ from common.knowledge import vectorstore
 from common.knowledge.vectorstore import VectorStore, chunk_id, collection_name
 from common.schemas import ChunkRecord
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # The local-mode stand-in searches exactly and says so for every hnsw_ef; a server uses it.
+    pytest.mark.filterwarnings("ignore:Local mode performs exact:UserWarning"),
+]
 
 DIM = 384
 TENANT_A, TENANT_B = uuid.UUID(int=0xA), uuid.UUID(int=0xB)
