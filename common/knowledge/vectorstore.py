@@ -124,8 +124,11 @@ _SERVER_ERRORS: tuple[type[Exception], ...] = (
     RuntimeError,
     OSError,
 )
-# qdrant_edge raises plain ``Exception`` ("Service runtime error: ...") for everything.
+# qdrant_edge raises plain ``Exception`` ("Service runtime error: ...", "Vector dimension error: ...") for
+# everything the engine refuses; its disk errors may surface as OSError.
 _EDGE_ERRORS: tuple[type[Exception], ...] = (Exception,)
+# Caught by a broad tuple above but never the engine's: let them surface as the bugs they are.
+_NOT_ENGINE_ERRORS: tuple[type[Exception], ...] = (TypeError, AttributeError, KeyError, NameError)
 
 
 def chunk_id(*, tenant_id: uuid.UUID, brand_id: uuid.UUID, source: str, heading_path: str, text: str) -> str:
@@ -845,6 +848,8 @@ def _mapped_errors(operation: str, errors: tuple[type[Exception], ...]) -> Itera
     except AssistantError:
         raise  # already typed (EmbeddingMismatch, a closed store)
     except errors as exc:
+        if isinstance(exc, _NOT_ENGINE_ERRORS) and type(exc) not in errors:
+            raise  # a bug on our side (a wrong argument, a missing attribute), not a retryable outage
         raise VectorStoreError(f"qdrant {operation} failed: {exc}", details={"operation": operation}) from exc
 
 

@@ -337,6 +337,27 @@ def test_server_api_local_mode_has_one_owner_too(qdrant_path: Path) -> None:
         store.close()
 
 
+def test_edge_refusals_are_vector_store_errors_and_our_bugs_are_not(
+    qdrant_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = VectorStore(settings_for(qdrant_path))
+    try:
+        scope = vectorstore._scope_filter(vectorstore._EDGE_FILTERS, TENANT_A, BRAND_A)
+        # past the store's own dimension check, the engine itself refuses (a plain Exception in Rust)
+        with pytest.raises(VectorStoreError, match="dimension") as info, store._call("search"):
+            store._engine.dense(store.collection, vector=[1.0, 0.0, 0.0], scope=scope, top_k=1)
+        assert info.value.details == {"operation": "search"}
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise AttributeError("'NoneType' object has no attribute 'points'")
+
+        monkeypatch.setattr(store._engine, "dense", broken)
+        with pytest.raises(AttributeError):  # not disguised as a retryable outage
+            store.search(tenant_id=TENANT_A, brand_id=BRAND_A, vector=axis(0), top_k=1)
+    finally:
+        store.close()
+
+
 def test_upsert_needs_one_vector_per_chunk(store: VectorStore) -> None:
     with pytest.raises(ValueError, match="2 chunks but 1 vectors"):
         store.upsert([record("a"), record("b")], [axis(0)])
