@@ -30,7 +30,7 @@ When the Edge engine builds its HNSW index (figures in docs/PERFORMANCE.md): poi
 moment :meth:`VectorStore.upsert` returns — in an unindexed segment, searched exactly through the payload
 index, so the cost is the brand's size, not the collection's (~14 ms dense, ~18 ms hybrid at 50,000
 chunks). The graph is built by :meth:`VectorStore.optimize`, which blocks **and holds the GIL** for the
-whole build (14-22 s for 50,000 MiniLM vectors here), so it only runs where no request waits: at the end
+whole build (14-35 s for 50,000 MiniLM vectors here), so it only runs where no request waits: at the end
 of a bulk job in a process that owns the directory (``admin rebuild-vectors``, the migration,
 ``pipelines.ingest`` in direct mode) and when a store opens with at least :data:`INDEX_ON_OPEN_POINTS`
 unindexed points (a knowledge replica starting, before it takes traffic). Brands below
@@ -727,7 +727,7 @@ class VectorStore:
     def optimize(self) -> bool:
         """Build the HNSW index of what was written since the last build (Edge; a no-op on a server).
 
-        Blocks and holds the GIL for the whole build (14-22 s for 50,000 points here): call it only
+        Blocks and holds the GIL for the whole build (14-35 s for 50,000 points here): call it only
         where no request waits (end of a bulk job, before a replica serves). Returns whether it built.
         """
         collection = self.collection
