@@ -1,13 +1,13 @@
 """Ingestion benchmark: the Ray Data pipeline vs the bare embedding model, and retrieval at 50,000 chunks.
 
     python -m bench.ingest                      (what `make bench-ingest` runs)
-    python -m bench.ingest --docs 220 --retrieval-chunks 50000 --queries 50
+    python -m bench.ingest --docs 220 --retrieval-chunks 50000 --small-brand-chunks 500 --queries 100
 
 All figures come from one run on one machine:
 
 1. **Pipeline**: a generated corpus (``--docs`` Markdown files of ``--sections`` sections; each section
    is one chunk) ingested by :func:`pipelines.ingest.run_ingest` on the Ray Data engine into a fresh
-   Qdrant local-mode directory (listing, reading, parsing, chunking, embedding in ``--actors``
+   embedded Qdrant (Edge) directory (listing, reading, parsing, chunking, embedding in ``--actors``
    EmbedChunks actors, upserting, Postgres sync). Two rates: *end to end* (the whole run, actor starts
    and model loads included) and *steady state* (from the first batch of documents the driver gets back
    to the last one, so actor start-up and the first batch are outside it). ``ray.init`` is done before
@@ -16,12 +16,11 @@ All figures come from one run on one machine:
    ``torch.set_num_threads(1)`` (model load excluded): chunks/s, and the pipeline/bare ratios. Then the
    machine's own ceiling: two such processes at once, each on half the texts (model loads excluded,
    both start together) — what two cores give right now, with whatever else runs on the machine.
-3. **Retrieval**: one brand with ``--retrieval-chunks`` chunks (plus a second brand of 10 % as many, so
-   the tenant filter has work to do). Their vectors are *generated* (seeded random unit vectors; the
-   texts are generated sentences), not embedded: embedding 50,000 chunks would take ~40 minutes on
-   one core and does not change search latency. Queries embed a real question with the real model;
-   p50/p95 of hybrid (dense + sparse, RRF) and dense-only search are reported, plus the query
-   embedding time.
+3. **Retrieval** (:mod:`bench.retrieval`): a brand of ``--retrieval-chunks`` chunks (default 50,000) and
+   a small brand of ``--small-brand-chunks`` next to it on the default engine (Qdrant Edge), with real
+   all-MiniLM-L6-v2 embeddings of generated text (cached under ``DATA_DIR/bench``: the first run embeds
+   for ~5 minutes on one core). p50/p95 of dense and hybrid search, with and without the query
+   embedding, before and after the HNSW build, and the recall of the indexed search against exact.
 
 Needs a Postgres the run may create a database on (``--pg-url``, default the local one); the database
 and the Qdrant directories are removed at the end.
@@ -42,6 +41,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench import retrieval
 
 _WORDS = [
     "order",
@@ -263,81 +264,6 @@ def ceiling_rate(texts: list[str], *, processes: int = 2) -> float:
     return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
-def retrieval_latency(args: argparse.Namespace, work: Path) -> dict[str, float]:
-    """p50/p95 (ms) of hybrid and dense search for one brand of ``--retrieval-chunks`` generated chunks."""
-    import hashlib
-
-    import numpy as np
-
-    from common.config import Settings
-    from common.knowledge.embeddings import SentenceTransformerEmbedder
-    from common.knowledge.records import chunk_id
-    from common.knowledge.vectorstore import VectorStore
-    from common.schemas import ChunkRecord
-
-    settings = Settings()
-    settings = settings.model_copy(
-        update={"qdrant": settings.qdrant.model_copy(update={"url": None, "path": work / "qdrant-retrieval"})}
-    )
-    store = VectorStore(settings)
-    dim = settings.embeddings.dimension
-    store.ensure_collection(settings.embeddings.model_name, dim)
-    rng, nprng = random.Random(11), np.random.default_rng(11)  # noqa: S311 - generated data
-    tenant, brand, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    load_started = time.perf_counter()
-    for owner, total in ((brand, args.retrieval_chunks), (other, args.retrieval_chunks // 10)):
-        for start in range(0, total, 2000):
-            n = min(2000, total - start)
-            vectors = nprng.standard_normal((n, dim)).astype("float32")
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            records = []
-            for i in range(n):
-                text = _sentence(rng)
-                cid = chunk_id(
-                    tenant_id=tenant, brand_id=owner, source=f"gen{start + i}", heading_path="", text=text
-                )
-                records.append(
-                    ChunkRecord(
-                        chunk_id=cid, tenant_id=tenant, brand_id=owner, source=f"gen{(start + i) // 10}",
-                        heading_path="", ordinal=i, text=text,
-                        content_hash=hashlib.sha256(text.encode()).hexdigest(),
-                    )
-                )  # fmt: skip
-            store.upsert(records, vectors.tolist())
-    load_s = time.perf_counter() - load_started
-    embedder = SentenceTransformerEmbedder(settings.embeddings.model_copy(update={"num_threads": 1}))
-    questions = [f"How does {rng.choice(_WORDS)} {rng.choice(_WORDS)} work?" for _ in range(args.queries)]
-    embed_ms, hybrid_ms, dense_ms = [], [], []
-    for question in questions:
-        t0 = time.perf_counter()
-        vector = embedder.embed([question])[0]
-        t1 = time.perf_counter()
-        found = store.hybrid_search(
-            tenant_id=tenant, brand_id=brand, vector=vector, query_text=question, top_k=4
-        )
-        t2 = time.perf_counter()
-        store.search(tenant_id=tenant, brand_id=brand, vector=vector, top_k=4)
-        t3 = time.perf_counter()
-        assert found and all(r.source.startswith("gen") for r in found)
-        embed_ms.append((t1 - t0) * 1000)
-        hybrid_ms.append((t2 - t1) * 1000)
-        dense_ms.append((t3 - t2) * 1000)
-    store.close()
-    return {
-        "load_s": load_s,
-        "embed_p50": _pct(embed_ms, 50),
-        "hybrid_p50": _pct(hybrid_ms, 50),
-        "hybrid_p95": _pct(hybrid_ms, 95),
-        "dense_p50": _pct(dense_ms, 50),
-        "dense_p95": _pct(dense_ms, 95),
-    }
-
-
-def _pct(values: list[float], pct: int) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
-
-
 def _load() -> str:
     """The 1/5/15-minute load averages: other work on a shared machine shows up here."""
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
@@ -373,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actors", type=int, default=2, help="EmbedChunks actors (one per CPU)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs for the local Ray instance")
     parser.add_argument("--batch-docs", type=int, default=16)
-    parser.add_argument("--retrieval-chunks", type=int, default=50_000)
-    parser.add_argument("--queries", type=int, default=50)
+    retrieval.add_arguments(parser)
     parser.add_argument("--pg-url", default="postgresql://root@127.0.0.1:5432/postgres")
     parser.add_argument("--skip-retrieval", action="store_true")
     parser.add_argument("--skip-ceiling", action="store_true", help="skip the two-process bare model run")
@@ -388,15 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp)
             _report_ingestion(args, pipeline_rate(args, database_url, work), work / "corpus")
             if not args.skip_retrieval:
-                r = retrieval_latency(args, work)
-                out.write(
-                    f"retrieval, one brand of {args.retrieval_chunks} generated chunks "
-                    f"(+{args.retrieval_chunks // 10} of another brand; loaded in {r['load_s']:.0f} s), "
-                    f"{args.queries} queries, top 4:\n"
-                    f"  query embedding p50 {r['embed_p50']:.1f} ms\n"
-                    f"  hybrid search p50 {r['hybrid_p50']:.1f} ms, p95 {r['hybrid_p95']:.1f} ms\n"
-                    f"  dense search  p50 {r['dense_p50']:.1f} ms, p95 {r['dense_p95']:.1f} ms\n"
-                )
+                for line in retrieval.run_from_args(args, work):
+                    out.write(line + "\n")
     finally:
         _drop(args.pg_url, name)
     return 0

@@ -10,7 +10,7 @@ Two spellings are read from the environment and ``.env``:
   ``LLM_PROVIDER``). When both spellings are set in the same place, the nested form wins.
 
 An unset endpoint (``database.url``, ``redis.url``, ``qdrant.url``) means "use the embedded default":
-the launcher starts embedded Postgres / Valkey and Qdrant runs in local mode on disk.
+the launcher starts embedded Postgres / Valkey and Qdrant runs embedded (Qdrant Edge) on disk.
 
 Secrets are ``SecretStr`` so they never show in ``repr`` or in logs; read them with
 ``.get_secret_value()`` at the single place that sends them.
@@ -73,11 +73,11 @@ class RedisSettings(BaseModel):
 
 
 class QdrantSettings(BaseModel):
-    """Qdrant. ``url`` unset → ``qdrant-client`` local mode on disk (one process only)."""
+    """Qdrant. ``url`` unset → the embedded Qdrant Edge engine on disk under ``path`` (one process only)."""
 
     url: str | None = None
     api_key: SecretStr | None = None
-    path: Path | None = Field(default=None, description="Local-mode directory; default data_dir/qdrant")
+    path: Path | None = Field(default=None, description="Embedded engine directory; default data_dir/qdrant")
     collection_prefix: str = "knowledge"
     timeout_s: float = 10.0
 
@@ -394,7 +394,7 @@ class Settings(BaseSettings):
 
     @property
     def qdrant_path(self) -> Path:
-        """Local-mode Qdrant directory."""
+        """Directory of the embedded vector store (Qdrant Edge shards under ``edge/``)."""
         return self.qdrant.path or self.data_dir / "qdrant"
 
 

@@ -4,7 +4,7 @@ Serves no requests: the loop starts in ``__init__`` (on the replica's event loop
 ``__del__``; ``check_health`` fails when the loop died, so Serve replaces the replica. Each replica is
 one consumer of the ``ingest-jobs`` group with a unique name; a dead replica's pending job is taken over
 by another one through XAUTOCLAIM. The pipeline runs
-on the Ray Data engine in the replica's cluster; with Qdrant local mode the vectors are written through
+on the Ray Data engine in the replica's cluster; with the embedded engine the vectors are written through
 the ``knowledge`` deployment (``pipelines.stages.ServePointWriter``).
 """
 

@@ -1,6 +1,6 @@
 """Knowledge index deployment: the single owner of the vector store client.
 
-Qdrant local mode (the embedded default) locks its directory to one process, so every read and write
+The embedded engine (Qdrant Edge, the default) locks its directory to one process, so every read and write
 of vectors goes through this deployment; with ``QDRANT_URL`` set it can scale out like the others.
 Postgres keeps the sources and chunks as the system of record (vectors can be rebuilt from it).
 

@@ -10,7 +10,7 @@ on one of two engines:
   PrepareDocuments one actor reserving no CPU, EmbedChunks ``ingestion.embed_actors`` actors of one CPU
   (one per core; the model loaded once per actor). UpsertPoints runs as an actor when the vector
   store can be opened by any process (``QDRANT_URL`` set, or the Serve app's knowledge deployment is
-  the writer), and in the driver when Qdrant local mode has to be opened here;
+  the writer), and in the driver when the embedded engine (Qdrant Edge) has to be opened here;
 * ``local``: the same stage objects called batch by batch in this process (tests, tiny uploads).
 
 Accounting is exact: every listed document ends either indexed or quarantined with its reason, and
@@ -136,7 +136,7 @@ def run_ingest(
 
 
 def choose_writer(settings: Settings) -> WriterMode:
-    """``direct`` with a Qdrant server or when no Serve app owns local mode; else ``serve``."""
+    """``direct`` with a Qdrant server or when no Serve app owns the embedded engine; else ``serve``."""
     if settings.qdrant.url is not None:
         return WriterMode.DIRECT
     return WriterMode.SERVE if _serve_app_running(settings) else WriterMode.DIRECT
@@ -238,7 +238,7 @@ def _run_ray(
         ds = ds.map_batches(UpsertPoints, fn_constructor_kwargs=upsert_kwargs, **light)
         yield from ds.iter_batches(batch_size=size, batch_format="numpy")
         return
-    # Qdrant local mode without a Serve app: only this process may open the directory.
+    # The embedded engine without a Serve app: only this process may open the directory.
     upsert = UpsertPoints(**upsert_kwargs)  # type: ignore[arg-type]
     try:
         for batch in ds.iter_batches(batch_size=size, batch_format="numpy"):

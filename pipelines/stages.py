@@ -25,10 +25,11 @@ of the stored ids for all the batch's sources, one upsert, one Postgres transact
 Vector writes (:class:`UpsertPoints`) go through a :class:`PointWriter`:
 
 * ``direct``: a :class:`common.knowledge.vectorstore.VectorStore` opened in the stage's process. With
-  ``QDRANT_URL`` set that is any process (an actor pool). In Qdrant *local* mode the directory is locked
-  to one process, so the direct writer runs only in the driver, and only when no Serve app owns it;
-* ``serve``: the running app's ``knowledge`` deployment, through its handle (local mode while the app
-  runs). It calls ``source_chunk_ids``, ``write_chunks`` and ``delete_chunks`` on the deployment.
+  ``QDRANT_URL`` set that is any process (an actor pool). The embedded engine (Qdrant Edge) locks its
+  directory to one process, so the direct writer runs only in the driver, and only when no Serve app
+  owns it; it builds the HNSW index when the run ends (:meth:`DirectPointWriter.close`);
+* ``serve``: the running app's ``knowledge`` deployment, through its handle (the embedded engine while
+  the app runs). It calls ``source_chunk_ids``, ``write_chunks`` and ``delete_chunks`` on the deployment.
 """
 
 from __future__ import annotations
@@ -289,7 +290,8 @@ class PointWriter(Protocol):
 
 
 class DirectPointWriter:
-    """Writes with a :class:`VectorStore` in this process (Qdrant server, or local mode in the driver)."""
+    """Writes with a :class:`VectorStore` in this process (Qdrant server, or the embedded engine in the
+    driver)."""
 
     def __init__(self, settings: Settings) -> None:
         from common.knowledge.vectorstore import VectorStore
@@ -312,12 +314,19 @@ class DirectPointWriter:
         self._store.delete(tenant_id=tenant_id, brand_id=brand_id, chunk_ids=chunk_ids)
 
     def close(self) -> None:
-        """Release the client and, in local mode, the directory lock."""
-        self._store.close()
+        """Build the embedded engine's HNSW index of this run's points, then release the directory.
+
+        Here, at the end of a bulk job in the process that owns the directory, no request waits on the
+        build (it holds the GIL); on a Qdrant server it is a no-op (the server optimises on its own).
+        """
+        try:
+            self._store.optimize()
+        finally:
+            self._store.close()
 
 
 class ServePointWriter:
-    """Writes through the running app's ``knowledge`` deployment (the owner of local-mode Qdrant)."""
+    """Writes through the running app's ``knowledge`` deployment (which owns the embedded engine)."""
 
     def __init__(self, settings: Settings) -> None:
         from ray import serve

@@ -5,8 +5,9 @@
     replay-dead STREAM [--limit] move entries of STREAM-dead back onto STREAM (oldest first)
     rebuild-vectors --tenant T --brand B
                                  re-embed a brand's chunks from Postgres (the system of record) and
-                                 upsert them into Qdrant (same deterministic ids: idempotent). With Qdrant
-                                 local mode, stop the app first (local mode locks its directory).
+                                 upsert them into Qdrant (same deterministic ids: idempotent), then build
+                                 the embedded engine's index. Without QDRANT_URL, stop the app first
+                                 (the embedded engine locks its directory).
 
 Streams are the logical names (``inbound``, ``outbound``, ``ingest-jobs``); keys are namespaced with
 ``REDIS__KEY_PREFIX``. Replaying is safe because every consumer is idempotent (inbound messages by
@@ -20,12 +21,20 @@ import asyncio
 import json
 import sys
 import uuid
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
 
 from common.config import Settings, get_settings
+from common.logging import get_logger
 from common.streams import connect, stream_key
+
+if TYPE_CHECKING:  # the commands import these lazily: `streams` needs neither torch nor Qdrant
+    from common.knowledge.embeddings import Embedder
+    from common.knowledge.vectorstore import VectorStore
+    from common.schemas import ChunkRecord
+
+log = get_logger(__name__)
 
 DEAD_SUFFIX = "-dead"
 KNOWN_STREAMS = ("inbound", "outbound", "ingest-jobs")
@@ -91,17 +100,81 @@ async def replay_dead(client: aioredis.Redis, settings: Settings, stream: str, l
 
 async def rebuild_vectors(settings: Settings, *, tenant_id: uuid.UUID, brand_id: uuid.UUID) -> int:
     """Re-embed every chunk Postgres holds for the brand and upsert it; returns the number of chunks."""
+    return await _rebuild(settings, settings.database.url or "", brands=[(tenant_id, brand_id)])
+
+
+async def migrate_local_vectors(settings: Settings, *, database_url: str) -> int | None:
+    """On the first start of the embedded Qdrant Edge engine over a qdrant-client local-mode directory,
+    rebuild every brand's vectors from Postgres; returns the chunks rebuilt, ``None`` when not needed.
+
+    The old files are only read to notice them (Edge cannot open them); nothing is deleted. A marker in
+    the Edge directory makes later starts skip this; an interrupted rebuild runs again in full
+    (deterministic ids: idempotent).
+    """
+    from common.knowledge import vectorstore
+
+    if not vectorstore.needs_local_migration(settings):
+        return None
+    brands = await _brands_with_chunks(database_url)
+    chunks = await _rebuild(settings, database_url, brands=brands)
+    vectorstore.mark_local_migration_done(settings, chunks=chunks)
+    log.info(
+        "vectorstore.migrated",
+        message="rebuilt the vectors of an old qdrant-client local-mode directory from Postgres into "
+        "Qdrant Edge; the old files are no longer read and may be deleted",
+        path=str(settings.qdrant_path),
+        brands=len(brands),
+        chunks=chunks,
+    )
+    return chunks
+
+
+async def _brands_with_chunks(database_url: str) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    from sqlalchemy import select
+
+    from common.db.models import KnowledgeChunk
+    from common.db.session import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            rows = await session.execute(select(KnowledgeChunk.tenant_id, KnowledgeChunk.brand_id).distinct())
+            return sorted((tenant, brand) for tenant, brand in rows.tuples())
+    finally:
+        await engine.dispose()
+
+
+async def _rebuild(
+    settings: Settings, database_url: str, *, brands: list[tuple[uuid.UUID, uuid.UUID]]
+) -> int:
+    """Re-embed and upsert the chunks of ``brands``, then build the index: this process owns the store."""
+    from common.knowledge.embeddings import build_embedder
+    from common.knowledge.vectorstore import VectorStore
+
+    records = [r for tenant, brand in brands for r in await _brand_records(database_url, tenant, brand)]
+    if not records:
+        return 0
+    embedder = build_embedder(settings.embeddings)
+    store = VectorStore(settings)
+    try:
+        store.ensure_collection(embedder.model_name, embedder.dimension)
+        _reembed(store, embedder, records)
+        # Nothing serves from this process: the blocking HNSW build belongs here, not in a replica.
+        store.optimize()
+    finally:
+        store.close()
+    return len(records)
+
+
+async def _brand_records(database_url: str, tenant_id: uuid.UUID, brand_id: uuid.UUID) -> list[ChunkRecord]:
     from sqlalchemy import select
 
     from common.db import repositories as repo
     from common.db.models import KnowledgeSource
     from common.db.session import make_engine, make_sessionmaker
-    from common.knowledge.chunking import embedding_text
-    from common.knowledge.embeddings import build_embedder
-    from common.knowledge.vectorstore import VectorStore
     from common.schemas import ChunkRecord
 
-    engine = make_engine(settings.database.url or "", pool_size=1)
+    engine = make_engine(database_url, pool_size=1)
     try:
         async with make_sessionmaker(engine)() as session:
             chunks = await repo.list_chunks(session, tenant_id=tenant_id, brand_id=brand_id)
@@ -113,7 +186,7 @@ async def rebuild_vectors(settings: Settings, *, tenant_id: uuid.UUID, brand_id:
             }
     finally:
         await engine.dispose()
-    records = [
+    return [
         ChunkRecord(
             chunk_id=c.id,
             tenant_id=c.tenant_id,
@@ -126,19 +199,16 @@ async def rebuild_vectors(settings: Settings, *, tenant_id: uuid.UUID, brand_id:
         )
         for c in chunks
     ]
-    embedder = build_embedder(settings.embeddings)
-    store = VectorStore(settings)
-    try:
-        store.ensure_collection(embedder.model_name, embedder.dimension)
-        for start in range(0, len(records), 64):
-            batch = records[start : start + 64]
-            vectors = embedder.embed(
-                [embedding_text(heading_path=r.heading_path, text=r.text) for r in batch]
-            )
-            store.upsert(batch, vectors)
-    finally:
-        store.close()
-    return len(records)
+
+
+def _reembed(store: VectorStore, embedder: Embedder, records: list[ChunkRecord]) -> None:
+    from common.knowledge.chunking import embedding_text
+
+    for start in range(0, len(records), 64):
+        batch = records[start : start + 64]
+        store.upsert(
+            batch, embedder.embed([embedding_text(heading_path=r.heading_path, text=r.text) for r in batch])
+        )
 
 
 async def _run(opts: argparse.Namespace) -> int:

@@ -56,7 +56,7 @@ class AppArgs(BaseModel):
     dispatcher_replicas: int = Field(default=1, ge=1)
     ingestion_worker_replicas: int = Field(default=1, ge=1)
     knowledge_replicas: int = Field(
-        default=1, ge=1, description="Must stay 1 with Qdrant local mode (it locks its directory)"
+        default=1, ge=1, description="Must stay 1 with the embedded engine (it locks its directory)"
     )
 
 
@@ -71,7 +71,7 @@ def build_app(args: AppArgs) -> Application:
     """Compose the deployments into one Serve application."""
     ep = args.endpoints
     if ep.qdrant_url is None and args.knowledge_replicas != 1:
-        raise ValueError("knowledge_replicas must be 1 when Qdrant runs in local mode (no qdrant_url)")
+        raise ValueError("knowledge_replicas must be 1 when Qdrant runs embedded (no qdrant_url)")
     embedder = _deployment(EmbedderDeployment, args.embedder_replicas).bind(ep)
     knowledge = _deployment(KnowledgeIndexDeployment, args.knowledge_replicas).bind(embedder, ep)
     llm = _deployment(LLMDeployment, args.llm_replicas).bind(ep)

@@ -2,7 +2,8 @@
 
 Uses ``DATABASE_URL`` / ``REDIS_URL`` / ``QDRANT_URL`` / ``RAY_ADDRESS`` when set; otherwise starts
 embedded Postgres and Valkey with data under ``DATA_DIR`` (default ``./.data``, kept across restarts)
-and runs Qdrant in local mode on disk. Then: migrations → Ray + Serve → demo brand seeded → demo
+and runs Qdrant embedded (Qdrant Edge) on disk. Then: migrations → (once) vectors of an old local-mode
+directory rebuilt from Postgres → Ray + Serve → demo brand seeded → demo
 knowledge ingested through the public API → URLs printed → wait for Ctrl-C → clean shutdown.
 
 Ctrl-C (or SIGTERM) at any moment of start-up stops what has started: Serve drains, Ray shuts down, then
@@ -37,6 +38,7 @@ from common.embedded import DetachedServers
 from common.errors import AssistantError
 from common.logging import configure_logging, get_logger
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand, seed_simulated_channels
+from serve_apps.admin import migrate_local_vectors
 
 log = get_logger(__name__)
 
@@ -318,6 +320,8 @@ def _run(argv: list[str] | None, interrupts: Interrupts) -> int:
             bot_token = settings.channels.telegram_bot_token
             bot_id = bot_token.get_secret_value().split(":", 1)[0] if sim_env and bot_token else None
             demo = asyncio.run(_seed(engine, opts.no_demo, bot_id))
+            # Before Serve starts: the knowledge replica will own the directory from then on.
+            asyncio.run(migrate_local_vectors(settings, database_url=stack.endpoints.database_url))
             log.info("launcher.phase", phase="ray")
             base_url = start_serve(settings, stack.endpoints, env=sim_env)
             log.info("launcher.phase", phase="ingest")

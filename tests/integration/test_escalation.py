@@ -1,4 +1,4 @@
-"""Escalation end to end, in-process: real Postgres, Redis, Qdrant local mode and embedding model.
+"""Escalation end to end, in-process: real Postgres, Redis, embedded Qdrant (Edge) and embedding model.
 
 Every trigger: message in → conversation in ``handoff`` → the customer told in the persona's words → an
 ``agent-events`` entry → the bot silent. The full lifecycle test goes on through the agent API: agent

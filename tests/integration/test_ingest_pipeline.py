@@ -1,4 +1,4 @@
-"""Bulk ingestion end to end: real Postgres, Qdrant local mode, the real embedding model, and a real
+"""Bulk ingestion end to end: real Postgres, embedded Qdrant (Edge), the real embedding model, and a real
 S3-compatible server (moto's standalone ``ThreadedMotoServer`` over HTTP, not a mocked client).
 
 Runs the ``local`` engine (same stage classes as Ray Data, in this process); the Ray Data engine is

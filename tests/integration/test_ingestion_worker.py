@@ -1,5 +1,5 @@
 """The knowledge upload API and the ingestion worker: real Postgres (large objects, job rows), real Redis
-(streams, consumer group, XAUTOCLAIM, Pub/Sub), Qdrant local mode and the real embedding model.
+(streams, consumer group, XAUTOCLAIM, Pub/Sub), embedded Qdrant (Edge) and the real embedding model.
 
 The worker's ``run`` function is the real pipeline (``run_ingest``, local engine) except where a test
 needs a failure: then it is a named test double (``AlwaysUnavailable``, ``CrashingRun``).

@@ -1,4 +1,4 @@
-"""Knowledge sync and hybrid retrieval with the real local model and Qdrant local mode, on the demo brand."""
+"""Knowledge sync and hybrid retrieval with the real local model and embedded Qdrant, on the demo brand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The message pipeline in-process: real Postgres, Redis, Qdrant local mode and embedding model.
+"""The message pipeline in-process: real Postgres, Redis, embedded Qdrant (Edge) and embedding model.
 
 The chat model is ``ScriptedChatModel``, a test double that returns a fixed answer so the guardrail and
 storage behaviour under test is deterministic (the real llama.cpp model is covered by test_llm_local and

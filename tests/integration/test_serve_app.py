@@ -1,4 +1,4 @@
-"""The real Serve application (all deployments, real model, LLM, Postgres, Redis, Qdrant local mode)."""
+"""The real Serve application (all deployments, real model, LLM, Postgres, Redis, embedded Qdrant (Edge))."""
 
 from __future__ import annotations
 

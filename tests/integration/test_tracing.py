@@ -1,7 +1,7 @@
 """One WhatsApp message end to end, in-process, traced: webhook → accept → inbound stream → worker →
 process_stored → retrieve → LLM → store → outbound stream → dispatcher → provider SIMULATOR.
 
-Real Postgres, Redis and Qdrant local mode; test doubles (named in test_webhooks) for the embedder
+Real Postgres, Redis and embedded Qdrant (Edge); test doubles (named in test_webhooks) for the embedder
 (``ConstantEmbedder``: every text has the same vector, so the brand's one document is always relevant)
 and the chat model (``ScriptedChatModel``). Spans come from the in-memory exporter, metrics from
 ``common.metrics.REGISTRY``, log events from ``structlog.testing.capture_logs``.

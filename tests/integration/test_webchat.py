@@ -1,4 +1,4 @@
-"""Web chat end to end through the gateway: real Postgres, Redis, Qdrant local mode and embedding model.
+"""Web chat end to end through the gateway: real Postgres, Redis, embedded Qdrant (Edge) and embedding model.
 
 Simulated here, by name:
 

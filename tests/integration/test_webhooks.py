@@ -1,4 +1,4 @@
-"""Channel webhooks through the gateway app in-process: real Postgres and Redis, Qdrant local mode.
+"""Channel webhooks through the gateway app in-process: real Postgres and Redis, embedded Qdrant (Edge).
 
 Test doubles (named as such): ``ConstantEmbedder`` returns the same unit vector for every text (no model
 load; the brands here have no knowledge, so retrieval finds nothing) and ``ScriptedChatModel`` answers a
