@@ -20,8 +20,9 @@ One run, same machine, same LLM stub (fixed latency, bench/llm_stub.py), same br
 
 With ``--webhooks`` (the default) the Serve phase also runs WhatsApp customers: signed webhooks through the
 gateway, replies sent to the provider SIMULATOR started here (channels pointed at it through the replicas'
-``runtime_env``, as tests/integration/test_serve_app.py does). Their webhook ACK latency and their end-to-end
-latency (webhook sent → reply received at the simulator) are reported apart from the web chat turns.
+``runtime_env``, as tests/integration/serve_apps/test_serve_app.py does). Their webhook ACK latency and
+their end-to-end latency (webhook sent → reply received at the simulator) are reported apart from the web
+chat turns.
 
 ``--knee`` skips the baselines and steps the users up (``--knee-steps``, ``--knee-step-s`` each) to show
 where the system starts shedding load (503/429, fast) instead of queueing: per step throughput,

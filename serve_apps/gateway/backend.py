@@ -4,7 +4,7 @@ In process (tests, :mod:`serve_apps.single_process`) the attributes are the obje
 (:class:`~common.conversation.orchestrator.MessageOrchestrator`,
 :class:`~common.knowledge.service.KnowledgeService`); in the Serve gateway they are
 :class:`~deployments.proxy.HandleProxy` objects over deployment handles with the same async methods.
-mypy checks the in-process objects against these Protocols; ``tests/unit/test_gateway_backend.py``
+mypy checks the in-process objects against these Protocols; ``tests/unit/gateway/test_gateway_backend.py``
 checks that the Serve deployments expose every method they name.
 """
 

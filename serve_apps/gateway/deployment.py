@@ -41,7 +41,7 @@ class GatewayDeployment:
         settings = start_replica(endpoints, background=False)
         self.settings = settings
         # A handle is untyped RPC; seen as the Protocol of the object it serves, callers are
-        # type-checked, and tests/unit/test_gateway_backend.py checks the deployment has each method.
+        # type-checked, and tests/unit/gateway/test_gateway_backend.py checks the deployment has each method.
         self.orchestrator = cast(Conversations, HandleProxy(orchestrator))
         self.knowledge = cast(KnowledgeIndex, HandleProxy(knowledge))
         self.sessionmaker = make_sessionmaker(make_engine(settings.database.url or "", pool_size=5))

@@ -28,7 +28,7 @@ from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from tests.e2e.test_widget_browser import ARTIFACTS, WAIT_S, _free_port, _wait, browser  # noqa: F401
 from tests.fakes.chat import ScriptedChatModel
-from tests.integration.test_orchestration import RETURNS_ANSWER
+from tests.integration.conversation.test_orchestration import RETURNS_ANSWER
 
 pytestmark = pytest.mark.integration
 

@@ -42,7 +42,7 @@ from pipelines.demo import demo_documents, load_demo_brand, seed_demo_brand
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from tests.fakes.chat import ScriptedChatModel
-from tests.integration.test_orchestration import RETURNS_ANSWER
+from tests.integration.conversation.test_orchestration import RETURNS_ANSWER
 
 pytestmark = pytest.mark.integration
 

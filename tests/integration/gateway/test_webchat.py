@@ -51,7 +51,7 @@ from serve_apps.inprocess import InProcessBackend
 from serve_apps.webchat.identity import resolve_visitor, sign_identity, widget_identity_key
 from serve_apps.webchat.ratelimit import FixedWindowLimiter
 from tests.fakes.chat import ScriptedChatModel
-from tests.integration.test_orchestration import RETURNS_ANSWER
+from tests.integration.conversation.test_orchestration import RETURNS_ANSWER
 
 pytestmark = pytest.mark.integration
 

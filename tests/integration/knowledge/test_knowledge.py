@@ -233,7 +233,7 @@ async def test_seed_demo_brand_is_idempotent(database_url: str) -> None:
 
 # --- hybrid retrieval on the demo brand plus a parts list with part numbers ----------------------
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "docs"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "docs"
 OTHER_TENANT, OTHER_BRAND = uuid.UUID(int=0xB), uuid.UUID(int=0xB1)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_ingest_pipeline import (
+from tests.integration.pipelines.test_ingest_pipeline import (
     RETURNS,
     SHIPPING,
     free_port,
@@ -32,7 +32,7 @@ from tests.integration.test_ingest_pipeline import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 
 

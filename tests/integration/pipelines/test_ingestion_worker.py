@@ -33,7 +33,13 @@ from pipelines.worker import IngestionWorker
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.gateway.knowledge import build_knowledge_router
 from serve_apps.gateway.readiness import dependencies_ready
-from tests.integration.test_ingest_pipeline import FAQ_CSV, SHIPPING, ingest_settings, make_brand, stored_ids
+from tests.integration.pipelines.test_ingest_pipeline import (
+    FAQ_CSV,
+    SHIPPING,
+    ingest_settings,
+    make_brand,
+    stored_ids,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from common.db.models import MessageLog
 from common.domain import Channel, InboundMessage
 from common.errors import LLMTimeout, NotFound
 from common.retry import RetryPolicy
-from tests.integration.test_webhooks import Env, env_fixture  # noqa: F401 - the fixture
+from tests.integration.gateway.test_webhooks import Env, env_fixture  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
 

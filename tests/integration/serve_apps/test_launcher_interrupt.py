@@ -26,7 +26,7 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MARKER = "EMA_LAUNCHER_TEST_RUN"
 START_TIMEOUT_S = 420.0  # a cold start on 2 busy cores: Ray, four Serve deployments, the demo ingestion
 GONE_WITHIN_S = 60.0

@@ -25,7 +25,7 @@ from common.knowledge.parsing import (
     parse_document,
 )
 
-DOCS = Path(__file__).resolve().parents[1] / "fixtures" / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "fixtures" / "docs"
 
 
 def text_pdf(*pages: str, title: str | None = None) -> bytes:
