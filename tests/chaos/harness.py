@@ -42,27 +42,12 @@ from serve_apps.inprocess import InProcessBackend
 from serve_apps.simulator import SimulatorServer
 from serve_apps.simulator.webhooks import sign_meta, whatsapp_message, whatsapp_update
 from tests.fakes.chat import ScriptedChatModel
+from tests.fakes.embedding import ConstantEmbedder
 
 APP_SECRET = "chaos-meta-app-secret"
 META_TOKEN = "chaos-meta-token"
 PHONE_NUMBER_ID = "CHAOS-PNID"
 FALLBACK = "Thanks for your message, a colleague will get back to you shortly."
-
-
-class ConstantEmbedder:
-    """Test double: one fixed unit vector for every text (no model load)."""
-
-    model_name = "test-constant"
-    dimension = 8
-
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        return [[1.0] + [0.0] * (self.dimension - 1) for _ in texts]
-
-    async def aembed(self, texts: list[str]) -> list[list[float]]:
-        return self.embed(texts)
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
 
 
 class CountingRelay(OutboxRelay):

@@ -37,11 +37,11 @@ from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from serve_apps.simulator import SimulatorServer
 from tests.fakes.chat import ScriptedChatModel
+from tests.fakes.embedding import ConstantEmbedder
 from tests.integration.gateway.test_webhooks import (
     APP_SECRET,
     TG_SECRET,
     VERIFY_TOKEN,
-    ConstantEmbedder,
     raw,
     seed_brand,
     sign,

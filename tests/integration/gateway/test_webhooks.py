@@ -35,6 +35,7 @@ from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from tests.contract.test_channel_payloads import BOT, EXPECTED, FIXTURES, IG, WA
 from tests.fakes.chat import ScriptedChatModel
+from tests.fakes.embedding import ConstantEmbedder
 
 pytestmark = pytest.mark.integration
 
@@ -42,22 +43,6 @@ APP_SECRET = "meta-app-secret-for-tests"
 VERIFY_TOKEN = "verify-token-for-tests"
 TG_SECRET = "telegram-secret-for-tests"
 FALLBACK = "I can't read that kind of message yet."
-
-
-class ConstantEmbedder:
-    """Test double: one fixed unit vector for every text."""
-
-    model_name = "test-constant"
-    dimension = 8
-
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        return [[1.0] + [0.0] * (self.dimension - 1) for _ in texts]
-
-    async def aembed(self, texts: list[str]) -> list[list[float]]:
-        return self.embed(texts)
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
 
 
 @dataclass

@@ -9,7 +9,7 @@ from common.config import ServiceEndpoints, Settings
 from common.knowledge.embeddings import token_counter
 from common.knowledge.service import KnowledgeService
 from serve_apps.inprocess import InProcessBackend
-from tests.chaos.harness import ConstantEmbedder
+from tests.fakes.embedding import ConstantEmbedder
 from tests.fakes.pipeline import DOCUMENTS, seed_brand
 
 
