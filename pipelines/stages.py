@@ -8,6 +8,7 @@ in one place. Columns, added stage by stage::
     uri, location, content_type                  input (SourceItem)
     data                                         ReadSources
     title, text, faq (JSON), content_type        ParseDocuments
+    tables (JSON: table rows)                    ParseDocuments
     chunks (JSON), embed_ids (JSON)              ChunkDocuments
     vectors (JSON {chunk_id: vector})            EmbedChunks
     written, unchanged, deleted, chunk_total     UpsertPoints (heavy columns dropped)
@@ -49,7 +50,7 @@ from common.db.models import KnowledgeChunk, KnowledgeSource
 from common.db.session import make_engine, make_sessionmaker, make_sync_engine
 from common.errors import EmbeddingError, InvalidInput
 from common.knowledge.chunking import embedding_text
-from common.knowledge.parsing import FaqEntry, ParsedDocument
+from common.knowledge.parsing import FaqEntry, ParsedDocument, TableRow
 from common.knowledge.records import build_records
 from common.schemas import ChunkRecord
 from pipelines.sources import SourceItem, SourceReader
@@ -91,7 +92,7 @@ def _quarantine(row: dict[str, Any], *, stage: str, exc: InvalidInput) -> None:
 
 INPUT_COLUMNS = ("uri", "location", "content_type", "error", "stage")
 READ_COLUMNS = (*INPUT_COLUMNS, "data")
-PARSE_COLUMNS = (*INPUT_COLUMNS, "title", "text", "faq")
+PARSE_COLUMNS = (*INPUT_COLUMNS, "title", "text", "faq", "tables")
 CHUNK_COLUMNS = (*PARSE_COLUMNS, "chunks", "embed_ids")
 EMBED_COLUMNS = (*CHUNK_COLUMNS, "vectors")
 RESULT_COLUMNS = (*INPUT_COLUMNS, "written", "unchanged", "deleted", "chunk_total")
@@ -130,7 +131,7 @@ class ReadSources:
 
 
 class ParseDocuments:
-    """Turns bytes into text and FAQ entries with :func:`common.knowledge.parsing.parse_document`."""
+    """Turns bytes into text, FAQ entries and table rows (:func:`common.knowledge.parsing.parse_document`)."""
 
     def __init__(self) -> None:
         from common.knowledge import parsing
@@ -138,11 +139,12 @@ class ParseDocuments:
         self._parsing = parsing
 
     def __call__(self, batch: Batch) -> OutBatch:
-        """Replace ``data`` by ``title``, ``text``, ``faq`` (JSON pairs); ``content_type`` = text's type."""
+        """Replace ``data`` by ``title``, ``text``, ``faq`` (JSON pairs), ``tables`` (JSON rows:
+        ``[heading_path, [[column, value], …]]``); ``content_type`` = text's type."""
         out = rows(batch)
         for row in out:
             data = row.pop("data", b"")
-            row["title"], row["text"], row["faq"] = "", "", "[]"
+            row["title"], row["text"], row["faq"], row["tables"] = "", "", "[]", "[]"
             if row["error"]:
                 continue
             try:
@@ -154,6 +156,7 @@ class ParseDocuments:
                 continue
             row["title"], row["text"], row["content_type"] = parsed.title, parsed.text, parsed.text_type
             row["faq"] = json.dumps([[q, a] for q, a in parsed.sections])
+            row["tables"] = json.dumps([[r.heading_path, r.cells] for r in parsed.table_rows])
         return columns(out, PARSE_COLUMNS)
 
 
@@ -186,19 +189,12 @@ class ChunkDocuments:
         return columns(out, CHUNK_COLUMNS)
 
     def _records(self, row: dict[str, Any]) -> list[ChunkRecord]:
-        """Chunks with deterministic ids, FAQ entries included (the same step as API uploads)."""
-        document = ParsedDocument(
-            uri=row["uri"],
-            content_type=row["content_type"],
-            title=row["title"],
-            text=row["text"],
-            text_type=row["content_type"],
-            sections=tuple(FaqEntry(q, a) for q, a in json.loads(row["faq"])),
-        )
+        """Chunks with deterministic ids, FAQ entries and table rows included (the same step as API
+        uploads)."""
         return build_records(
             tenant_id=self._tenant,
             brand_id=self._brand,
-            document=document,
+            document=parsed_document(row),
             count_tokens=self._count,
             retrieval=self._retrieval,
         )
@@ -215,6 +211,22 @@ class ChunkDocuments:
             for uri, cid in conn.execute(stmt):
                 known.setdefault(uri, set()).add(cid)
         return known
+
+
+def parsed_document(row: Mapping[str, Any]) -> ParsedDocument:
+    """The :class:`ParsedDocument` a :class:`ParseDocuments` row carries (its JSON columns decoded)."""
+    return ParsedDocument(
+        uri=row["uri"],
+        content_type=row["content_type"],
+        title=row["title"],
+        text=row["text"],
+        text_type=row["content_type"],
+        sections=tuple(FaqEntry(q, a) for q, a in json.loads(row["faq"])),
+        table_rows=tuple(
+            TableRow(path, tuple((name, value) for name, value in cells))
+            for path, cells in json.loads(row["tables"])
+        ),
+    )
 
 
 class PrepareDocuments:

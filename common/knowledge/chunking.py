@@ -8,11 +8,13 @@ chunk's trailing units. A unit that alone exceeds the budget falls back to word 
 "word" that still does (a URL, CJK text without spaces) to character windows, so nothing is ever dropped
 and every chunk fits.
 
-FAQ entries (question/answer pairs from :mod:`common.knowledge.parsing`) are one chunk each, ``Q: …\nA:
-…`` under the
-heading path ``"FAQ > <question>"``; an answer above the budget is split like any other section.
+Table rows (data tables the parser took out of the text) are one chunk each, ``Plan: Flex | Price: €39``
+(every cell under its column name), under the heading path of the section that held the table, so a
+question about one product finds that product's row rather than the whole table. FAQ entries
+(question/answer pairs from :mod:`common.knowledge.parsing`) are one chunk each, ``Q: …\nA: …`` under the
+heading path ``"FAQ > <question>"``. A row or an answer above the budget is split like any other section.
 :func:`chunk_parsed` chunks a whole :class:`~common.knowledge.parsing.ParsedDocument` (text first, then
-its FAQ).
+its table rows, then its FAQ).
 
 Tokens are measured with a ``count_tokens`` callable (the embedding model's tokenizer in production),
 assumed roughly additive: each unit is counted once, and every packed chunk is checked again as a whole.
@@ -22,17 +24,15 @@ Pure functions; nothing heavy is imported here.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from common.knowledge.markdown import CodeFences
+from common.knowledge.markdown import HEADING_SEPARATOR as HEADING_SEPARATOR  # callers' name for it
+from common.knowledge.markdown import CodeFences, HeadingTrail, match_heading
 
 if TYPE_CHECKING:
     from common.knowledge.parsing import ParsedDocument
-
-#: Separator between the levels of a heading path.
-HEADING_SEPARATOR = " > "
 
 #: First level of every FAQ entry's heading path.
 FAQ_HEADING = "FAQ"
@@ -41,7 +41,6 @@ FAQ_HEADING = "FAQ"
 MARKDOWN = "text/markdown"
 PLAIN_TEXT = "text/plain"
 
-_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 # A sentence ends at . ! ? … (plus closing quotes/brackets) before whitespace, or right after a
 # CJK / Arabic / Devanagari full stop, which need no following space.
 _SENTENCE_END = re.compile(
@@ -126,16 +125,54 @@ def chunk_faq(
     return chunks
 
 
+def table_row_text(cells: Iterable[tuple[str, str]]) -> str:
+    """A table row as one line, ``Name: value | …``: each value keeps its column name, which is what
+    makes a lone row answerable (``€39`` alone says nothing)."""
+    return " | ".join(f"{name}: {value}" for name, value in cells)
+
+
+def chunk_table_rows(
+    rows: Iterable[tuple[str, Sequence[tuple[str, str]]]],
+    *,
+    count_tokens: CountTokens,
+    chunk_tokens: int,
+    overlap_tokens: int,
+    first_ordinal: int = 0,
+) -> list[Chunk]:
+    """One chunk per ``(heading_path, cells)`` row: :func:`table_row_text` under the table's heading path."""
+    chunks: list[Chunk] = []
+    for heading_path, cells in rows:
+        for piece in _chunk_section(
+            heading_path=heading_path,
+            body=table_row_text(cells),
+            count_tokens=count_tokens,
+            chunk_tokens=chunk_tokens,
+            overlap_tokens=overlap_tokens,
+        ):
+            chunks.append(Chunk(heading_path=heading_path, text=piece, ordinal=first_ordinal + len(chunks)))
+    return chunks
+
+
 def chunk_parsed(
     document: ParsedDocument, *, count_tokens: CountTokens, chunk_tokens: int, overlap_tokens: int
 ) -> list[Chunk]:
-    """Chunk a parsed document: its text as ``text_type``, then one chunk per FAQ entry."""
+    """Chunk a parsed document: its text as ``text_type``, then one chunk per table row and FAQ entry.
+
+    Rows and entries come after the text, so a document without them keeps the ordinals it had.
+    """
     chunks = chunk_document(
         document.text,
         content_type=document.text_type,
         count_tokens=count_tokens,
         chunk_tokens=chunk_tokens,
         overlap_tokens=overlap_tokens,
+    )
+    chunks += chunk_table_rows(
+        document.table_rows,
+        count_tokens=count_tokens,
+        chunk_tokens=chunk_tokens,
+        overlap_tokens=overlap_tokens,
+        first_ordinal=len(chunks),
     )
     return chunks + chunk_faq(
         document.sections,
@@ -161,23 +198,18 @@ def chunk_markdown(
 
 def _markdown_sections(text: str) -> Iterator[tuple[str, str]]:
     """Yield ``(heading_path, body)`` per heading; text before the first heading has an empty path."""
-    stack: list[tuple[int, str]] = []
+    trail = HeadingTrail()
     body: list[str] = []
     fences = CodeFences()
-    path = ""
     for line in text.splitlines():
-        heading = None if fences.is_code(line) else _HEADING.match(line)
+        heading = None if fences.is_code(line) else match_heading(line)
         if heading is None:
             body.append(line)
             continue
-        yield path, "\n".join(body)
-        level, title = len(heading.group(1)), heading.group(2).strip()
-        while stack and stack[-1][0] >= level:
-            stack.pop()
-        stack.append((level, title))
-        path = HEADING_SEPARATOR.join(t for _, t in stack if t)
+        yield trail.path, "\n".join(body)
+        trail.enter(*heading)
         body = []
-    yield path, "\n".join(body)
+    yield trail.path, "\n".join(body)
 
 
 def _chunk_section(

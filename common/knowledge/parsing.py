@@ -7,12 +7,17 @@ argument, else from the URI's file extension, else it is sniffed from the bytes.
 * ``sections``: FAQ entries ``(question, answer)`` found in a FAQ CSV or in a Markdown table (also an
   HTML or DOCX table, which are rendered as Markdown tables first) whose header names a question and an
   answer column. The table is removed from ``text``; each entry becomes one chunk.
+* ``table_rows``: the rows of every other table (and of a CSV that is not a FAQ), each as its
+  ``(column name, value)`` cells under the heading path of the section that held the table (a CSV's:
+  its file name). The table is removed from ``text``; each row becomes one chunk, so a question about
+  one product finds that product's row instead of the whole table.
 
 A document that cannot be parsed raises :class:`~common.errors.ParseError` with a machine-readable
 ``details["reason"]`` (:class:`ParseReason`); an unknown type raises
 :class:`~common.errors.UnsupportedMediaType`; bytes above ``max_bytes`` raise
 :class:`~common.errors.PayloadTooLarge`. Nothing is skipped silently: what was tolerated (a latin-1
-fallback, FAQ rows without an answer) is listed in :attr:`ParsedDocument.notes`.
+fallback, FAQ rows without an answer, cells beyond a table's header) is listed in
+:attr:`ParsedDocument.notes`.
 
 Out of scope: OCR (an image-only PDF is a ``no_text`` error), legacy ``.doc``, spreadsheets other than CSV.
 """
@@ -30,7 +35,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from common.errors import ParseError, PayloadTooLarge, UnsupportedMediaType
-from common.knowledge.markdown import CodeFences
+from common.knowledge.markdown import CodeFences, HeadingTrail, match_heading
 
 MARKDOWN = "text/markdown"
 PLAIN_TEXT = "text/plain"
@@ -87,9 +92,18 @@ class FaqEntry(NamedTuple):
     answer: str
 
 
+class TableRow(NamedTuple):
+    """One row of a data table: the heading path of the section that held the table, and the row's
+    non-empty cells as ``(column name, value)`` in column order."""
+
+    heading_path: str
+    cells: tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedDocument:
-    """A parsed document: Markdown or plain ``text`` plus FAQ ``sections``, ready for chunking.
+    """A parsed document: Markdown or plain ``text`` plus FAQ ``sections`` and ``table_rows``, ready for
+    chunking.
 
     ``content_type`` is the source's media type; ``text_type`` says how ``text`` is structured
     (:data:`MARKDOWN` or :data:`PLAIN_TEXT`) and is what the chunker receives.
@@ -102,11 +116,12 @@ class ParsedDocument:
     text_type: str = MARKDOWN
     sections: tuple[FaqEntry, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    table_rows: tuple[TableRow, ...] = ()
 
     @property
     def is_empty(self) -> bool:
-        """True when there is neither text nor a FAQ entry."""
-        return not self.text.strip() and not self.sections
+        """True when there is neither text nor a FAQ entry nor a table row."""
+        return not self.text.strip() and not self.sections and not self.table_rows
 
 
 def parse_document(
@@ -233,7 +248,8 @@ def _parse_markdown(data: bytes, uri: str, charset: str | None) -> ParsedDocumen
 def _markdown_document(
     text: str, *, uri: str, content_type: str, notes: tuple[str, ...], title: str = ""
 ) -> ParsedDocument:
-    body, entries, faq_notes = extract_faq_tables(text)
+    tables = extract_tables(text)
+    body = tables.text
     heading = re.search(r"(?m)^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", body)
     return ParsedDocument(
         uri=uri,
@@ -241,8 +257,9 @@ def _markdown_document(
         title=title or (heading.group(1).strip() if heading else _first_line(body)),
         text=body.strip(),
         text_type=MARKDOWN,
-        sections=entries,
-        notes=notes + faq_notes,
+        sections=tables.entries,
+        table_rows=tables.rows,
+        notes=notes + tables.notes,
     )
 
 
@@ -253,47 +270,83 @@ def _first_line(text: str) -> str:
     return ""
 
 
-# --- FAQ tables -----------------------------------------------------------------------------------
+# --- tables: FAQ entries and data rows -----------------------------------------------------------
 
-_TABLE_ROW = re.compile(r"^\s*\|?.*\|.*$")
-_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
+_QUESTION_MARKS = ("?", "\uff1f", "\u061f")  # ASCII, full-width (CJK), Arabic
 
 
-def extract_faq_tables(markdown: str) -> tuple[str, tuple[FaqEntry, ...], tuple[str, ...]]:
-    """Pull FAQ entries out of Markdown tables whose header names a question and an answer column.
+class ExtractedTables(NamedTuple):
+    """What :func:`extract_tables` found: the Markdown without its tables, and what they held."""
 
-    Returns the Markdown without those tables, the entries, and notes about skipped rows. Other tables
-    (and anything inside code fences) are left in the text.
-    """
+    text: str
+    entries: tuple[FaqEntry, ...]
+    rows: tuple[TableRow, ...]
+    notes: tuple[str, ...]
+
+
+def extract_tables(markdown: str) -> ExtractedTables:
+    """Pull every Markdown table out of the text: FAQ tables (a header naming a question and an answer
+    column) become entries, any other table one :class:`TableRow` per row under its section's heading
+    path. Taking the table out keeps its rows from being chunked a second time as prose; anything inside
+    code fences is left in the text."""
     lines = markdown.splitlines()
     kept: list[str] = []
     entries: list[FaqEntry] = []
+    rows: list[TableRow] = []
     notes: list[str] = []
     fences = CodeFences()
+    trail = HeadingTrail()
     i = 0
     while i < len(lines):
         line = lines[i]
-        columns = None
-        if (
-            not fences.is_code(line)
-            and i + 1 < len(lines)
-            and "|" in line
-            and _TABLE_RULE.match(lines[i + 1])
-        ):
-            columns = _faq_columns(_table_cells(line))
-        if columns is None:
-            kept.append(line)
-            i += 1
+        code = fences.is_code(line)
+        heading = None if code else match_heading(line)
+        header = None if code or heading is not None else _table_header(lines, i)
+        if heading is not None:
+            trail.enter(*heading)
+        elif header is not None:
+            end = i + 2
+            while end < len(lines) and lines[end].strip() and "|" in lines[end]:
+                end += 1
+            body = [_table_cells(row) for row in lines[i + 2 : end] if not _is_rule(row)]
+            where = f"table at line {i + 1}"
+            columns = _faq_columns(header)
+            if columns is not None:
+                table_entries, table_notes = _faq_entries(body, columns, where=where)
+                entries.extend(table_entries)
+            else:
+                table_rows, table_notes = _table_rows(header, body, heading_path=trail.path, where=where)
+                rows.extend(table_rows)
+                # Close the gap the table leaves, so the prose around it reads as one passage. (A FAQ
+                # table keeps its old gap: closing it would change the ids of the prose around it.)
+                if kept and not kept[-1].strip() and end < len(lines) and not lines[end].strip():
+                    end += 1
+            notes.extend(table_notes)
+            i = end
             continue
-        end = i + 2
-        while end < len(lines) and lines[end].strip() and "|" in lines[end]:
-            end += 1
-        rows = [_table_cells(row) for row in lines[i + 2 : end]]
-        table_entries, table_notes = _faq_entries(rows, columns, where=f"table at line {i + 1}")
-        entries.extend(table_entries)
-        notes.extend(table_notes)
-        i = end
-    return "\n".join(kept), tuple(entries), tuple(notes)
+        kept.append(line)
+        i += 1
+    return ExtractedTables("\n".join(kept), tuple(entries), tuple(rows), tuple(notes))
+
+
+def _table_header(lines: list[str], i: int) -> list[str] | None:
+    """The header cells when line ``i`` opens a table: a ``|`` line over an alignment row.
+
+    A data table's alignment row must have one cell per header cell (as GFM requires), so a sentence
+    with a pipe above a ``---`` break stays prose; a FAQ header is recognised as it always was.
+    """
+    if "|" not in lines[i] or i + 1 >= len(lines) or not _is_rule(lines[i + 1]):
+        return None
+    header = _table_cells(lines[i])
+    if _faq_columns(header) is None and len(_table_cells(lines[i + 1])) != len(header):
+        return None
+    return header
+
+
+def _is_rule(line: str) -> bool:
+    # ``|:-:|`` needs its pipes; without any, only ``---`` counts, so a lone ``-`` list bullet is no rule.
+    return bool(_TABLE_RULE.match(line)) and ("|" in line or "---" in line)
 
 
 def _table_cells(line: str) -> list[str]:
@@ -338,6 +391,39 @@ def _faq_entries(
     return entries, notes
 
 
+def _table_rows(
+    header: list[str], rows: list[list[str]], *, heading_path: str, where: str
+) -> tuple[list[TableRow], list[str]]:
+    """Rows to :class:`TableRow` cells named by the header. Empty cells are left out and all-empty rows
+    ignored; a cell under an empty header cell, or beyond the header (with a note), is named
+    ``Column N``, so a ragged row loses nothing."""
+    names = [" ".join(name.split()) or f"Column {n}" for n, name in enumerate(header, start=1)]
+    out: list[TableRow] = []
+    notes: list[str] = []
+    if not rows:
+        notes.append(f"{where}: a header without rows, nothing to index")
+    for number, row in enumerate(rows, start=1):
+        if len(row) > len(names) and any(cell.strip() for cell in row[len(names) :]):
+            notes.append(
+                f"{where}, row {number}: {len(row)} cells under {len(names)} column names,"
+                " the extra cells kept as 'Column N'"
+            )
+        cells = tuple(
+            (names[k] if k < len(names) else f"Column {k + 1}", value)
+            for k, cell in enumerate(row)
+            if (value := " ".join(cell.split()))
+        )
+        if cells:
+            out.append(TableRow(heading_path, cells))
+    return out, notes
+
+
+def _faq_names_only(header: list[str]) -> bool:
+    """A header of nothing but question/answer names (``question`` alone) is a FAQ missing a column."""
+    names = [re.sub(r"[^\w]+", "", cell.lower()) for cell in header if cell.strip()]
+    return bool(names) and all(n in _QUESTION_HEADERS | _ANSWER_HEADERS for n in names)
+
+
 def _parse_csv(data: bytes, uri: str, charset: str | None) -> ParsedDocument:
     text, notes = decode_text(data, charset=charset)
     if not text.strip():
@@ -352,25 +438,42 @@ def _parse_csv(data: bytes, uri: str, charset: str | None) -> ParsedDocument:
         raise _error(uri, CSV, ParseReason.CORRUPT, f"malformed CSV: {exc}") from exc
     if not rows:
         return ParsedDocument(uri=uri, content_type=CSV, title="", text="", notes=notes)
+    title = posixpath.splitext(posixpath.basename(urlsplit(uri).path or uri))[0]
     columns = _faq_columns(rows[0])
     if columns is not None:
         rows = rows[1:]
-    elif max(len(r) for r in rows) >= 2:
-        # No recognisable header: the first two columns are question and answer, every row is data.
+    elif _faq_names_only(rows[0]):
+        raise _error(uri, CSV, ParseReason.NO_FAQ_ENTRIES, "a FAQ CSV needs a question and an answer column")
+    elif max(len(r) for r in rows) >= 2 and rows[0][0].strip().endswith(_QUESTION_MARKS):
+        # No header, and the first row asks a question: the first two columns are question and answer,
+        # every row is data. (A header names columns; it does not ask.)
         columns = (0, 1)
         notes += ("no question/answer header: first column read as question, second as answer",)
     else:
-        raise _error(uri, CSV, ParseReason.NO_FAQ_ENTRIES, "a FAQ CSV needs a question and an answer column")
+        return _csv_table(rows, uri=uri, title=title, notes=notes)
     entries, row_notes = _faq_entries(rows, columns, where="CSV")
     if not entries:
         raise _error(uri, CSV, ParseReason.NO_FAQ_ENTRIES, "no row has both a question and an answer")
-    title = posixpath.splitext(posixpath.basename(urlsplit(uri).path or uri))[0]
     return ParsedDocument(
         uri=uri,
         content_type=CSV,
         title=title,
         text="",
         sections=tuple(entries),
+        notes=notes + tuple(row_notes),
+    )
+
+
+def _csv_table(rows: list[list[str]], *, uri: str, title: str, notes: tuple[str, ...]) -> ParsedDocument:
+    """A CSV that is not a FAQ is a data table: first row the column names, one :class:`TableRow` per
+    other row under the file's name (a CSV has no headings)."""
+    table_rows, row_notes = _table_rows(rows[0], rows[1:], heading_path=title, where="CSV")
+    return ParsedDocument(
+        uri=uri,
+        content_type=CSV,
+        title=title,
+        text="",
+        table_rows=tuple(table_rows),
         notes=notes + tuple(row_notes),
     )
 

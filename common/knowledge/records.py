@@ -35,7 +35,7 @@ def build_records(
     count_tokens: Callable[[str], int],
     retrieval: RetrievalSettings,
 ) -> list[ChunkRecord]:
-    """Chunk a parsed document (text, then its FAQ entries) into records; identical chunks are kept once."""
+    """Chunk a parsed document (text, table rows, FAQ entries) into records; identical chunks kept once."""
     chunks = chunk_parsed(
         document,
         count_tokens=count_tokens,

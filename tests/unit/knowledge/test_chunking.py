@@ -13,7 +13,9 @@ from common.knowledge.chunking import (
     chunk_faq,
     chunk_markdown,
     chunk_parsed,
+    chunk_table_rows,
     embedding_text,
+    table_row_text,
 )
 from common.knowledge.parsing import parse_document
 
@@ -237,6 +239,65 @@ def test_chunk_parsed_of_an_empty_or_faq_only_document() -> None:
     csv_doc = parse_document(b"question,answer\nQ1,A1\n", uri="f.csv")
     chunks = chunk_parsed(csv_doc, count_tokens=words, chunk_tokens=50, overlap_tokens=0)
     assert [(c.heading_path, c.ordinal) for c in chunks] == [("FAQ > Q1", 0)]
+
+
+def test_table_rows_are_one_chunk_each_naming_every_column() -> None:
+    rows = [
+        (
+            "Plans",
+            (("Plan", "Flex"), ("Monthly price", "€39"), ("Joining fee", "€0"), ("Club access", "one club")),
+        ),
+        ("Plans", (("Plan", "Premium"), ("Monthly price", "€59"))),
+    ]
+    chunks = chunk_table_rows(rows, count_tokens=words, chunk_tokens=50, overlap_tokens=0, first_ordinal=2)
+    assert chunks == [
+        Chunk("Plans", "Plan: Flex | Monthly price: €39 | Joining fee: €0 | Club access: one club", 2),
+        Chunk("Plans", "Plan: Premium | Monthly price: €59", 3),
+    ]
+    assert table_row_text([]) == ""
+    assert chunk_table_rows([("Plans", ())], count_tokens=words, chunk_tokens=50, overlap_tokens=0) == []
+
+
+def test_a_row_above_the_budget_is_split_under_its_path_and_loses_nothing() -> None:
+    cells = tuple((f"Col{i}", f"value {i} is long.") for i in range(12))
+    row = ("Specs", cells)
+    text = table_row_text(cells)
+    # fits: one chunk, however many cells
+    (whole,) = chunk_table_rows([row], count_tokens=words, chunk_tokens=words(text) + 5, overlap_tokens=0)
+    assert whole.text == text
+    # does not fit: the section fallback (sentences, then words), every piece under the table's path
+    pieces = chunk_table_rows([row], count_tokens=words, chunk_tokens=20, overlap_tokens=0)
+    assert len(pieces) > 1 and {c.heading_path for c in pieces} == {"Specs"}
+    assert all(words(c.text) <= 20 for c in pieces)
+    assert " ".join(c.text for c in pieces).split() == text.split()
+
+
+def test_chunk_parsed_chunks_text_then_table_rows_then_faq() -> None:
+    doc = parse_document(
+        (
+            "# Plans\nPrices include VAT.\n\n| Plan | Price |\n|---|:-:|\n| Flex | €39 |\n| Max | €79 |\n\n"
+            "Cancel any time.\n\n## FAQ\n| Question | Answer |\n|---|---|\n| Refunds? | Within 14 days. |\n"
+        ).encode(),
+        uri="plans.md",
+    )
+    chunks = chunk_parsed(doc, count_tokens=words, chunk_tokens=50, overlap_tokens=0)
+    assert [(c.heading_path, c.text, c.ordinal) for c in chunks] == [
+        ("Plans", "Prices include VAT.\n\nCancel any time.", 0),  # the prose around the table, once
+        ("Plans", "Plan: Flex | Price: €39", 1),
+        ("Plans", "Plan: Max | Price: €79", 2),
+        ("FAQ > Refunds?", "Q: Refunds?\nA: Within 14 days.", 3),
+    ]
+
+
+def test_chunk_parsed_of_a_data_csv() -> None:
+    csv_doc = parse_document(
+        b"Store,City,Phone\nNorth,Oslo,\nSouth,Bergen,555-0100\n", uri="s3://kb/stores.csv"
+    )
+    chunks = chunk_parsed(csv_doc, count_tokens=words, chunk_tokens=50, overlap_tokens=0)
+    assert [(c.heading_path, c.text) for c in chunks] == [
+        ("stores", "Store: North | City: Oslo"),
+        ("stores", "Store: South | City: Bergen | Phone: 555-0100"),
+    ]
 
 
 def test_a_markdown_table_with_empty_cells_that_is_not_faq_stays_prose() -> None:

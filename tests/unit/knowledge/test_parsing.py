@@ -1,4 +1,4 @@
-"""parse_document: every format, type detection, encodings, FAQ tables and the errors with their reasons."""
+"""parse_document: every format, type detection, encodings, FAQ and data tables, errors with their reasons."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from common.knowledge.parsing import (
     SUPPORTED_CONTENT_TYPES,
     FaqEntry,
     ParseReason,
+    TableRow,
     detect_content_type,
     parse_document,
 )
@@ -214,7 +215,7 @@ def test_faq_csv_without_entries_is_an_error(data: bytes) -> None:
     assert reason(info) == ParseReason.NO_FAQ_ENTRIES
 
 
-def test_markdown_faq_table_becomes_entries_and_leaves_other_tables() -> None:
+def test_markdown_faq_table_becomes_entries_and_another_table_rows() -> None:
     doc = parse_document((DOCS / "faq.md").read_bytes(), uri="faq.md")
     assert doc.sections == (
         FaqEntry(
@@ -227,7 +228,9 @@ def test_markdown_faq_table_becomes_entries_and_leaves_other_tables() -> None:
         ),
     )
     assert "| Question |" not in doc.text and "How long is the return window" not in doc.text
-    assert "| Portland | 9-21 |" in doc.text and "## Contact" in doc.text
+    # the store table is a data table: its row leaves the text and carries its column names
+    assert doc.table_rows == (TableRow("Help Center", (("Store", "Portland"), ("Hours", "9-21"))),)
+    assert "Portland" not in doc.text and "## Contact" in doc.text
     assert len(doc.notes) == 1 and "Do you sell gift cards?" in doc.notes[0]
 
 
@@ -235,6 +238,150 @@ def test_tables_inside_code_fences_are_not_faq() -> None:
     text = "```\n| Question | Answer |\n|---|---|\n| a | b |\n```\n"
     doc = parse_document(text.encode(), uri="x.md")
     assert doc.sections == () and "| a | b |" in doc.text
+
+
+# --- data tables --------------------------------------------------------------------------------
+
+PLANS_MD = """# Memberships
+
+Pick the plan that fits.
+
+## Plans
+
+Prices include VAT.
+
+| Plan | Monthly price | Joining fee | Club access |
+|------|--------------:|:-----------:|-------------|
+| Flex | €39 | €0 | one club |
+| Premium | €59 |  | all clubs |
+
+Cancel any time with one month's notice.
+
+## Contact
+
+Call us.
+"""
+
+
+def test_markdown_data_table_rows_carry_column_names_and_section_path() -> None:
+    doc = parse_document(PLANS_MD.encode(), uri="plans.md")
+    assert doc.table_rows == (
+        TableRow(
+            "Memberships > Plans",
+            (("Plan", "Flex"), ("Monthly price", "€39"), ("Joining fee", "€0"), ("Club access", "one club")),
+        ),
+        # the empty joining-fee cell is left out, not written as "Joining fee: "
+        TableRow(
+            "Memberships > Plans",
+            (("Plan", "Premium"), ("Monthly price", "€59"), ("Club access", "all clubs")),
+        ),
+    )
+    # the table leaves the text; the prose around it stays, as one passage
+    assert doc.text == (
+        "# Memberships\n\nPick the plan that fits.\n\n## Plans\n\nPrices include VAT.\n\n"
+        "Cancel any time with one month's notice.\n\n## Contact\n\nCall us."
+    )
+    assert (doc.sections, doc.notes, doc.title) == ((), (), "Memberships")
+
+
+def test_data_table_before_any_heading_has_the_empty_heading_path() -> None:
+    doc = parse_document(b"| Size | Weight |\n|---|---|\n| S | 1 kg |\n", uri="sizes.md")
+    assert doc.table_rows == (TableRow("", (("Size", "S"), ("Weight", "1 kg"))),)
+    assert doc.text == "" and not doc.is_empty
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "| Plan | Price |\n|---|---|",  # header only
+        "| Plan | Price |\n|---|---|\n|  |  |\n| | |",  # rows with every cell empty
+    ],
+)
+def test_data_table_without_values_yields_no_rows(table: str) -> None:
+    doc = parse_document(f"# Plans\nSee below.\n\n{table}\n".encode(), uri="p.md")
+    assert doc.table_rows == () and doc.text == "# Plans\nSee below."
+    with pytest.raises(ParseError) as info:  # a document of nothing but that table is empty
+        parse_document(f"{table}\n".encode(), uri="p.md")
+    assert reason(info) == ParseReason.EMPTY
+
+
+def test_header_only_table_is_noted() -> None:
+    doc = parse_document(b"Intro.\n\n| Plan | Price |\n|---|---|\n", uri="p.md")
+    assert doc.notes == ("table at line 3: a header without rows, nothing to index",)
+
+
+def test_ragged_rows_pair_what_exists_and_keep_extra_cells() -> None:
+    text = "| Plan | Price | Term |\n|---|---|---|\n| Flex | €39 |\n| Max | €79 | 12 months | promo | |\n"
+    doc = parse_document(text.encode(), uri="p.md")
+    assert doc.table_rows == (
+        TableRow("", (("Plan", "Flex"), ("Price", "€39"))),
+        TableRow("", (("Plan", "Max"), ("Price", "€79"), ("Term", "12 months"), ("Column 4", "promo"))),
+    )
+    assert doc.notes == (
+        "table at line 1, row 2: 5 cells under 3 column names, the extra cells kept as 'Column N'",
+    )
+
+
+def test_empty_header_cells_get_a_generic_name() -> None:
+    doc = parse_document(b"| | Price |\n|---|---|\n| Flex | \xe2\x82\xac39 |\n", uri="p.md")
+    assert doc.table_rows == (TableRow("", (("Column 1", "Flex"), ("Price", "€39"))),)
+
+
+def test_escaped_pipes_survive_in_cells_and_alignment_rows_are_not_rows() -> None:
+    text = "| Cable | Ports |\n|:--|:-:|\n| USB-C \\| Lightning | 2 |\n|---|---|\n| HDMI | 1 |\n"
+    doc = parse_document(text.encode(), uri="c.md")
+    assert doc.table_rows == (
+        TableRow("", (("Cable", "USB-C | Lightning"), ("Ports", "2"))),
+        TableRow("", (("Cable", "HDMI"), ("Ports", "1"))),
+    )
+
+
+def test_tables_inside_code_fences_are_not_data_tables() -> None:
+    text = "# Usage\n~~~\n| Plan | Price |\n|---|---|\n| Flex | 39 |\n~~~\n"
+    doc = parse_document(text.encode(), uri="x.md")
+    assert doc.table_rows == () and "| Flex | 39 |" in doc.text
+
+
+def test_a_pipe_in_prose_above_a_break_is_not_a_table() -> None:
+    # GFM: an alignment row needs one cell per header cell; "---" under two cells is a thematic break
+    text = "# Notes\nOpen Mon | Tue only.\n---\nMore text.\n"
+    doc = parse_document(text.encode(), uri="n.md")
+    assert doc.table_rows == () and "Open Mon | Tue only." in doc.text
+
+
+def test_faq_table_next_to_a_data_table_stays_faq() -> None:
+    text = "# Help\n| Q | A |\n|---|---|\n| Ship? | Yes. |\n\n| City | Hours |\n|---|---|\n| Oslo | 9-17 |\n"
+    doc = parse_document(text.encode(), uri="h.md")
+    assert doc.sections == (FaqEntry("Ship?", "Yes."),)
+    assert doc.table_rows == (TableRow("Help", (("City", "Oslo"), ("Hours", "9-17"))),)
+
+
+def test_non_faq_csv_rows_under_the_file_name() -> None:
+    data = "Plan,Monthly price,Joining fee\nFlex,€39,€0\nPremium,€59,\n,,\n".encode()
+    doc = parse_document(data, uri="s3://acme/pricing/plans.csv")
+    assert (doc.content_type, doc.title, doc.text, doc.sections) == (CSV, "plans", "", ())
+    assert doc.table_rows == (
+        TableRow("plans", (("Plan", "Flex"), ("Monthly price", "€39"), ("Joining fee", "€0"))),
+        TableRow("plans", (("Plan", "Premium"), ("Monthly price", "€59"))),
+    )
+
+
+def test_non_faq_csv_with_ragged_rows_and_one_column() -> None:
+    ragged = parse_document(b"Store,City\nNorth,Oslo,open late\nSouth\n", uri="stores.csv")
+    assert ragged.table_rows == (
+        TableRow("stores", (("Store", "North"), ("City", "Oslo"), ("Column 3", "open late"))),
+        TableRow("stores", (("Store", "South"),)),
+    )
+    assert ragged.notes == ("CSV, row 1: 3 cells under 2 column names, the extra cells kept as 'Column N'",)
+    single = parse_document(b"Store\nNorth\n", uri="stores.csv")
+    assert single.table_rows == (TableRow("stores", (("Store", "North"),)),)
+
+
+def test_header_only_csv_is_empty() -> None:
+    with pytest.raises(ParseError) as info:
+        parse_document(b"Plan,Price\n", uri="plans.csv")
+    assert reason(info) == ParseReason.EMPTY
+    assert parse_document(b"Plan,Price\n", uri="plans.csv", allow_empty=True).is_empty
 
 
 # --- HTML -----------------------------------------------------------------------------------------
@@ -256,6 +403,22 @@ def test_html_keeps_main_text_and_drops_navigation_chrome_and_scripts() -> None:
         FaqEntry("Can I store my tent wet?", "No. Dry it within 24 hours to prevent mildew."),
         FaqEntry("Do you repair tents?", "Yes, our Portland store repairs poles and zippers."),
     )
+
+
+def test_html_data_table_rows_under_their_heading() -> None:
+    html = (
+        "<html><body><main><h1>Gear</h1><h2>Tents</h2><p>Our range.</p>"
+        "<table><thead><tr><th>Model</th><th>Weight</th><th>Price</th></tr></thead><tbody>"
+        "<tr><td>TrailBlazer 2</td><td>1.9 kg</td><td>$249</td></tr>"
+        "<tr><td>Summit | Dome 4</td><td></td><td>$429</td></tr>"
+        "</tbody></table><p>Free shipping.</p></main></body></html>"
+    )
+    doc = parse_document(html.encode(), uri="https://acme.example/tents")
+    assert doc.table_rows == (
+        TableRow("Gear > Tents", (("Model", "TrailBlazer 2"), ("Weight", "1.9 kg"), ("Price", "$249"))),
+        TableRow("Gear > Tents", (("Model", "Summit | Dome 4"), ("Price", "$429"))),
+    )
+    assert doc.text == "# Gear\n\n## Tents\n\nOur range.\n\nFree shipping."
 
 
 def test_html_without_main_prefers_articles_then_body() -> None:
@@ -324,6 +487,24 @@ def test_docx_headings_lists_and_faq_tables() -> None:
         == "# Warranty\n\nEvery tent has a 3-year warranty.\n\n## Claims\n\n- Send a photo of the damage."
     )
     assert doc.sections == (FaqEntry("Is wear covered?", "No."),)
+
+
+def test_docx_data_table_rows_under_their_heading() -> None:
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Sizes", level=1)
+    table = document.add_table(rows=3, cols=2)
+    for row, cells in zip(table.rows, [("Size", "Chest"), ("M", "96 cm"), ("L", "104 cm")]):
+        row.cells[0].text, row.cells[1].text = cells
+    out = io.BytesIO()
+    document.save(out)
+    doc = parse_document(out.getvalue(), uri="sizes.docx")
+    assert doc.table_rows == (
+        TableRow("Sizes", (("Size", "M"), ("Chest", "96 cm"))),
+        TableRow("Sizes", (("Size", "L"), ("Chest", "104 cm"))),
+    )
+    assert doc.text == "# Sizes"
 
 
 def test_corrupt_docx_is_a_parse_error() -> None:
