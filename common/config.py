@@ -152,6 +152,29 @@ class RetrievalSettings(BaseModel):
     reranker: Literal["none", "lexical"] = Field(default="none", description="Reorder the fused candidates")
 
 
+class AnswerSettings(BaseModel):
+    """How answers are taken from the passages (``docs/QUALITY.md``); calibrated on the dev split of
+    ``make eval-answers``."""
+
+    mode: Literal["auto", "generate", "extract"] = Field(
+        default="auto",
+        description="generate: the model answers, passage sentences replace a rejected answer; extract: a "
+        "covered question is answered with its passage sentences, an uncovered one goes to the model only "
+        "when the brand has actions (an order lookup may answer it); auto: extract with the embedded "
+        "model (LLM_PROVIDER=local), generate with a configured endpoint",
+    )
+    followups: bool = Field(default=True, description="Search a follow-up with the previous customer message")
+    lexical_weight: float = Field(default=0.5, ge=0, description="Weight of key-term coverage in scores")
+    min_score: float = Field(default=0.675, description="Best sentence score below this: declined")
+    max_uncovered_share: float = Field(
+        default=0.0, ge=0, le=1, description="Share of key terms in no passage that declines a question ..."
+    )
+    sure_semantic: float = Field(default=0.5, description="... unless a sentence is at least this similar")
+    names_decline: bool = Field(
+        default=False, description="A name in the question that no passage holds declines"
+    )
+
+
 class ChannelSecrets(BaseModel):
     """Per-provider secrets and endpoints (used by the channel gateway)."""
 
@@ -359,6 +382,7 @@ class Settings(BaseSettings):
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    answers: AnswerSettings = Field(default_factory=AnswerSettings)
     channels: ChannelSecrets = Field(default_factory=ChannelSecrets)
     webchat: WebchatSettings = Field(default_factory=WebchatSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)

@@ -93,7 +93,7 @@ class KnowledgeDocumentIn(_Strict):
 
     uri: str = Field(min_length=1, max_length=1024, description="Stable id of the source (path, URL)")
     content: str
-    content_type: Literal["text/markdown", "text/plain"] = "text/markdown"
+    content_type: Literal["text/markdown", "text/plain", "text/html", "text/csv"] = "text/markdown"
     title: str = ""
 
 

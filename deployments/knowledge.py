@@ -63,6 +63,10 @@ class KnowledgeIndexDeployment(Delegating):
         """Top-k chunks of this tenant's brand for ``query``."""
         return await self._service.retrieve(tenant_id, brand_id, query, top_k)
 
+    async def rank_sentences(self, query: str, sentences: list[str]) -> list[float]:
+        """Similarity of each passage sentence to ``query`` (choosing the sentences that answer)."""
+        return await self._service.rank_sentences(query, sentences)
+
     async def ingest(
         self, tenant_id: uuid.UUID, brand_id: uuid.UUID, upload: KnowledgeUploadIn
     ) -> IngestResult:

@@ -69,6 +69,7 @@ class OrchestratorDeployment(Delegating):
             settings=settings,
             sessionmaker=make_sessionmaker(engine),
             retrieve=self._retrieve,
+            rank=self._rank,
             chat=chat,
             publisher=self._publisher,
         )
@@ -78,6 +79,10 @@ class OrchestratorDeployment(Delegating):
     ) -> list[RetrievedChunk]:
         chunks: list[RetrievedChunk] = await self._knowledge.retrieve(tenant_id, brand_id, query, top_k)
         return chunks
+
+    async def _rank(self, query: str, sentences: list[str]) -> list[float]:
+        scores: list[float] = await self._knowledge.rank_sentences(query, sentences)
+        return scores
 
     async def _chat(self, request: ChatRequest) -> ChatResponse:
         response: ChatResponse = await self._llm.chat(request)

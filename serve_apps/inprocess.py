@@ -56,6 +56,7 @@ class InProcessBackend:
                 settings=s,
                 sessionmaker=self.sessionmaker,
                 retrieve=self.knowledge.retrieve,
+                rank=self.knowledge.rank_sentences,
                 chat=self.chat_model.chat,
                 publisher=StreamPublisher(self.redis, s.redis),
                 publish_after_ack=publish_after_ack,

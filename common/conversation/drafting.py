@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import metrics
-from common.config import Settings
-from common.conversation import escalation, guardrails, prompting
+from common.config import LLMProvider, Settings
+from common.conversation import answering, escalation, guardrails, prompting
 from common.conversation.actions import ActionContext, ActionResult
 from common.conversation.actions.engine import ActionEngine, extract_actions, message_key
 from common.db import repositories as repo
@@ -41,6 +41,8 @@ log = get_logger(__name__)
 
 RetrieveFn = Callable[[uuid.UUID, uuid.UUID, str, int], Awaitable[list[RetrievedChunk]]]
 ChatFn = Callable[[ChatRequest], Awaitable[ChatResponse]]
+#: Similarity of each sentence to a query (the knowledge replica's ``rank_sentences``).
+RankFn = Callable[[str, list[str]], Awaitable[list[float]]]
 
 HISTORY_TURNS = 10
 HISTORY_BUDGET_TOKENS = 600
@@ -104,10 +106,23 @@ class Drafter:
     """Drafts replies; stateless apart from its injected callables (retrieval, chat model, actions)."""
 
     def __init__(
-        self, *, settings: Settings, retrieve: RetrieveFn, chat: ChatFn, actions: ActionEngine
+        self,
+        *,
+        settings: Settings,
+        retrieve: RetrieveFn,
+        chat: ChatFn,
+        actions: ActionEngine,
+        rank: RankFn | None = None,
     ) -> None:
+        """``rank`` scores passage sentences by meaning; without it they are scored by key terms only."""
         self._settings = settings
         self._retrieve = retrieve
+        self._rank = rank
+        mode = settings.answers.mode
+        # "auto": the embedded model is too small to beat the passages' own sentences (docs/QUALITY.md);
+        # a configured endpoint (vLLM, OpenAI-compatible) is assumed capable and answers.
+        local = settings.llm.provider is LLMProvider.LOCAL
+        self._extract_first = mode == "extract" or (mode == "auto" and local)
         self._chat = chat
         self._actions = actions
 
@@ -173,10 +188,14 @@ class Drafter:
 
     async def _answer(self, turn: Turn, context: ActionContext) -> Draft:
         brand, message = turn.brand, turn.message
+        answers = self._settings.answers
         top_k = self._settings.retrieval.top_k
+        query = message.text
+        if answers.followups:
+            query = answering.retrieval_query(message.text, turn.customer_texts)
         started = time.perf_counter()
         with stage("orchestrator.retrieve", top_k=top_k) as span:
-            chunks = await self._retrieve(brand.tenant_id, brand.id, message.text, top_k)
+            chunks = await self._retrieve(brand.tenant_id, brand.id, query, top_k)
             relevant = [c for c in chunks if c.score >= self._settings.retrieval.min_score]
             span.set_attribute("chunks", len(chunks))
             span.set_attribute("relevant", len(relevant))
@@ -184,20 +203,88 @@ class Drafter:
             "retrieved",
             chunks=len(chunks),
             relevant=len(relevant),
+            followup=query != message.text,
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
         failed_streak, none_streak = escalation.streaks(turn.bot_guardrails)
         if not relevant:
-            final = guardrails.finalize_answer(answer="", context=[], persona=brand.persona)
-            decisions = list(final.decisions)
-            if none_streak + 1 >= self._settings.escalation.no_knowledge_turns:
-                reason = f"{none_streak + 1} turn(s) in a row without relevant knowledge"
-                return self._handoff(
-                    turn, [*decisions, escalation.decision("no_knowledge", reason)], final.text
-                )
-            return Draft(final.text, [], decisions, None, None, escalated=True)
-
+            return self._not_covered(turn, [], none_streak)
         screened = guardrails.screen_context(relevant)
+        earlier = turn.customer_texts[-1] if query != message.text and turn.customer_texts else ""
+        scored = await self._score_sentences(message.text, earlier, screened.chunks)
+        verdict = answering.assess(
+            message.text,
+            scored,
+            screened.chunks,
+            min_score=answers.min_score,
+            max_uncovered_share=answers.max_uncovered_share,
+            sure_semantic=answers.sure_semantic,
+            names_decline=answers.names_decline,
+        )
+        declined: GuardrailDecision | None = None
+        offered = self._actions.offered(self._actions.allowed(turn.rules.allowed_actions))
+        if not verdict.answerable:
+            declined = GuardrailDecision(answering.RULE, "decline", f"{verdict.reason}; {verdict.figures}")
+            if not offered:
+                return self._not_covered(turn, [*screened.decisions, declined], none_streak)
+            extractive = None
+            # An action may still answer it (an order's status is in no document): the model is asked,
+            # and the question is declined afterwards unless an action produced a result.
+        else:
+            screened = guardrails.ScreenedContext(
+                screened.chunks,
+                screened.tainted,
+                (*screened.decisions, GuardrailDecision(answering.RULE, "pass", verdict.figures)),
+            )
+            extractive = answering.select(scored)
+        if self._extract_first and extractive is not None and not offered:
+            final = guardrails.extracted_answer(extractive)
+            decisions = [*screened.decisions, *final.decisions]
+            return self._checked(turn, final.text, final.citations, decisions, None, None, failed_streak)
+        return await self._generated(
+            turn, context, screened, extractive, failed_streak, declined=declined, none_streak=none_streak
+        )
+
+    async def _score_sentences(
+        self, question: str, earlier: str, chunks: list[RetrievedChunk]
+    ) -> list[answering.Scored]:
+        """Every sentence of the passages scored against the question (``earlier``: the message a
+        follow-up leans on); by meaning too when a ranker is wired."""
+        found = answering.candidates(chunks)
+        semantic = None
+        if self._rank is not None and found:
+            with stage("orchestrator.rank_sentences", sentences=len(found)):
+                query = f"{earlier} {question}".strip()
+                semantic = await self._rank(query, [c.embed_text for c in found])
+        return answering.score(
+            question, found, semantic, lexical_weight=self._settings.answers.lexical_weight, earlier=earlier
+        )
+
+    def _not_covered(self, turn: Turn, decisions: list[GuardrailDecision], none_streak: int) -> Draft:
+        """The brand's fallback and an offer of a person; a streak of these hands the conversation over."""
+        final = guardrails.finalize_answer(answer="", context=[], persona=turn.brand.persona)
+        decisions = [*decisions, *final.decisions]
+        if none_streak + 1 >= self._settings.escalation.no_knowledge_turns:
+            reason = f"{none_streak + 1} turn(s) in a row without relevant knowledge"
+            return self._handoff(turn, [*decisions, escalation.decision("no_knowledge", reason)], final.text)
+        return Draft(final.text, [], decisions, None, None, escalated=True)
+
+    async def _generated(
+        self,
+        turn: Turn,
+        context: ActionContext,
+        screened: guardrails.ScreenedContext,
+        extractive: answering.Selection | None,
+        failed_streak: int,
+        *,
+        declined: GuardrailDecision | None = None,
+        none_streak: int = 0,
+    ) -> Draft:
+        """The model's answer, checked against the passages; the extractive answer replaces a rejected one.
+
+        ``declined``: the knowledge does not cover the question; only an action result can answer it.
+        """
+        brand, message = turn.brand, turn.message
         key = message_key(
             brand_id=brand.id, channel=message.channel, provider_message_id=message.provider_message_id
         )
@@ -218,6 +305,7 @@ class Drafter:
             return await self._generation_failed(turn, context, key, decisions, exc, failed_streak)
         extraction = extract_actions(usage.text)
         evidence, answer = screened.chunks, extraction.text
+        answered_by_action = False
         if extraction.proposals:
             outcome = await self._actions.process(
                 extraction.proposals, context=context, key=key, allowed=allowed, tainted=screened.tainted
@@ -226,6 +314,7 @@ class Drafter:
             if outcome.confirmation:
                 return Draft(outcome.confirmation, [], decisions, prompt, usage, escalated=False)
             if outcome.results:
+                answered_by_action = True
                 evidence = [*screened.chunks, *result_chunks(outcome.results)]
                 prompt = prompting.build_messages(
                     brand=brand,
@@ -237,7 +326,16 @@ class Drafter:
                 )
                 answer, second = await self._answer_with_results(prompt, outcome.results, decisions)
                 usage = second or usage
-        final = guardrails.finalize_answer(answer=answer, context=evidence, persona=brand.persona)
+        if declined is not None and not answered_by_action:
+            return self._not_covered(turn, [*decisions, declined], none_streak)
+        if self._extract_first and extractive is not None and not answered_by_action:
+            # The model was asked for its actions only; the passage's own sentences answer.
+            final = guardrails.extracted_answer(extractive)
+            decisions += final.decisions
+            return self._checked(turn, final.text, final.citations, decisions, prompt, usage, failed_streak)
+        final = guardrails.finalize_answer(
+            answer=answer, context=evidence, persona=brand.persona, extractive=extractive
+        )
         decisions += final.decisions
         return self._checked(turn, final.text, list(final.citations), decisions, prompt, usage, failed_streak)
 

@@ -30,12 +30,19 @@ import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from common.conversation import safety
+from common.conversation import answering, safety
+from common.conversation import text as text_
 from common.domain import Citation, GuardrailDecision, Persona
 from common.schemas import RetrievedChunk
 
+if TYPE_CHECKING:
+    from common.conversation.answering import Selection
+
 RULE = "groundedness"
+#: The decision recorded for an answer sentence that contradicts its passage.
+CONTRADICTION_RULE = "contradiction"
 DEFAULT_MIN_SUPPORT = 0.6
 #: A chunk supports a sentence when it holds at least this share of the sentence's content words.
 MIN_CHUNK_SHARE = 0.3
@@ -45,27 +52,12 @@ MIN_SENTENCE_WORD_SHARE = 0.6
 MIN_SENTENCE_PAIR_SHARE = 0.3
 #: Passages scoring more than this below the best one are off-topic for the question (cosine scale).
 ON_TOPIC_MARGIN = 0.1
+#: An answer needs one sentence with this many content words (or a number) to say anything at all.
+MIN_CLAIM_WORDS = 2
 #: Sentences with fewer content words than this carry no checkable claim of their own.
 MIN_SUBSTANTIVE_WORDS = 3
 _PROMPT_ECHO = re.compile(r"</?context>|^\s*\[\d+\]\s*\(", re.MULTILINE)
 QUOTE_MAX_CHARS = 300
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
-
-_STOPWORD_TEXT = """
-    a about above after again against all also am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each either else etc ever every
-    few for from further get gets got had has have having he her here hers herself him himself his how
-    i if in into is it its itself just let like may me might more most much must my myself no nor not
-    now of off on once one only or other our ours ourselves out over own per please same shall she
-    should so some such than that the their theirs them themselves then there these they this those
-    through to too under until up upon us very was we were what when where which while who whom why
-    will with within would yes yet you your yours yourself yourselves sure thanks thank hi hello
-    happy help hope great glad know let's i'm you're it's that's there's we're don't can't
-"""
-STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
 @dataclass(frozen=True)
@@ -107,6 +99,7 @@ class GroundednessReport:
     unsupported_numbers: tuple[str, ...]
     empty: bool
     echoes_prompt: bool = False
+    contradictions: tuple[str, ...] = ()
 
     @property
     def unbacked_sentences(self) -> tuple[SentenceSupport, ...]:
@@ -119,6 +112,7 @@ class GroundednessReport:
             not self.empty
             and not self.echoes_prompt
             and not self.unsupported_numbers
+            and not self.contradictions
             and not self.unbacked_sentences
             and self.support >= min_support
         )
@@ -133,26 +127,6 @@ class FinalAnswer:
     decisions: list[GuardrailDecision]
 
 
-def content_words(text: str) -> set[str]:
-    """Lower-cased words minus stopwords, plurals folded (``returns`` → ``return``)."""
-    words = set()
-    for raw in _WORD.findall(text.lower()):
-        if raw in STOPWORDS or len(raw) < 2:
-            continue
-        words.add(_fold(raw))
-    return words
-
-
-def numbers(text: str) -> set[str]:
-    """Numbers with thousands separators and trailing punctuation normalised (``1,000`` → ``1000``)."""
-    found = set()
-    for raw in _NUMBER.findall(text):
-        value = raw.replace(",", "") if re.fullmatch(r"\d{1,3}(?:,\d{3})+", raw) else raw
-        value = value.rstrip(".,")
-        found.add(re.sub(r"\.0+$", "", value))
-    return found
-
-
 def on_topic(context: list[RetrievedChunk]) -> list[RetrievedChunk]:
     """The passages retrieval ranked close to the best one for the question.
 
@@ -165,22 +139,31 @@ def on_topic(context: list[RetrievedChunk]) -> list[RetrievedChunk]:
     return [c for c in context if c.score >= best - ON_TOPIC_MARGIN]
 
 
-def check_grounded(answer: str, context: list[RetrievedChunk]) -> GroundednessReport:
-    """Score how much of ``answer`` the on-topic ``context`` supports, sentence by sentence."""
+def check_grounded(
+    answer: str, context: list[RetrievedChunk], *, allowed_names: frozenset[str] = frozenset()
+) -> GroundednessReport:
+    """Score how much of ``answer`` the on-topic ``context`` supports, sentence by sentence, and find the
+    sentences that contradict it (see :func:`contradiction`)."""
     context = on_topic(context)
-    chunk_words = [(chunk, content_words(chunk.text + " " + chunk.heading_path)) for chunk in context]
+    chunk_words = [(chunk, text_.content_words(chunk.text + " " + chunk.heading_path)) for chunk in context]
     all_words = set().union(*(words for _, words in chunk_words))
-    context_numbers = set().union(*(numbers(f"{c.text} {c.heading_path}") for c in context))
+    context_numbers = set().union(*(text_.numbers(f"{c.text} {c.heading_path}") for c in context))
     anchors = _number_anchors(context)
     sentences = tuple(
         _sentence_support(
             s, chunk_words=chunk_words, all_words=all_words, context_numbers=context_numbers, anchors=anchors
         )
-        for s in _sentences(answer)
+        for s in text_.sentences(answer)
     )
     total = sum(s.content_words for s in sentences)
     backed = sum(0 if s.unsupported_numbers else s.supported_words for s in sentences)
-    empty = total == 0 and not any(numbers(s.text) for s in sentences)
+    # No claim to check: nothing but short phrases ("Yes, to Canada.") or questions back to the customer.
+    claims = [
+        s
+        for s in sentences
+        if not s.text.rstrip().endswith("?") and (s.content_words >= MIN_CLAIM_WORDS or text_.numbers(s.text))
+    ]
+    empty = not claims
     supporting: dict[str, None] = {}
     for sentence in sentences:
         supporting.update(dict.fromkeys(sentence.chunk_ids))
@@ -191,6 +174,9 @@ def check_grounded(answer: str, context: list[RetrievedChunk]) -> GroundednessRe
         unsupported_numbers=tuple(n for s in sentences for n in s.unsupported_numbers),
         empty=empty,
         echoes_prompt=bool(_PROMPT_ECHO.search(answer)),
+        contradictions=tuple(
+            found for s in sentences if (found := contradiction(s.text, context, allowed_names=allowed_names))
+        ),
     )
 
 
@@ -200,22 +186,101 @@ def finalize_answer(
     context: list[RetrievedChunk],
     persona: Persona,
     min_support: float = DEFAULT_MIN_SUPPORT,
+    extractive: Selection | None = None,
 ) -> FinalAnswer:
-    """Pass a grounded answer with citations, quote the best passage instead of an ungrounded one, escalate
-    when there is no context at all."""
+    """Pass a grounded answer with citations; replace an ungrounded or contradicting one by the extractive
+    answer (``extractive``: the passage sentences that answer the question, see
+    :mod:`common.conversation.answering`); escalate when there is no context at all.
+
+    A contradiction (polarity, a quantity's unit or a name disagreeing with the passage) is recorded as
+    its own ``contradiction``/``reject`` decision, so it can be counted. Citations travel separately:
+    the reply text never names a source URI.
+    """
     if not context:
         text = f"{persona.fallback_message} {persona.escalation_message}".strip()
         return FinalAnswer(text, [], [GuardrailDecision(RULE, "escalate", "no relevant knowledge")])
     cleaned = _strip_persona_phrases(answer, persona)
-    report = check_grounded(cleaned, context)
+    report = check_grounded(cleaned, context, allowed_names=persona_names(persona))
     if report.passes(min_support):
         by_id = {c.chunk_id: c for c in context}
         citations = [_citation(by_id[i]) for i in report.supporting_chunk_ids]
         reason = f"support={report.support:.2f}"
         return FinalAnswer(answer.strip(), citations, [GuardrailDecision(RULE, "pass", reason)])
-    best = _best_passage(context)
-    decision = GuardrailDecision(RULE, "replace", _why(report, answer=answer))
-    return FinalAnswer(_quote(best), [_citation(best)], [decision])
+    decisions = [GuardrailDecision(CONTRADICTION_RULE, "reject", c) for c in report.contradictions]
+    if extractive is not None:
+        chunk, text = extractive.chunk, extractive.text
+    else:
+        chunk = _best_passage(context)
+        text = _shorten(answering.clean(chunk.text))
+    decisions.append(GuardrailDecision(RULE, "replace", _why(report, answer=answer)))
+    return FinalAnswer(text, [_citation(chunk)], decisions)
+
+
+def extracted_answer(selection: Selection) -> FinalAnswer:
+    """The passage sentences themselves as the answer (``answers.mode = extract``): stated by construction."""
+    decision = GuardrailDecision(RULE, "pass", f"extractive answer, score={selection.score:.2f}")
+    return FinalAnswer(selection.text, [_citation(selection.chunk)], [decision])
+
+
+def persona_names(persona: Persona) -> frozenset[str]:
+    """Names the persona's own wording uses (the brand's name): an answer may say them."""
+    phrases = (persona.greeting, persona.sign_off, persona.escalation_message, persona.fallback_message)
+    return frozenset(text_.content_words(" ".join(p for p in phrases if p)))
+
+
+def contradiction(
+    sentence: str, context: list[RetrievedChunk], *, allowed_names: frozenset[str] = frozenset()
+) -> str | None:
+    """Why ``sentence`` disagrees with the passage sentence that states the same thing, if it does.
+
+    The passage sentence compared is the one sharing the most content words with ``sentence`` (ties go
+    to one that agrees). Three disagreements count:
+
+    * **polarity** — a shared word is negated on one side only ("we accept cryptocurrency" against "we
+      do not accept cash, checks or cryptocurrency");
+    * **quantity** — a number stated with a unit or currency that the context never gives it ("30 days"
+      where the passages say "30 hours", "$39" where they say "€39");
+    * **name** — a capitalised name (store, city, product, plan) that no on-topic passage contains.
+    """
+    on = on_topic(context)
+    vocabulary = (
+        set().union(*(text_.content_words(f"{c.heading_path} {c.text}") for c in on)) if on else set()
+    )
+    invented = sorted(text_.names(sentence) - vocabulary - allowed_names)
+    if invented:
+        return f"names not in the passages: {', '.join(invented)}: {sentence[:80]!r}"
+    quantity = _quantity_mismatch(sentence, on)
+    if quantity:
+        return f"{quantity}: {sentence[:80]!r}"
+    said = {text_.stem(w) for w in text_.content_words(sentence)}
+    said_negated = {text_.stem(w) for w in text_.negated_words(sentence)}
+    best: tuple[int, int, str, set[str]] | None = None
+    for chunk in on:
+        for passage in text_.passage_sentences(chunk.text):
+            stated = {text_.stem(w) for w in text_.content_words(passage)}
+            shared = said & stated
+            if len(shared) < 2 and len(shared) < len(said):
+                continue
+            negated = {text_.stem(w) for w in text_.negated_words(passage)}
+            flipped = {w for w in shared if (w in said_negated) != (w in negated)}
+            rank = (len(shared), -len(flipped))
+            if best is None or rank > best[:2]:
+                best = (*rank, passage, flipped)
+    if best is not None and best[3]:
+        return f"polarity of {', '.join(sorted(best[3]))} differs from {best[2][:80]!r}"
+    return None
+
+
+def _quantity_mismatch(sentence: str, context: list[RetrievedChunk]) -> str | None:
+    stated: dict[str, set[str]] = {}
+    for chunk in context:
+        for number, unit in text_.quantities(f"{chunk.heading_path} {chunk.text}"):
+            stated.setdefault(number, set()).add(unit)
+    for number, unit in sorted(text_.quantities(sentence)):
+        units = stated.get(number)
+        if units and unit not in units:
+            return f"{number} {unit} where the passages say {number} {'/'.join(sorted(units))}"
+    return None
 
 
 def _sentence_support(
@@ -226,8 +291,8 @@ def _sentence_support(
     context_numbers: set[str],
     anchors: set[tuple[str, str]] | None = None,
 ) -> SentenceSupport:
-    words = content_words(text)
-    missing = numbers(text) - context_numbers
+    words = text_.content_words(text)
+    missing = text_.numbers(text) - context_numbers
     if anchors is not None:
         missing |= _unanchored_numbers(text, anchors)
     missing_numbers = tuple(sorted(missing))
@@ -254,15 +319,11 @@ def _sentence_support(
     )
 
 
-def _tokens(text: str) -> list[str]:
-    return re.findall(r"[^\W_]+", text.lower())
-
-
 def _number_anchors(context: list[RetrievedChunk]) -> set[tuple[str, str]]:
     """(neighbour, number) and (number, neighbour) token pairs of every number in the context."""
     anchors: set[tuple[str, str]] = set()
     for chunk in context:
-        toks = _tokens(f"{chunk.heading_path} {chunk.text}")
+        toks = text_.tokens(f"{chunk.heading_path} {chunk.text}")
         for i, tok in enumerate(toks):
             if tok.isdigit():
                 if i > 0:
@@ -278,7 +339,7 @@ def _unanchored_numbers(text: str, anchors: set[tuple[str, str]]) -> set[str]:
     A figure must be stated *as* the context states it: "within 3 business days" is not backed by
     "another 3-7 business days" even though "3", "business" and "days" all occur there.
     """
-    toks = _tokens(text)
+    toks = text_.tokens(text)
     found: set[str] = set()
     for i, tok in enumerate(toks):
         if not tok.isdigit():
@@ -293,21 +354,7 @@ def _unanchored_numbers(text: str, anchors: set[tuple[str, str]]) -> set[str]:
 
 def _pairs(text: str) -> set[tuple[str, str]]:
     """Consecutive content words (stopwords skipped), as a cheap word-order signal."""
-    seq = [_fold(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) >= 2]
-    return set(itertools.pairwise(seq))
-
-
-def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
-
-
-def _fold(word: str) -> str:
-    word = word.removesuffix("'s")
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
+    return set(itertools.pairwise(text_.content_sequence(text)))
 
 
 def _strip_persona_phrases(answer: str, persona: Persona) -> str:
@@ -324,11 +371,6 @@ def _best_passage(context: list[RetrievedChunk]) -> RetrievedChunk:
     The attempted answer failed the check, so its wording is no guide to the right passage.
     """
     return max(context, key=lambda c: c.score)
-
-
-def _quote(chunk: RetrievedChunk) -> str:
-    where = f"{chunk.source} ({chunk.heading_path})" if chunk.heading_path else chunk.source
-    return f"Here's what I found in {where}: {_shorten(chunk.text)}"
 
 
 def _shorten(text: str) -> str:
@@ -355,6 +397,8 @@ def _why(report: GroundednessReport, *, answer: str) -> str:
         return "no checkable claims in the answer"
     if report.echoes_prompt:
         return "answer echoes the prompt's context markup"
+    if report.contradictions:
+        return f"{len(report.contradictions)} sentence(s) contradict the passages"
     if report.unsupported_numbers:
         return f"numbers not in context: {', '.join(report.unsupported_numbers)}"
     if report.unbacked_sentences:

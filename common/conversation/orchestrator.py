@@ -34,7 +34,7 @@ from common.config import Settings
 from common.conversation.actions import ActionRegistry, PluginDeps
 from common.conversation.actions.engine import ActionEngine
 from common.conversation.agents import AgentOperations
-from common.conversation.drafting import HISTORY_TURNS, ChatFn, Drafter, RetrieveFn, load_turn
+from common.conversation.drafting import HISTORY_TURNS, ChatFn, Drafter, RankFn, RetrieveFn, load_turn
 from common.conversation.intake import Intake, check_size, conversation_for, count_inbound
 from common.conversation.replies import ReplyStore, response_from_log, stored_reply
 from common.db import repositories as repo
@@ -66,6 +66,7 @@ class MessageOrchestrator:
         publisher: StreamPublisher | None,
         actions: ActionEngine | None = None,
         publish_after_ack: bool = False,
+        rank: RankFn | None = None,
     ) -> None:
         """``publish_after_ack``: see :class:`common.conversation.intake.Intake`."""
         self._settings = settings
@@ -78,6 +79,7 @@ class MessageOrchestrator:
             settings=settings,
             retrieve=retrieve,
             chat=chat,
+            rank=rank,
             actions=actions
             or ActionEngine(
                 registry=ActionRegistry.build(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,6 +24,8 @@ from common.observability import stage
 from common.schemas import ChunkRecord, IngestResult, KnowledgeUploadIn, RetrievedChunk
 
 EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
+#: Passage sentences whose vectors are kept per replica: the same passages answer many questions.
+SENTENCE_CACHE_ENTRIES = 20_000
 
 
 class KnowledgeService:
@@ -46,6 +50,7 @@ class KnowledgeService:
         self._sessionmaker = sessionmaker
         self._retrieval = retrieval
         self._reranker = build_reranker(retrieval)
+        self._sentence_vectors: OrderedDict[str, list[float]] = OrderedDict()
 
     async def retrieve(
         self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int
@@ -65,6 +70,25 @@ class KnowledgeService:
             chunks = await self._search(tenant_id, brand_id, query, top_k, embedded)
             span.set_attribute("chunks", len(chunks))
         return chunks
+
+    async def rank_sentences(self, query: str, sentences: list[str]) -> list[float]:
+        """Cosine similarity of each of ``sentences`` to ``query``, by the query model.
+
+        Used to pick the passage sentences that answer a question (:mod:`common.conversation.answering`).
+        Sentence vectors are cached (LRU), so only the query and unseen sentences are embedded.
+        """
+        if not sentences:
+            return []
+        missing = list(dict.fromkeys(s for s in sentences if s not in self._sentence_vectors))
+        with stage("knowledge.rank_sentences", sentences=len(sentences), embedded=len(missing)):
+            vectors = await self._embed_query([query, *missing])
+        for sentence, vector in zip(missing, vectors[1:], strict=True):
+            self._sentence_vectors[sentence] = vector
+        for sentence in sentences:
+            self._sentence_vectors.move_to_end(sentence)
+        while len(self._sentence_vectors) > SENTENCE_CACHE_ENTRIES:
+            self._sentence_vectors.popitem(last=False)
+        return [_cosine(vectors[0], self._sentence_vectors[s]) for s in sentences]
 
     async def _search(
         self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int, embed: EmbedFn
@@ -139,3 +163,9 @@ class KnowledgeService:
         await asyncio.to_thread(
             self._store.delete, tenant_id=tenant_id, brand_id=brand_id, chunk_ids=chunk_ids
         )
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0

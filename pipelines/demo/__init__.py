@@ -7,6 +7,7 @@ ship them.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,17 +73,33 @@ def load_demo_brand(path: Path = BRAND_FILE) -> DemoBrand:
 
 def demo_documents() -> KnowledgeUploadIn:
     """The demo knowledge as a ``POST /v1/brands/{brand_id}/knowledge`` body; ``uri`` is the file name."""
-    return KnowledgeUploadIn(
-        documents=[
+    return brand_documents(BRAND_FILE)
+
+
+def brand_documents(path: Path) -> KnowledgeUploadIn:
+    """The documents a ``brand.yaml`` lists (next to it), as an upload body.
+
+    ``knowledge.documents`` holds file names (typed by ``knowledge.content_type``) or mappings
+    ``{file: ..., content_type: ...}`` for a brand whose documents are of several types.
+    """
+    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    knowledge = data["knowledge"]
+    default_type = knowledge.get("content_type", "text/markdown")
+    documents = []
+    for entry in knowledge["documents"]:
+        name, content_type = (
+            (entry, default_type) if isinstance(entry, str) else (entry["file"], entry["content_type"])
+        )
+        file = path.parent / name
+        documents.append(
             KnowledgeDocumentIn(
-                uri=path.name,
-                content=path.read_text(encoding="utf-8"),
-                content_type="text/markdown",
-                title=_title(path),
+                uri=file.name,
+                content=file.read_text(encoding="utf-8"),
+                content_type=content_type,
+                title=_title(file),
             )
-            for path in DOCUMENTS
-        ]
-    )
+        )
+    return KnowledgeUploadIn(documents=documents)
 
 
 #: Public web chat widget token of the demo brand (``/chat/{brand_id}`` and ``widget.js`` use it).
@@ -94,9 +111,27 @@ SIM_INSTAGRAM_ID = "SIM-IG-1"
 
 async def seed_demo_brand(sessionmaker: async_sessionmaker[AsyncSession]) -> DemoBrand:
     """Create or update the demo tenant and brand in Postgres (idempotent) and return them."""
+    demo = await seed_brand(sessionmaker, BRAND_FILE)
+    async with sessionmaker() as session:
+        from common.db import repositories as repo
+
+        await repo.upsert_channel_config(
+            session,
+            tenant_id=demo.tenant.id,
+            brand_id=demo.brand.id,
+            channel=Channel.WEBCHAT,
+            external_id=DEMO_WIDGET_TOKEN,
+            settings={"primary_color": "#0a7d38"},
+        )
+        await session.commit()
+    return demo
+
+
+async def seed_brand(sessionmaker: async_sessionmaker[AsyncSession], path: Path) -> DemoBrand:
+    """Create or update the tenant and brand a ``brand.yaml`` describes (idempotent)."""
     from common.db import repositories as repo
 
-    demo = load_demo_brand()
+    demo = load_demo_brand(path)
     async with sessionmaker() as session:
         tenant = await repo.upsert_tenant(
             session, tenant_id=demo.tenant.id, slug=demo.tenant.slug, name=demo.tenant.name
@@ -108,14 +143,6 @@ async def seed_demo_brand(sessionmaker: async_sessionmaker[AsyncSession]) -> Dem
             slug=demo.brand.slug,
             name=demo.brand.name,
             persona=demo.brand.persona,
-        )
-        await repo.upsert_channel_config(
-            session,
-            tenant_id=tenant.id,
-            brand_id=brand.id,
-            channel=Channel.WEBCHAT,
-            external_id=DEMO_WIDGET_TOKEN,
-            settings={"primary_color": "#0a7d38"},
         )
         await session.commit()
     return DemoBrand(tenant=tenant, brand=brand)
@@ -150,8 +177,10 @@ async def seed_simulated_channels(
 
 
 def _title(path: Path) -> str:
-    """The document's first-level heading, else its file name."""
-    for line in path.read_text(encoding="utf-8").splitlines():
+    """The document's first-level heading (Markdown) or ``<title>`` (HTML), else its file name."""
+    text = path.read_text(encoding="utf-8")
+    for line in text.splitlines():
         if line.startswith("# "):
             return line[2:].strip()
-    return path.name
+    title = re.search(r"<title>([^<]+)</title>", text, re.IGNORECASE)
+    return title.group(1).strip() if title else path.name

@@ -39,7 +39,8 @@ class ConsoleServer:
     """Gateway app on a background thread's event loop, with the demo brand seeded and indexed."""
 
     def __init__(self, endpoints: ServiceEndpoints) -> None:
-        self.settings = Settings(agents={"api_token": AGENT_TOKEN})
+        # answers.mode=generate: the scripted model stands in for a capable one and its answer is sent.
+        self.settings = Settings(agents={"api_token": AGENT_TOKEN}, answers={"mode": "generate"})
         self.endpoints = endpoints
         self.port = _free_port()
         self.ready = threading.Event()

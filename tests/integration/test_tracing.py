@@ -92,6 +92,7 @@ async def world_fixture(
         qdrant_path=tmp_path / "q",
     )
     settings = Settings(
+        answers={"mode": "generate"},  # the scripted model stands in for a capable one
         channels=ChannelSecrets(
             meta_app_secret=APP_SECRET,
             meta_verify_token=VERIFY_TOKEN,
@@ -100,7 +101,7 @@ async def world_fixture(
             meta_graph_url=simulator.url,
             telegram_bot_token=SecretStr(BOT_TOKEN),
             telegram_api_url=simulator.url,
-        )
+        ),
     )
     backend = InProcessBackend(
         settings, endpoints, embedder=ConstantEmbedder(), chat_model=ScriptedChatModel(ANSWER)
@@ -217,6 +218,7 @@ async def test_one_message_is_one_trace_from_webhook_to_provider(world: World, s
     draft = tree.one("orchestrator.draft")
     retrieve = tree.one("orchestrator.retrieve")
     store = tree.one("orchestrator.store_reply")
+    rank = tree.one("orchestrator.rank_sentences")
     deliver = tree.one("dispatcher.deliver", outcome="sent")
     expected = [
         (webhook, root),
@@ -228,6 +230,8 @@ async def test_one_message_is_one_trace_from_webhook_to_provider(world: World, s
         (retrieve, draft),
         (tree.one("knowledge.embed"), retrieve),
         (tree.one("knowledge.vector_search"), retrieve),
+        (rank, draft),  # the passages' sentences scored against the question (answering.py)
+        (tree.one("knowledge.rank_sentences"), rank),
         (tree.one("llm.chat", model="scripted"), draft),
         (store, process),
         (tree.one("stream.publish", stream="outbound"), process),

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
-from common.config import ActionSettings, ServiceEndpoints, Settings
+from common.config import ActionSettings, AnswerSettings, ServiceEndpoints, Settings
 from common.db import repositories as repo
 from common.db.models import MessageLog
 from common.domain import Channel, InboundMessage, OutboundResponse
@@ -126,12 +126,13 @@ async def env(database_url, redis_url, redis_prefix, tmp_path: Path, embedder, f
         qdrant_path=tmp_path / "q",
     )
     settings = Settings(
+        answers=AnswerSettings(mode="generate"),  # the scripted model answers (stands in for a capable one)
         actions=ActionSettings(
             commerce_base_url=fake.url,
             commerce_api_key=API_KEY,
             helpdesk_base_url=fake.url,
             helpdesk_api_key=API_KEY,
-        )
+        ),
     )
     chat = ScriptedChatModel(lambda request: faithful(request) or requested_order(request))
     backend = InProcessBackend(settings, endpoints, embedder=embedder, chat_model=chat)

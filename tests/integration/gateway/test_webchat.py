@@ -103,6 +103,7 @@ async def webchat(
         qdrant_path=tmp_path / "q",
     )
     settings = Settings(
+        answers={"mode": "generate"},  # the scripted model stands in for a capable one
         channels=ChannelSecrets(webchat_identity_secret=SecretStr(SECRET)),
         webchat=WebchatSettings(messages_per_window=3, window_s=60, heartbeat_s=0.3),
     )

@@ -1,4 +1,11 @@
-from common.conversation.guardrails import DEFAULT_MIN_SUPPORT, check_grounded, finalize_answer
+from common.conversation import answering
+from common.conversation.guardrails import (
+    DEFAULT_MIN_SUPPORT,
+    check_grounded,
+    contradiction,
+    extracted_answer,
+    finalize_answer,
+)
 from common.domain import Persona
 from common.schemas import RetrievedChunk
 
@@ -43,7 +50,9 @@ def test_hallucinated_number_is_replaced_by_a_quote_with_source():
     assert report.unsupported_numbers == ("90",)
     final = finalize_answer(answer=answer, context=CONTEXT, persona=PERSONA, min_support=DEFAULT_MIN_SUPPORT)
     assert "90 days" not in final.text
-    assert final.text == f"Here's what I found in faq.md (Orders > Returns): {RETURNS.text}"
+    # The passage itself, in the reply; where it came from travels as the citation, never in the text.
+    assert final.text == RETURNS.text
+    assert [c.source for c in final.citations] == ["faq.md"]
     assert [c.chunk_id for c in final.citations] == ["c-returns"]
     assert final.decisions[0].action == "replace"
     assert "90" in final.decisions[0].reason
@@ -53,7 +62,7 @@ def test_off_context_answer_is_replaced():
     answer = "Our headquarters are located in a beautiful castle near the mountains."
     assert check_grounded(answer, CONTEXT).support < DEFAULT_MIN_SUPPORT
     final = finalize_answer(answer=answer, context=CONTEXT, persona=PERSONA, min_support=DEFAULT_MIN_SUPPORT)
-    assert final.text.startswith("Here's what I found in ")
+    assert final.text == RETURNS.text
     assert "castle" not in final.text
     assert final.decisions[0].action == "replace"
 
@@ -72,7 +81,7 @@ def test_empty_answer_is_unsupported():
         final = finalize_answer(
             answer=answer, context=CONTEXT, persona=PERSONA, min_support=DEFAULT_MIN_SUPPORT
         )
-        assert final.text.startswith("Here's what I found in ")
+        assert final.text == RETURNS.text
         assert final.citations
         assert final.decisions[0].action == "replace"
         assert final.decisions[0].reason == "empty answer"
@@ -92,7 +101,7 @@ def test_long_passage_is_shortened_in_the_quote():
         chunk_id="c-long", source="manual.md", heading_path="", score=0.7, text="Waterproof boots. " * 40
     )
     final = finalize_answer(answer="", context=[long_chunk], persona=PERSONA, min_support=0.5)
-    assert final.text.startswith("Here's what I found in manual.md: Waterproof boots.")
+    assert final.text.startswith("Waterproof boots.") and "manual.md" not in final.text
     assert len(final.text) < 360
 
 
@@ -125,9 +134,10 @@ def test_recombined_context_words_are_not_sent_as_fact():
         "Items must be used in a way that allows them to be returned, such as in a tent or in a gift card."
     )
     final = finalize_answer(answer=answer, context=_returns_context(), persona=Persona())
-    assert final.decisions[0].action == "replace"
-    assert "sentence" in final.decisions[0].reason
-    assert final.text.startswith("Here's what I found in returns.md")
+    grounded = [d for d in final.decisions if d.rule == "groundedness"]
+    assert grounded[0].action == "replace"
+    assert "sentence" in grounded[0].reason
+    assert [c.source for c in final.citations] == ["returns.md"] and "returns.md" not in final.text
 
 
 def test_prompt_echo_is_not_sent():
@@ -198,10 +208,92 @@ def test_a_true_sentence_about_another_topic_is_not_an_answer():
         persona=Persona(),
     )
     assert final.decisions[0].action == "replace"
-    assert final.text.startswith("Here's what I found in returns.md")
+    assert final.text == returns.text and final.citations[0].source == "returns.md"
     on_topic = finalize_answer(
         answer="You have 30 days from the delivery date to return an item.",
         context=[returns, warranty],
         persona=Persona(),
     )
     assert on_topic.decisions[0].action == "pass" and [c.chunk_id for c in on_topic.citations] == ["window"]
+
+
+PAYMENT = RetrievedChunk(
+    chunk_id="pay",
+    source="orders.md",
+    heading_path="Orders > Payment",
+    score=0.6,
+    text="We accept Visa, Mastercard and PayPal. We do not accept cash on delivery, checks or cryptocurrency.",  # noqa: E501
+)
+
+
+def test_an_answer_that_says_the_opposite_of_the_passage_is_rejected_and_counted():
+    # The bug this guards against: "no"/"not" were stopwords, so this passed with support=1.00.
+    final = finalize_answer(answer="Yes, we accept cryptocurrency.", context=[PAYMENT], persona=PERSONA)
+    rules = [(d.rule, d.action) for d in final.decisions]
+    assert ("contradiction", "reject") in rules and ("groundedness", "replace") in rules
+    assert "accept" in final.decisions[0].reason and "cryptocurrency" in final.decisions[0].reason
+    assert "we accept cryptocurrency" not in final.text.lower()
+
+
+def test_the_same_claim_with_the_passage_polarity_passes():
+    for answer in (
+        "We do not accept cryptocurrency.",
+        "We accept PayPal.",
+        "You can pay with Visa or Mastercard.",
+    ):
+        final = finalize_answer(answer=answer, context=[PAYMENT], persona=PERSONA)
+        assert [d.action for d in final.decisions] == ["pass"], (answer, final.decisions)
+
+
+def test_a_negated_claim_the_passage_states_positively_is_a_contradiction():
+    assert contradiction("Returns are not free.", [RetrievedChunk(
+        chunk_id="r", source="r.md", heading_path="", score=0.5, text="Returns are free for members."
+    )])  # fmt: skip
+    sale = "Items can be returned, but not sale items."
+    assert contradiction("Sale items can be returned.", [RetrievedChunk(
+        chunk_id="r", source="r.md", heading_path="", score=0.5, text=sale
+    )])  # fmt: skip
+
+
+def test_a_quantity_in_another_unit_or_currency_is_a_contradiction():
+    hours = RetrievedChunk(
+        chunk_id="h", source="s.md", heading_path="", score=0.5, text="Claims are answered within 30 hours."
+    )
+    assert "30 day" in (contradiction("Claims are answered within 30 days.", [hours]) or "")
+    euros = RetrievedChunk(
+        chunk_id="e", source="p.md", heading_path="", score=0.5, text="Flex costs €39 a month."
+    )
+    assert contradiction("Flex costs $39 a month.", [euros])
+    assert contradiction("Flex costs €39 a month.", [euros]) is None
+
+
+def test_a_name_the_passages_do_not_hold_is_a_contradiction_but_the_brand_name_is_not():
+    store = RetrievedChunk(
+        chunk_id="s",
+        source="s.md",
+        heading_path="Stores",
+        score=0.5,
+        text="Our Portland store opens at 9:00.",
+    )
+    assert "seattle" in (contradiction("Our Seattle store opens at 9:00.", [store]) or "")
+    persona = Persona(greeting="Hi! I'm the Acme Outdoor assistant.")
+    final = finalize_answer(
+        answer="At Acme Outdoor our Portland store opens at 9:00.", context=[store], persona=persona
+    )
+    assert [d.action for d in final.decisions] == ["pass"]
+
+
+def test_the_extractive_answer_replaces_a_rejected_one_and_cites_its_passage():
+    selection = answering.Selection(
+        text="We do not accept cash on delivery, checks or cryptocurrency.", chunk=PAYMENT, score=1.0
+    )
+    final = finalize_answer(
+        answer="Yes, we accept cryptocurrency.",
+        context=[PAYMENT, RETURNS],
+        persona=PERSONA,
+        extractive=selection,
+    )
+    assert final.text == selection.text
+    assert [c.chunk_id for c in final.citations] == ["pay"]
+    extracted = extracted_answer(selection)
+    assert extracted.text == selection.text and extracted.decisions[0].action == "pass"

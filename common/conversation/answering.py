@@ -1,0 +1,291 @@
+"""Answering from the passages themselves: follow-up queries, sentence selection, answerability.
+
+Three decisions a grounded assistant makes whatever its language model is:
+
+* **what to search for** — :func:`retrieval_query`: a follow-up ("and to Canada?") is searched together
+  with the customer's previous message, so retrieval sees what the question is about;
+* **whether the knowledge covers the question** — :func:`assess`: the question's key terms must be found
+  in the retrieved passages (typos tolerated) and one passage sentence must answer it closely enough,
+  else the brand's fallback and a person are offered instead of an unrelated quote;
+* **which sentences answer it** — :func:`select`: every sentence of the retrieved passages is scored
+  against the question (cosine of their embeddings, by the model the knowledge replica already holds,
+  plus the weighted share of the question's key terms it contains) and the best one, with the neighbours
+  that complete it, becomes the extractive answer used when the model's answer is rejected.
+
+Thresholds live in :class:`common.config.AnswerSettings` and were calibrated on the dev split of the
+labelled sets in ``tests/eval/answers/`` (``make eval-answers``; docs/QUALITY.md).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common.conversation import text as words
+from common.schemas import RetrievedChunk
+
+#: The guardrail decision recorded when a question is declined as not covered by the knowledge.
+RULE = "answerability"
+#: Words that frame a question without saying what it is about ("do you offer ...", "how long ...").
+_FRAMING_TEXT = """
+    offer offered provide provided have sell sold available possible allowed get make tell need want
+    like take long much many kind type way anything something someone anyone ask question
+    information info thing stuff able there work does go come
+"""
+FRAMING = frozenset(_FRAMING_TEXT.split())
+#: How a follow-up starts when it leans on the previous message.
+FOLLOWUP_LEADS = ("and ", "what about", "how about", "also ", "or ", "same ", "what if", "plus ", "but ")
+#: A message that points back ("it", "there") and names at most this many things is a follow-up.
+FOLLOWUP_MAX_TERMS = 3
+ANAPHORS = frozenset(("it", "its", "that", "this", "those", "these", "them", "they", "there", "one", "ones"))
+#: Sentences joined into one extractive answer, and its length budget (characters).
+MAX_SENTENCES = 3
+MAX_CHARS = 300
+#: A neighbour of the best sentence joins the answer when it scores at least this close to it.
+NEIGHBOUR_MARGIN = 0.08
+_MARKUP = re.compile(r"\*\*|__|`|^#+\s*", re.MULTILINE)
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One sentence (or list item, or table row) of a retrieved passage."""
+
+    chunk: RetrievedChunk
+    position: int
+    text: str
+
+    @property
+    def embed_text(self) -> str:
+        """What is embedded: the heading path carries the topic a short sentence leaves implicit."""
+        return f"{self.chunk.heading_path}: {self.text}" if self.chunk.heading_path else self.text
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A candidate with its similarity to the question."""
+
+    candidate: Candidate
+    semantic: float
+    lexical: float
+    lexical_weight: float
+
+    @property
+    def score(self) -> float:
+        return self.semantic + self.lexical_weight * self.lexical
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The extractive answer: sentences of one passage, in document order."""
+
+    text: str
+    chunk: RetrievedChunk
+    score: float
+
+
+@dataclass(frozen=True)
+class Answerability:
+    """Whether the retrieved passages cover the question, and why not."""
+
+    answerable: bool
+    reason: str
+    uncovered: tuple[str, ...] = ()
+    best_score: float = 0.0
+    best_semantic: float = 0.0
+    uncovered_share: float = 0.0
+    names: tuple[str, ...] = ()
+
+    @property
+    def figures(self) -> str:
+        """The measured values, for the decision's reason (and the calibration in ``bench.answers``)."""
+        return (
+            f"best={self.best_score:.3f} semantic={self.best_semantic:.3f} "
+            f"uncovered={self.uncovered_share:.3f} names={len(self.names)}"
+        )
+
+
+def key_terms(question: str) -> set[str]:
+    """Content words of the question without the words that only frame it."""
+    return {w for w in words.content_words(question) if w not in FRAMING and w not in words.STOPWORDS}
+
+
+def is_followup(text: str) -> bool:
+    """A message that leans on the previous one: "and to Canada?", "what about tents?", "is it free?".
+
+    It starts like a continuation, names at most one thing, or points back ("it", "there") while naming
+    few things itself.
+    """
+    lowered = " ".join(text.lower().split())
+    terms = key_terms(text)
+    if lowered.startswith(FOLLOWUP_LEADS) or len(terms) <= 1:
+        return True
+    return bool(ANAPHORS & set(words.words(lowered))) and len(terms) <= FOLLOWUP_MAX_TERMS
+
+
+def retrieval_query(text: str, earlier_customer_texts: Sequence[str]) -> str:
+    """What retrieval searches for: the message, with the previous customer message for a follow-up."""
+    if not earlier_customer_texts or not is_followup(text):
+        return text
+    return f"{earlier_customer_texts[-1]} {text}"
+
+
+def clean(text: str) -> str:
+    """Passage text as a customer should read it: Markdown emphasis, code ticks and link targets gone."""
+    return _MARKUP.sub("", _LINK.sub(r"\1", text)).strip()
+
+
+def candidates(chunks: Sequence[RetrievedChunk]) -> list[Candidate]:
+    """Every answer-bearing sentence of ``chunks`` (a FAQ entry's question line is its heading)."""
+    found: list[Candidate] = []
+    for chunk in chunks:
+        for position, sentence in enumerate(words.passage_sentences(chunk.text)):
+            if sentence.startswith("Q: "):
+                continue
+            sentence = clean(sentence.removeprefix("A: "))
+            if words.content_words(sentence) or words.numbers(sentence):
+                found.append(Candidate(chunk, position, sentence))
+    return found
+
+
+def score(
+    question: str,
+    found: Sequence[Candidate],
+    semantic: Sequence[float] | None,
+    *,
+    lexical_weight: float,
+    earlier: str = "",
+) -> list[Scored]:
+    """Score each candidate: cosine to the question plus ``lexical_weight`` times key-term coverage.
+
+    Coverage is IDF-weighted over the candidates (a term every sentence has says little); a term in the
+    sentence counts fully, one only in its heading path half. For a follow-up, the terms of the message
+    it follows (``earlier``) count half. A table row whose key (its first cell) names words the question
+    does not ("Core Annual" for "the Core plan") loses a share of its coverage. Without embeddings
+    (``semantic`` is None) the lexical part decides alone.
+    """
+    terms = {t: 1.0 for t in key_terms(question) or words.content_words(question)}
+    for term in key_terms(earlier):
+        terms.setdefault(term, 0.5)
+    texts = [words.vocabulary(c.text) for c in found]
+    headings = [words.vocabulary(c.chunk.heading_path) for c in found]
+    asked = words.vocabulary(f"{earlier} {question}")
+    n = len(found)
+    pairs = list(zip(texts, headings, strict=True))
+    idf = {
+        t: w * (math.log((n + 1) / (1 + sum(words.stem(t) in a or words.stem(t) in b for a, b in pairs))) + 1)
+        for t, w in terms.items()
+    }
+    total = sum(idf.values()) or 1.0
+    scored = []
+    for i, cand in enumerate(found):
+        hit = 0.0
+        for term in terms:
+            if words.covered(term, texts[i]):
+                hit += idf[term]
+            elif words.covered(term, headings[i]):
+                hit += idf[term] / 2
+        lexical = hit / total
+        key = _row_key(cand.text)
+        if key:
+            unasked = [w for w in key if not words.covered(w, asked)]
+            lexical *= 1 - ROW_KEY_PENALTY * len(unasked) / len(key)
+        scored.append(
+            Scored(
+                cand,
+                semantic=float(semantic[i]) if semantic is not None else 0.0,
+                lexical=lexical,
+                lexical_weight=lexical_weight,
+            )
+        )
+    return scored
+
+
+#: Share of a table row's coverage lost when none of its key's words are in the question.
+ROW_KEY_PENALTY = 0.5
+
+
+def _row_key(text: str) -> list[str]:
+    """Content words of the first cell's value of a table row chunk (``Plan: Core Annual | ...``)."""
+    if " | " not in text:
+        return []
+    first = text.split(" | ", 1)[0]
+    _, sep, value = first.partition(": ")
+    return sorted(words.vocabulary(value)) if sep else []
+
+
+def select(scored: Sequence[Scored]) -> Selection | None:
+    """The best sentence and the neighbours that complete it, within :data:`MAX_CHARS`."""
+    if not scored:
+        return None
+    best = max(scored, key=lambda s: s.score)
+    same = sorted(
+        (s for s in scored if s.candidate.chunk.chunk_id == best.candidate.chunk.chunk_id),
+        key=lambda s: s.candidate.position,
+    )
+    chosen = [best]
+    index = same.index(best)
+    following = same[index + 1 :]
+    # A lead-in ("Delivery times:") or a very short sentence needs the one after it.
+    if following and (best.candidate.text.endswith(":") or len(best.candidate.text) < 40):
+        chosen.append(following.pop(0))
+    for neighbour in following[:1] + same[max(0, index - 1) : index]:
+        if len(chosen) >= MAX_SENTENCES:
+            break
+        if neighbour.score >= best.score - NEIGHBOUR_MARGIN and neighbour not in chosen:
+            chosen.append(neighbour)
+    chosen.sort(key=lambda s: s.candidate.position)
+    while len(chosen) > 1 and sum(len(s.candidate.text) + 1 for s in chosen) > MAX_CHARS:
+        chosen.remove(min((s for s in chosen if s is not best), key=lambda s: s.score))
+    text = " ".join(_sentence(s.candidate.text) for s in chosen)
+    return Selection(text=text, chunk=best.candidate.chunk, score=best.score)
+
+
+def _sentence(text: str) -> str:
+    """A table row or list item read as a sentence (ends with punctuation)."""
+    return text if text.endswith((".", "!", "?", ":")) else f"{text}."
+
+
+def assess(
+    question: str,
+    scored: Sequence[Scored],
+    chunks: Sequence[RetrievedChunk],
+    *,
+    min_score: float,
+    max_uncovered_share: float,
+    sure_semantic: float,
+    names_decline: bool = True,
+) -> Answerability:
+    """Decide whether ``chunks`` answer ``question``.
+
+    Declined when a name in the question (a place, a product) is in no passage; when no sentence scores
+    ``min_score``; or when key terms holding more than ``max_uncovered_share`` of the question's weight are
+    in no passage and no sentence is semantically closer than ``sure_semantic`` (a paraphrase in other
+    words passes on meaning, a near miss with the brand's vocabulary does not).
+    """
+    if not scored:
+        return Answerability(False, "no sentence in the retrieved passages")
+    vocabulary: set[str] = set()
+    for chunk in chunks:
+        vocabulary |= words.vocabulary(f"{chunk.heading_path} {chunk.text}")
+    terms = key_terms(question)
+    uncovered = tuple(sorted(t for t in terms if not words.covered(t, vocabulary)))
+    best = max(s.score for s in scored)
+    semantic = max(s.semantic for s in scored)
+    share = len(uncovered) / len(terms) if terms else 0.0
+    names = tuple(sorted(n for n in words.names(question) if n in uncovered))
+
+    def verdict(answerable: bool, reason: str) -> Answerability:
+        return Answerability(answerable, reason, uncovered, best, semantic, share, names)
+
+    if names and names_decline:
+        return verdict(False, f"not in the knowledge: {', '.join(names)}")
+    if best < min_score:
+        missing = f"; not in the knowledge: {', '.join(uncovered)}" if uncovered else ""
+        return verdict(False, f"no passage answers it (best {best:.2f}){missing}")
+    if uncovered and share > max_uncovered_share and semantic < sure_semantic:
+        missing = ", ".join(uncovered)
+        return verdict(False, f"key terms not in the knowledge: {missing} (closest {semantic:.2f})")
+    return verdict(True, "covered")

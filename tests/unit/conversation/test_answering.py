@@ -1,0 +1,172 @@
+"""Follow-up queries, sentence selection and answerability (common/conversation/answering.py)."""
+
+from common.conversation import answering
+from common.conversation import text as words
+from common.schemas import RetrievedChunk
+
+SHIPPING = RetrievedChunk(
+    chunk_id="ship",
+    source="upload://shipping.md",
+    heading_path="Shipping > How long it takes",
+    score=0.6,
+    text=(
+        "Orders placed before 11:00 Pacific Time ship the same business day.\n"
+        "Orders placed later ship the next business day.\n\n"
+        "Delivery times after dispatch:\n"
+        "- Contiguous United States: 3-5 business days.\n"
+        "- Canada: 5-8 business days, duties included.\n"
+    ),
+)
+PAYMENTS = RetrievedChunk(
+    chunk_id="pay",
+    source="upload://orders.md",
+    heading_path="Orders > Payment",
+    score=0.5,
+    text=(
+        "We accept Visa, Mastercard, American Express and PayPal. We do not accept cash on\n"
+        "delivery, checks or cryptocurrency."
+    ),
+)
+PLANS = [
+    RetrievedChunk(
+        chunk_id=f"row-{i}",
+        source="plans.md",
+        heading_path="Plans",
+        score=0.5,
+        text=text,
+    )
+    for i, text in enumerate(
+        (
+            "Plan: Core Annual | Monthly price: $47 | Minimum term: 12 months",
+            "Plan: Core | Monthly price: $55 | Minimum term: None",
+        )
+    )
+]
+
+
+def _scored(question: str, chunks: list[RetrievedChunk], semantic: float = 0.5) -> list[answering.Scored]:
+    found = answering.candidates(chunks)
+    return answering.score(question, found, [semantic] * len(found), lexical_weight=0.5)
+
+
+def test_wrapped_lines_are_joined_into_sentences_and_list_items_stay_apart():
+    assert words.passage_sentences(PAYMENTS.text) == [
+        "We accept Visa, Mastercard, American Express and PayPal.",
+        "We do not accept cash on delivery, checks or cryptocurrency.",
+    ]
+    assert words.passage_sentences(SHIPPING.text)[-2:] == [
+        "Contiguous United States: 3-5 business days.",
+        "Canada: 5-8 business days, duties included.",
+    ]
+
+
+def test_the_sentence_that_answers_is_selected_not_the_head_of_the_passage():
+    selection = answering.select(_scored("How long does delivery take to Canada?", [SHIPPING]))
+    assert selection is not None
+    assert "5-8 business days" in selection.text
+    assert "11:00" not in selection.text  # the head of the passage does not answer this
+    assert "upload://" not in selection.text and selection.chunk is SHIPPING
+
+
+def test_a_lead_in_sentence_brings_the_sentence_after_it():
+    chunk = SHIPPING.model_copy(update={"text": "Delivery times:\n\nCanada takes 5-8 business days."})
+    selection = answering.select(_scored("delivery times", [chunk]))
+    assert selection is not None and selection.text == "Delivery times: Canada takes 5-8 business days."
+
+
+def test_a_table_row_whose_key_the_question_names_beats_a_longer_key():
+    selection = answering.select(_scored("How much is the Core plan per month?", PLANS))
+    assert selection is not None and "$55" in selection.text
+
+
+def test_followups_are_searched_with_the_previous_message():
+    assert answering.is_followup("and to Canada?")
+    assert answering.is_followup("how much does it cost")
+    assert answering.is_followup("What about tents?")
+    assert not answering.is_followup("How long do I have to return an item?")
+    earlier = ["How long does delivery take to the US?"]
+    assert (
+        answering.retrieval_query("and to Canada?", earlier)
+        == "How long does delivery take to the US? and to Canada?"
+    )
+    assert answering.retrieval_query("Which payment methods do you accept?", earlier) == (
+        "Which payment methods do you accept?"
+    )
+    assert answering.retrieval_query("and to Canada?", []) == "and to Canada?"
+
+
+def test_followup_terms_count_and_the_new_term_decides_the_sentence():
+    found = answering.candidates([SHIPPING])
+    scored = answering.score(
+        "and to Canada?", found, None, lexical_weight=0.5, earlier="How long does delivery take to the US?"
+    )
+    best = max(scored, key=lambda s: s.score)
+    assert best.candidate.text.startswith("Canada")
+
+
+def test_a_question_whose_key_term_no_passage_holds_is_declined_with_the_reason():
+    verdict = answering.assess(
+        "Do you sell kayaks?",
+        _scored("Do you sell kayaks?", [SHIPPING, PAYMENTS], semantic=0.3),
+        [SHIPPING, PAYMENTS],
+        min_score=0.1,
+        max_uncovered_share=0.0,
+        sure_semantic=0.5,
+    )
+    assert not verdict.answerable
+    assert verdict.uncovered == ("kayak",)
+    assert "kayak" in verdict.reason and "semantic=0.300" in verdict.figures
+
+
+def test_typos_do_not_make_a_covered_question_uncovered():
+    question = "how much is shiping to Canda"
+    verdict = answering.assess(
+        question,
+        _scored(question, [SHIPPING], semantic=0.55),
+        [SHIPPING],
+        min_score=0.4,
+        max_uncovered_share=0.0,
+        sure_semantic=0.5,
+    )
+    assert verdict.answerable, verdict.reason
+    assert verdict.uncovered == ()
+
+
+def test_a_name_no_passage_holds_declines_when_names_decide():
+    question = "Do you have a store in Chicago?"
+    scored = _scored(question, [SHIPPING], semantic=0.9)
+    kwargs = {"min_score": 0.1, "max_uncovered_share": 1.0, "sure_semantic": 0.0}
+    assert not answering.assess(question, scored, [SHIPPING], names_decline=True, **kwargs).answerable
+    assert answering.assess(question, scored, [SHIPPING], names_decline=False, **kwargs).answerable
+
+
+def test_no_sentence_means_declined():
+    verdict = answering.assess("anything", [], [], min_score=0.0, max_uncovered_share=1.0, sure_semantic=0.0)
+    assert not verdict.answerable
+
+
+def test_markdown_markup_is_not_shown_to_customers():
+    assert answering.clean("**Free** returns, see [the policy](https://x.example/p) and `code`") == (
+        "Free returns, see the policy and code"
+    )
+
+
+def test_words_negation_scope_quantities_names_and_vocabulary():
+    assert words.negated_words("We do not accept cash, checks or cryptocurrency. We accept Visa.") == {
+        "accept",
+        "cash",
+        "check",
+        "cryptocurrency",
+    }
+    assert words.negated_words("Returns are free, but not for sale items") == {"sale", "item"}
+    assert words.negated_words("It isn't refundable, we replace it instead") == {"refundable"}
+    assert words.quantities("within 30 days, $75 and €39 or 12 EUR") == {
+        ("30", "day"),
+        ("75", "usd"),
+        ("39", "eur"),
+        ("12", "eur"),
+    }
+    assert words.names("Our Seattle store is open. Denver too.") == {"seattle"}
+    assert "cutoff" in words.vocabulary("The cut-off is 11:00.")
+    assert words.stem("refundable") == words.stem("refunded") == "refund"
+    assert words.covered("standrad", {"standard"}) and not words.covered("kayak", {"tent"})
