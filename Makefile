@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup lock upgrade-deps test-latest gate run test test-fast lint format typecheck migrate revision clean-data load chaos bench-ingest simulate \
-	telegram-webhook eval-safety gpu-smoke smoke
+	telegram-webhook eval-safety eval-answers gpu-smoke smoke
 
 setup: $(STAMP)
 
@@ -127,6 +127,11 @@ telegram-webhook: setup
 # Precision/recall of the safety guardrails on the labelled sets under tests/eval/.
 eval-safety: setup
 	$(BIN)/python -m tests.eval.run_eval
+
+# Answer quality on the labelled question sets of two brands (docs/QUALITY.md): test split, embedded
+# model and fixed-answer stub. EVAL_ARGS="--split dev --errors", "--calibrate", "--base-url URL ...".
+eval-answers: setup
+	$(BIN)/python -m bench.answers $(EVAL_ARGS)
 
 # On a GPU machine with the gpu extra (e.g. inside docker/Dockerfile.gpu): one vLLM completion, JSON out.
 GPU_PY ?= python

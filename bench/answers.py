@@ -47,8 +47,9 @@ from typing import Any
 import httpx
 
 from bench.llm_stub import FixedLatencyQuoteModel
+from common import text
 from common.config import Settings
-from common.conversation import answering, guardrails, text
+from common.conversation import answering, guardrails
 from common.domain import Channel, InboundMessage
 from common.schemas import RetrievedChunk
 from pipelines.demo import BRAND_FILE, brand_documents, load_demo_brand

@@ -164,6 +164,7 @@ class AnswerSettings(BaseModel):
         "model (LLM_PROVIDER=local), generate with a configured endpoint",
     )
     followups: bool = Field(default=True, description="Search a follow-up with the previous customer message")
+    spelling: bool = Field(default=True, description="Correct a question's typos against the brand's words")
     lexical_weight: float = Field(default=0.5, ge=0, description="Weight of key-term coverage in scores")
     min_score: float = Field(default=0.675, description="Best sentence score below this: declined")
     max_uncovered_share: float = Field(

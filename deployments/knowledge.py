@@ -63,6 +63,10 @@ class KnowledgeIndexDeployment(Delegating):
         """Top-k chunks of this tenant's brand for ``query``."""
         return await self._service.retrieve(tenant_id, brand_id, query, top_k)
 
+    async def correct_spelling(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, text: str) -> str:
+        """``text`` with typos corrected against this brand's words."""
+        return await self._service.correct_spelling(tenant_id, brand_id, text)
+
     async def rank_sentences(self, query: str, sentences: list[str]) -> list[float]:
         """Similarity of each passage sentence to ``query`` (choosing the sentences that answer)."""
         return await self._service.rank_sentences(query, sentences)

@@ -70,6 +70,7 @@ class OrchestratorDeployment(Delegating):
             sessionmaker=make_sessionmaker(engine),
             retrieve=self._retrieve,
             rank=self._rank,
+            spell=self._spell,
             chat=chat,
             publisher=self._publisher,
         )
@@ -83,6 +84,10 @@ class OrchestratorDeployment(Delegating):
     async def _rank(self, query: str, sentences: list[str]) -> list[float]:
         scores: list[float] = await self._knowledge.rank_sentences(query, sentences)
         return scores
+
+    async def _spell(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, text: str) -> str:
+        corrected: str = await self._knowledge.correct_spelling(tenant_id, brand_id, text)
+        return corrected
 
     async def _chat(self, request: ChatRequest) -> ChatResponse:
         response: ChatResponse = await self._llm.chat(request)

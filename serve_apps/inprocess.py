@@ -57,6 +57,7 @@ class InProcessBackend:
                 sessionmaker=self.sessionmaker,
                 retrieve=self.knowledge.retrieve,
                 rank=self.knowledge.rank_sentences,
+                spell=self.knowledge.correct_spelling,
                 chat=self.chat_model.chat,
                 publisher=StreamPublisher(self.redis, s.redis),
                 publish_after_ack=publish_after_ack,

@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common.conversation import text as words
+from common import text as words
 from common.schemas import RetrievedChunk
 
 #: The guardrail decision recorded when a question is declined as not covered by the knowledge.

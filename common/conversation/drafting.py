@@ -43,6 +43,8 @@ RetrieveFn = Callable[[uuid.UUID, uuid.UUID, str, int], Awaitable[list[Retrieved
 ChatFn = Callable[[ChatRequest], Awaitable[ChatResponse]]
 #: Similarity of each sentence to a query (the knowledge replica's ``rank_sentences``).
 RankFn = Callable[[str, list[str]], Awaitable[list[float]]]
+#: A message with its typos corrected against the brand's words (the knowledge replica's).
+SpellFn = Callable[[uuid.UUID, uuid.UUID, str], Awaitable[str]]
 
 HISTORY_TURNS = 10
 HISTORY_BUDGET_TOKENS = 600
@@ -113,11 +115,14 @@ class Drafter:
         chat: ChatFn,
         actions: ActionEngine,
         rank: RankFn | None = None,
+        spell: SpellFn | None = None,
     ) -> None:
-        """``rank`` scores passage sentences by meaning; without it they are scored by key terms only."""
+        """``rank`` scores passage sentences by meaning (without it, by key terms only); ``spell``
+        corrects a question's typos against the brand's words before anything else reads it."""
         self._settings = settings
         self._retrieve = retrieve
         self._rank = rank
+        self._spell = spell
         mode = settings.answers.mode
         # "auto": the embedded model is too small to beat the passages' own sentences (docs/QUALITY.md);
         # a configured endpoint (vLLM, OpenAI-compatible) is assumed capable and answers.
@@ -190,9 +195,10 @@ class Drafter:
         brand, message = turn.brand, turn.message
         answers = self._settings.answers
         top_k = self._settings.retrieval.top_k
-        query = message.text
-        if answers.followups:
-            query = answering.retrieval_query(message.text, turn.customer_texts)
+        question = message.text
+        if self._spell is not None and answers.spelling:
+            question = await self._spell(brand.tenant_id, brand.id, message.text)
+        query = answering.retrieval_query(question, turn.customer_texts) if answers.followups else question
         started = time.perf_counter()
         with stage("orchestrator.retrieve", top_k=top_k) as span:
             chunks = await self._retrieve(brand.tenant_id, brand.id, query, top_k)
@@ -203,17 +209,18 @@ class Drafter:
             "retrieved",
             chunks=len(chunks),
             relevant=len(relevant),
-            followup=query != message.text,
+            followup=query != question,
+            corrected=question != message.text,
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
         failed_streak, none_streak = escalation.streaks(turn.bot_guardrails)
         if not relevant:
             return self._not_covered(turn, [], none_streak)
         screened = guardrails.screen_context(relevant)
-        earlier = turn.customer_texts[-1] if query != message.text and turn.customer_texts else ""
-        scored = await self._score_sentences(message.text, earlier, screened.chunks)
+        earlier = turn.customer_texts[-1] if query != question and turn.customer_texts else ""
+        scored = await self._score_sentences(question, earlier, screened.chunks)
         verdict = answering.assess(
-            message.text,
+            question,
             scored,
             screened.chunks,
             min_score=answers.min_score,

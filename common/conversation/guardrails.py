@@ -32,8 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from common import text as text_
 from common.conversation import answering, safety
-from common.conversation import text as text_
 from common.domain import Citation, GuardrailDecision, Persona
 from common.schemas import RetrievedChunk
 

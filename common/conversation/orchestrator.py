@@ -34,7 +34,15 @@ from common.config import Settings
 from common.conversation.actions import ActionRegistry, PluginDeps
 from common.conversation.actions.engine import ActionEngine
 from common.conversation.agents import AgentOperations
-from common.conversation.drafting import HISTORY_TURNS, ChatFn, Drafter, RankFn, RetrieveFn, load_turn
+from common.conversation.drafting import (
+    HISTORY_TURNS,
+    ChatFn,
+    Drafter,
+    RankFn,
+    RetrieveFn,
+    SpellFn,
+    load_turn,
+)
 from common.conversation.intake import Intake, check_size, conversation_for, count_inbound
 from common.conversation.replies import ReplyStore, response_from_log, stored_reply
 from common.db import repositories as repo
@@ -67,6 +75,7 @@ class MessageOrchestrator:
         actions: ActionEngine | None = None,
         publish_after_ack: bool = False,
         rank: RankFn | None = None,
+        spell: SpellFn | None = None,
     ) -> None:
         """``publish_after_ack``: see :class:`common.conversation.intake.Intake`."""
         self._settings = settings
@@ -80,6 +89,7 @@ class MessageOrchestrator:
             retrieve=retrieve,
             chat=chat,
             rank=rank,
+            spell=spell,
             actions=actions
             or ActionEngine(
                 registry=ActionRegistry.build(

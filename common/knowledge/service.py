@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common import text as words
 from common.config import RetrievalSettings
 from common.db import repositories as repo
 from common.knowledge import sync as knowledge
@@ -22,8 +23,11 @@ from common.knowledge.reranking import build_reranker
 from common.knowledge.vectorstore import VectorStore
 from common.observability import stage
 from common.schemas import ChunkRecord, IngestResult, KnowledgeUploadIn, RetrievedChunk
+from common.ttl_cache import TTLCache
 
 EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
+#: How long a brand's vocabulary (for spelling correction) is cached per replica, in seconds.
+VOCABULARY_TTL_S = 60.0
 #: Passage sentences whose vectors are kept per replica: the same passages answer many questions.
 SENTENCE_CACHE_ENTRIES = 20_000
 
@@ -51,6 +55,10 @@ class KnowledgeService:
         self._retrieval = retrieval
         self._reranker = build_reranker(retrieval)
         self._sentence_vectors: OrderedDict[str, list[float]] = OrderedDict()
+        # A brand's words change only when its knowledge does; an upload reaches spelling within this.
+        self._vocabularies: TTLCache[tuple[uuid.UUID, uuid.UUID], frozenset[str]] = TTLCache(
+            VOCABULARY_TTL_S, max_entries=256
+        )
 
     async def retrieve(
         self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int
@@ -70,6 +78,18 @@ class KnowledgeService:
             chunks = await self._search(tenant_id, brand_id, query, top_k, embedded)
             span.set_attribute("chunks", len(chunks))
         return chunks
+
+    async def correct_spelling(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, text: str) -> str:
+        """``text`` with misspelt words replaced by the brand's own word they are a typo of
+        ("shiping to canda" → "shipping to canada"); unknown words that are not typos stay."""
+
+        async def load() -> frozenset[str]:
+            async with self._sessionmaker() as session:
+                texts = await repo.chunk_texts(session, tenant_id=tenant_id, brand_id=brand_id)
+            return await asyncio.to_thread(words.known_words, texts)
+
+        known = await self._vocabularies.get_or_load((tenant_id, brand_id), load)
+        return await asyncio.to_thread(words.correct_spelling, text, known)
 
     async def rank_sentences(self, query: str, sentences: list[str]) -> list[float]:
         """Cosine similarity of each of ``sentences`` to ``query``, by the query model.

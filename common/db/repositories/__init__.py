@@ -53,6 +53,7 @@ from common.db.repositories.deliveries import (
     release_delivery,
 )
 from common.db.repositories.knowledge import (
+    chunk_texts,
     create_ingestion_job,
     get_ingestion_job,
     list_chunks,
@@ -69,6 +70,7 @@ from common.db.repositories.outbox import (
 __all__ = [
     "add_automation_rule",
     "add_outbox",
+    "chunk_texts",
     "claim_delivery",
     "claim_pending_action",
     "create_ingestion_job",

@@ -141,3 +141,11 @@ async def get_ingestion_job(
     if brand_id is not None:
         stmt = stmt.where(IngestionJob.brand_id == brand_id)
     return (await session.scalars(stmt)).one_or_none()
+
+
+async def chunk_texts(session: AsyncSession, *, tenant_id: uuid.UUID, brand_id: uuid.UUID) -> list[str]:
+    """Heading path and text of every chunk of one brand (its vocabulary, for spelling correction)."""
+    stmt = select(KnowledgeChunk.heading_path, KnowledgeChunk.text).where(
+        KnowledgeChunk.tenant_id == tenant_id, KnowledgeChunk.brand_id == brand_id
+    )
+    return [f"{heading} {text}" for heading, text in (await session.execute(stmt)).all()]

@@ -1,7 +1,7 @@
 """Follow-up queries, sentence selection and answerability (common/conversation/answering.py)."""
 
+from common import text as words
 from common.conversation import answering
-from common.conversation import text as words
 from common.schemas import RetrievedChunk
 
 SHIPPING = RetrievedChunk(
@@ -170,3 +170,14 @@ def test_words_negation_scope_quantities_names_and_vocabulary():
     assert "cutoff" in words.vocabulary("The cut-off is 11:00.")
     assert words.stem("refundable") == words.stem("refunded") == "refund"
     assert words.covered("standrad", {"standard"}) and not words.covered("kayak", {"tent"})
+
+
+def test_typos_are_corrected_to_the_brand_words_and_real_words_are_left_alone():
+    known = words.known_words(["Standard shipping to Canada takes long.", "Our Seattle store, guest passes."])
+    assert words.correct_spelling("how lnog does standrad shiping take", known) == (
+        "how long does standard shipping take"
+    )
+    assert words.correct_spelling("a stor in seatle, Canda", known) == "a store in seattle, canada"
+    assert words.correct_spelling("Do you sell kayaks?", known) == "Do you sell kayaks?"  # sell ≠ shell
+    assert words.close_word("retired", {"required"}) is None  # a real word, not a typo of the other
+    assert words.close_word("sell", {"shell"}) is None

@@ -221,12 +221,60 @@ def names(text: str) -> set[str]:
     return found
 
 
-def covered(term: str, known: set[str], *, cutoff: float = 0.8) -> bool:
-    """``term`` (by its stem) is in ``known`` (a :func:`vocabulary`), or within a typo of a word there
-    (words of 5+ letters)."""
+#: How close a misspelt word must be to a known one (difflib ratio): "shiping"/"shipping" is 0.93,
+#: "standrad"/"standard" 0.88, "retired"/"required" 0.80 (a real word, not a typo of the other).
+TYPO_CUTOFF = 0.85
+
+
+def close_word(word: str, known: set[str] | frozenset[str]) -> str | None:
+    """The word of ``known`` that ``word`` (4+ letters) is a typo of: one edit or a swap away."""
+    if len(word) < 4:
+        return None
+    near = [w for w in known if abs(len(w) - len(word)) <= 2]
+    for candidate in near:  # a transposition keeps the letters ("lnog" for "long")
+        if len(candidate) == len(word) and sorted(candidate) == sorted(word) and candidate != word:
+            differing = sum(a != b for a, b in zip(candidate, word, strict=True))
+            if differing == 2:
+                return candidate
+    if len(word) < 5:
+        # "sell" is one letter from "shell": a short word is only trusted as a swap, or as a known word
+        # with one letter dropped after its first two ("stor" for "store", "gues" for "guest").
+        for candidate in near:
+            if len(candidate) == len(word) + 1 and candidate[:2] == word[:2]:
+                if any(candidate[:i] + candidate[i + 1 :] == word for i in range(2, len(candidate))):
+                    return candidate
+        return None
+    match = get_close_matches(word, near, 1, TYPO_CUTOFF)
+    return match[0] if match else None
+
+
+def covered(term: str, known: set[str]) -> bool:
+    """``term`` (by its stem) is in ``known`` (a :func:`vocabulary`), or a typo of a word there."""
     term = stem(term)
-    if term in known:
-        return True
-    if len(term) < 5:
-        return False
-    return bool(get_close_matches(term, [w for w in known if abs(len(w) - len(term)) <= 2], 1, cutoff))
+    return term in known or close_word(term, known) is not None
+
+
+def correct_spelling(text: str, known: set[str] | frozenset[str]) -> str:
+    """``text`` with each word that is not in ``known`` (lower-case words) but a typo of one replaced.
+
+    Stopwords and words of under four letters are left alone; so is every word when nothing is close.
+    """
+
+    def fix(match: re.Match[str]) -> str:
+        word = match.group(0)
+        lowered = word.lower()
+        if lowered in known or lowered in STOPWORDS or fold(lowered) in known:
+            return word
+        better = close_word(lowered, known)
+        return better if better is not None else word
+
+    return _WORD.sub(fix, text)
+
+
+def known_words(texts: list[str]) -> frozenset[str]:
+    """Lower-case words of ``texts`` (a brand's chunks) and their singulars, for :func:`correct_spelling`
+    ("take" is a word of a brand that writes "takes", not a typo of it)."""
+    found: set[str] = set()
+    for chunk in texts:
+        found.update(words(chunk))
+    return frozenset(found | {fold(w) for w in found})
