@@ -171,7 +171,7 @@ def passage_sentences(text: str) -> list[str]:
 
 def vocabulary(text: str) -> set[str]:
     """Stems of the content words of ``text``, hyphenated words also joined ("cut-off" → "cutoff")."""
-    found = {stem(w) for w in content_words(text)}
+    found = {stem(w) for w in content_words(text)} | numbers(text)
     found |= {stem(w.replace("-", "").lower()) for w in re.findall(r"\w+(?:-\w+)+", text)}
     return found
 
@@ -240,9 +240,9 @@ def close_word(word: str, known: set[str] | frozenset[str]) -> str | None:
         # "sell" is one letter from "shell": a short word is only trusted as a swap, or as a known word
         # with one letter dropped after its first two ("stor" for "store", "gues" for "guest").
         for candidate in near:
-            if len(candidate) == len(word) + 1 and candidate[:2] == word[:2]:
-                if any(candidate[:i] + candidate[i + 1 :] == word for i in range(2, len(candidate))):
-                    return candidate
+            longer = len(candidate) == len(word) + 1 and candidate[:2] == word[:2]
+            if longer and any(candidate[:i] + candidate[i + 1 :] == word for i in range(2, len(candidate))):
+                return candidate
         return None
     match = get_close_matches(word, near, 1, TYPO_CUTOFF)
     return match[0] if match else None

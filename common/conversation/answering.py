@@ -166,7 +166,9 @@ def score(
     does not ("Core Annual" for "the Core plan") loses a share of its coverage. Without embeddings
     (``semantic`` is None) the lexical part decides alone.
     """
-    terms = {t: 1.0 for t in key_terms(question) or words.content_words(question)}
+    # The question's numbers count as terms here ("under $75" picks the sentence that says "$75"), not
+    # in :func:`assess`: an age or an order number in a question is no topic the passages must cover.
+    terms = {t: 1.0 for t in (key_terms(question) or words.content_words(question)) | words.numbers(question)}
     for term in key_terms(earlier):
         terms.setdefault(term, 0.5)
     texts = [words.vocabulary(c.text) for c in found]

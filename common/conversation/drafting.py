@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,7 +247,9 @@ class Drafter:
         if self._extract_first and extractive is not None and not offered:
             final = guardrails.extracted_answer(extractive)
             decisions = [*screened.decisions, *final.decisions]
-            return self._checked(turn, final.text, final.citations, decisions, None, None, failed_streak)
+            return self._checked(
+                turn, final.text, final.citations, decisions, None, None, failed_streak, screened.chunks
+            )
         return await self._generated(
             turn, context, screened, extractive, failed_streak, declined=declined, none_streak=none_streak
         )
@@ -339,12 +341,16 @@ class Drafter:
             # The model was asked for its actions only; the passage's own sentences answer.
             final = guardrails.extracted_answer(extractive)
             decisions += final.decisions
-            return self._checked(turn, final.text, final.citations, decisions, prompt, usage, failed_streak)
+            return self._checked(
+                turn, final.text, final.citations, decisions, prompt, usage, failed_streak, screened.chunks
+            )
         final = guardrails.finalize_answer(
             answer=answer, context=evidence, persona=brand.persona, extractive=extractive
         )
         decisions += final.decisions
-        return self._checked(turn, final.text, list(final.citations), decisions, prompt, usage, failed_streak)
+        return self._checked(
+            turn, final.text, list(final.citations), decisions, prompt, usage, failed_streak, evidence
+        )
 
     async def _generate(self, request: ChatRequest) -> ChatResponse:
         """One chat completion in an ``llm.chat`` span; tokens and latency counted by model."""
@@ -409,9 +415,16 @@ class Drafter:
         prompt: list[ChatMessage] | None,
         usage: ChatResponse | None,
         failed_streak: int,
+        passages: Sequence[RetrievedChunk] = (),
     ) -> Draft:
-        """Output guardrails (personal data, toxicity) and the repeated-failure trigger."""
-        allowed_pii = guardrails.customer_pii([*turn.customer_texts, turn.message.text])
+        """Output guardrails (personal data, toxicity) and the repeated-failure trigger.
+
+        Personal data is masked unless this customer wrote it or a cited passage states it: a store's
+        address or phone number in the brand's own knowledge is an answer, not a leak.
+        """
+        cited = {c.chunk_id for c in citations}
+        published = [p.text for p in passages if p.chunk_id in cited]
+        allowed_pii = guardrails.customer_pii([*turn.customer_texts, turn.message.text, *published])
         out = guardrails.check_output(text, allowed_pii=allowed_pii, persona=turn.brand.persona)
         decisions = [*decisions, *out.decisions]
         if out.toxic and self._settings.escalation.on_toxicity:

@@ -223,3 +223,13 @@ async def test_a_followup_is_answered_with_the_previous_question_in_mind(default
     )
     reply = await backend.orchestrator.handle(_message(demo, "and to Canada?", customer=customer))
     assert "Canada" in reply.text and "business days" in reply.text, reply.text
+
+
+async def test_a_store_address_from_the_brand_knowledge_is_not_masked_as_personal_data(
+    default_pipeline,
+) -> None:
+    backend, demo, _ = default_pipeline
+    reply = await backend.orchestrator.handle(
+        _message(demo, "Where is your Seattle store?", customer=f"q-{uuid.uuid4().hex[:6]}")
+    )
+    assert "455 Pine Street" in reply.text and "[address]" not in reply.text, reply.text
