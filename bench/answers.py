@@ -51,7 +51,7 @@ from common import text
 from common.config import Settings
 from common.conversation import answering, guardrails
 from common.domain import Channel, InboundMessage
-from common.schemas import RetrievedChunk
+from common.schemas import KnowledgeUploadIn, RetrievedChunk
 from pipelines.demo import BRAND_FILE, brand_documents, load_demo_brand
 
 HERE = Path(__file__).resolve().parent.parent / "tests" / "eval" / "answers"
@@ -226,6 +226,14 @@ def failed_targets(summary: dict[str, Any]) -> list[str]:
     return missed
 
 
+def uploaded(brand_file: Path) -> KnowledgeUploadIn:
+    """The brand's documents named as the multipart upload names them (``upload://<file>``), so an
+    internal URI leaking into a reply would show."""
+    upload = brand_documents(brand_file)
+    documents = [d.model_copy(update={"uri": f"upload://{d.uri}"}) for d in upload.documents]
+    return upload.model_copy(update={"documents": documents})
+
+
 # --- running the questions ---------------------------------------------------------------------------
 
 Ask = Callable[[Question, str], Awaitable[Reply]]
@@ -280,7 +288,7 @@ async def run_in_process(model: str, brands: Sequence[str], split: str, data_dir
             for name in brands:
                 seeded = await seed_brand(backend.sessionmaker, BRANDS[name])
                 brand = seeded.brand
-                await backend.knowledge.ingest(brand.tenant_id, brand.id, brand_documents(BRANDS[name]))
+                await backend.knowledge.ingest(brand.tenant_id, brand.id, uploaded(BRANDS[name]))
                 history: dict[str, list[str]] = {}
 
                 async def ask(
@@ -341,7 +349,7 @@ async def run_over_http(
         async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120) as client:
             for name in brands:
                 seeded = await seed_brand(make_sessionmaker(engine), BRANDS[name])
-                upload = brand_documents(BRANDS[name]).model_dump(mode="json")
+                upload = uploaded(BRANDS[name]).model_dump(mode="json")
                 response = await client.post(f"/v1/brands/{seeded.brand.id}/knowledge", json=upload)
                 response.raise_for_status()
 

@@ -129,7 +129,25 @@ def retrieval_query(text: str, earlier_customer_texts: Sequence[str]) -> str:
     """What retrieval searches for: the message, with the previous customer message for a follow-up."""
     if not earlier_customer_texts or not is_followup(text):
         return text
-    return f"{earlier_customer_texts[-1]} {text}"
+    return f"{followup_context(earlier_customer_texts[-1], text)} {text}"
+
+
+def followup_context(earlier: str, text: str) -> str:
+    """What a follow-up keeps of the message it follows.
+
+    "and at Seaport?" after "What are the opening hours at Back Bay?" asks the same about another
+    place: a follow-up that names things of its own and points back at nothing replaces the names of
+    the earlier message ("Back Bay" is dropped, "opening hours" kept). "how much does it cost" keeps
+    everything: "it" is the earlier message's subject.
+    """
+    pointing = bool(ANAPHORS & set(words.words(text.lower())))
+    if pointing or not key_terms(text):
+        return earlier
+    dropped = words.names(earlier)
+    if not dropped:
+        return earlier
+    kept = [w for w in re.findall(r"\S+", earlier) if words.fold(re.sub(r"\W", "", w).lower()) not in dropped]
+    return " ".join(kept)
 
 
 def clean(text: str) -> str:

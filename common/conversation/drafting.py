@@ -217,7 +217,9 @@ class Drafter:
         if not relevant:
             return self._not_covered(turn, [], none_streak)
         screened = guardrails.screen_context(relevant)
-        earlier = turn.customer_texts[-1] if query != question and turn.customer_texts else ""
+        earlier = ""
+        if query != question and turn.customer_texts:
+            earlier = answering.followup_context(turn.customer_texts[-1], question)
         scored = await self._score_sentences(question, earlier, screened.chunks)
         verdict = answering.assess(
             question,

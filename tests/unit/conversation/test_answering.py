@@ -181,3 +181,12 @@ def test_typos_are_corrected_to_the_brand_words_and_real_words_are_left_alone():
     assert words.correct_spelling("Do you sell kayaks?", known) == "Do you sell kayaks?"  # sell ≠ shell
     assert words.close_word("retired", {"required"}) is None  # a real word, not a typo of the other
     assert words.close_word("sell", {"shell"}) is None
+
+
+def test_a_followup_about_another_thing_drops_the_earlier_names_but_keeps_a_referent():
+    assert answering.retrieval_query("and at Seaport?", ["What are the opening hours at Back Bay?"]) == (
+        "What are the opening hours at and at Seaport?"
+    )
+    assert answering.followup_context("Do you sell Trail tents?", "how much does it cost") == (
+        "Do you sell Trail tents?"  # "it" is the tent
+    )
