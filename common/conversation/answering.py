@@ -10,7 +10,8 @@ Three decisions a grounded assistant makes whatever its language model is:
 * **which sentences answer it** — :func:`select`: every sentence of the retrieved passages is scored
   against the question (cosine of their embeddings, by the model the knowledge replica already holds,
   plus the weighted share of the question's key terms it contains) and the best one, with the neighbours
-  that complete it, becomes the extractive answer used when the model's answer is rejected.
+  that complete it, becomes the extractive answer: the reply with the embedded model, and what replaces
+  a configured model's answer that the groundedness guard rejects.
 
 Thresholds live in :class:`common.config.AnswerSettings` and were calibrated on the dev split of the
 labelled sets in ``tests/eval/answers/`` (``make eval-answers``; docs/QUALITY.md).

@@ -2,10 +2,14 @@
 
 In order: a pending action confirmation is resolved first; input guardrails (prompt injection, toxicity)
 and escalation triggers (a person asked for, negative sentiment, brand automation rules) run before
-retrieval; retrieved passages are neutralised; the persona prompt goes to the model; its action blocks go
-through :class:`common.conversation.actions.engine.ActionEngine`; the answer is checked for groundedness,
-personal data and toxicity; repeated failures or missing knowledge hand the conversation to a human
-(``Draft.handoff``, written with the reply by :mod:`common.conversation.replies`). Nothing here writes.
+retrieval; the question's typos are corrected against the brand's words and a follow-up is searched with
+the previous message; retrieved passages are neutralised; their sentences are scored against the question
+and a question they do not cover is declined (:mod:`common.conversation.answering`); with the embedded
+model the best sentences are the answer, else the persona prompt goes to the model, its action blocks go
+through :class:`common.conversation.actions.engine.ActionEngine` and its answer is checked for
+groundedness and contradictions (replaced by the sentences when rejected); then personal data and
+toxicity; repeated failures or missing knowledge hand the conversation to a human (``Draft.handoff``,
+written with the reply by :mod:`common.conversation.replies`). Nothing here writes.
 """
 
 from __future__ import annotations

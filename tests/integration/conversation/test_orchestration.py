@@ -233,3 +233,28 @@ async def test_a_store_address_from_the_brand_knowledge_is_not_masked_as_persona
         _message(demo, "Where is your Seattle store?", customer=f"q-{uuid.uuid4().hex[:6]}")
     )
     assert "455 Pine Street" in reply.text and "[address]" not in reply.text, reply.text
+
+
+async def test_json_upload_takes_csv_and_html_and_refuses_other_types_readably(pipeline) -> None:
+    backend, demo, _ = pipeline
+    base = f"/v1/brands/{demo.brand.id}/knowledge"
+    transport = httpx.ASGITransport(app=build_gateway_api(backend))
+    client = httpx.AsyncClient(transport=transport, base_url="http://t")
+    table = "Plan,Monthly price\nFlex,$39\nCore,$55\n"
+    page = "<html><body><main><h1>Clubs</h1><p>Seaport is open 24 hours.</p></main></body></html>"
+    body = {
+        "documents": [
+            {"uri": "plans.csv", "content": table, "content_type": "text/csv"},
+            {"uri": "clubs.html", "content": page, "content_type": "text/html"},
+        ]
+    }
+    indexed = await client.post(base, json=body)
+    assert indexed.status_code == 201, indexed.text
+    assert indexed.json()["documents"] == 2 and len(indexed.json()["chunk_ids"]) == 3  # 2 rows + 1 paragraph
+    pdf = {"documents": [{"uri": "a.pdf", "content": "x", "content_type": "application/pdf"}]}
+    refused = await client.post(base, json=pdf)
+    assert refused.status_code in (400, 422) and refused.json()["error"]["code"] in (
+        "invalid_input",
+        "validation_error",
+    )
+    await client.aclose()
