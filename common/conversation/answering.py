@@ -185,12 +185,14 @@ def score(
     does not ("Core Annual" for "the Core plan") loses a share of its coverage. Without embeddings
     (``semantic`` is None) the lexical part decides alone.
     """
-    # The question's numbers count as terms here ("under $75" picks the sentence that says "$75"), not
-    # in :func:`assess`: an age or an order number in a question is no topic the passages must cover.
-    terms = {t: 1.0 for t in (key_terms(question) or words.content_words(question)) | words.numbers(question)}
+    texts = [words.vocabulary(c.text) for c in found]
+    # The question's numbers that some passage states count as terms ("under $75" picks the sentence
+    # that says "$75"); an order number or an age is no topic the passages must cover.
+    stated = set().union(*texts) if texts else set()
+    figures = {n for n in words.numbers(question) if n in stated}
+    terms = {t: 1.0 for t in (key_terms(question) or words.content_words(question)) | figures}
     for term in key_terms(earlier):
         terms.setdefault(term, 0.5)
-    texts = [words.vocabulary(c.text) for c in found]
     headings = [words.vocabulary(c.chunk.heading_path) for c in found]
     asked = words.vocabulary(f"{earlier} {question}")
     n = len(found)
