@@ -335,20 +335,33 @@ async def run_in_process(model: str, brands: Sequence[str], split: str, data_dir
     return outcomes
 
 
-async def run_over_http(
-    base_url: str, database_url: str, token: str | None, brands: Sequence[str], split: str
-) -> list[Outcome]:
-    """Every brand's questions through ``POST /v1/messages/inbound`` of a running system."""
+async def run_over_http(base_url: str, database_url: str, brands: Sequence[str], split: str) -> list[Outcome]:
+    """Every brand's questions through ``POST /v1/messages/inbound`` of a running system.
+
+    Each brand is written into ``database_url`` with the management service, which also mints the key
+    of its tenant that the questions are asked with (the running system checks it like any other).
+    """
+    from common.access.management import KeyIn, Management
+    from common.access.principal import Scope, operator_principal
     from common.db.session import make_engine, make_sessionmaker
     from pipelines.demo import seed_brand
 
     engine = make_engine(database_url, pool_size=2)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     outcomes: list[Outcome] = []
     try:
-        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120) as client:
+        async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
             for name in brands:
                 seeded = await seed_brand(make_sessionmaker(engine), BRANDS[name])
+                key = await Management(make_sessionmaker(engine)).create_key(
+                    operator_principal("operator:eval"),
+                    seeded.tenant.id,
+                    KeyIn(
+                        name="eval-answers",
+                        scopes=[Scope.MESSAGES_WRITE, Scope.KNOWLEDGE_WRITE],
+                        expires_in_days=1,
+                    ),
+                )
+                client.headers["authorization"] = f"Bearer {key.token}"
                 upload = uploaded(BRANDS[name]).model_dump(mode="json")
                 response = await client.post(f"/v1/brands/{seeded.brand.id}/knowledge", json=upload)
                 response.raise_for_status()
@@ -464,7 +477,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--brand", action="append", choices=sorted(BRANDS), help="default: every brand")
     parser.add_argument("--base-url", help="ask a running system over HTTP instead of in process")
     parser.add_argument("--database-url", help="with --base-url: where to write the evaluation brands")
-    parser.add_argument("--api-token", default=os.environ.get("API__TOKEN"))
     parser.add_argument("--json", type=Path, default=Path("test-artifacts/eval-answers.json"))
     parser.add_argument("--errors", action="store_true", help="list every wrong answer")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -491,9 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(
             (
                 "http",
-                asyncio.run(
-                    run_over_http(opts.base_url, opts.database_url, opts.api_token, brands, opts.split)
-                ),
+                asyncio.run(run_over_http(opts.base_url, opts.database_url, brands, opts.split)),
             )
         )
     else:

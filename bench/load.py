@@ -149,6 +149,21 @@ def _single_process(endpoints: ServiceEndpoints, env: dict[str, str], log_path: 
                 proc.wait()
 
 
+async def _api_key(database_url: str, tenant_id: uuid.UUID) -> str:
+    """A key of the load tenant for the platform API (minted through the management service)."""
+    from common.access.management import KeyIn, Management
+    from common.access.principal import Scope, operator_principal
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        created = await Management(make_sessionmaker(engine)).create_key(
+            operator_principal("operator:bench"), tenant_id, KeyIn(name="load bench", scopes=[Scope.ADMIN])
+        )
+    finally:
+        await engine.dispose()
+    return created.token
+
+
 async def _seed_brands(database_url: str, count: int) -> list[BrandProfile]:
     engine = make_engine(database_url, pool_size=2)
     sessionmaker = make_sessionmaker(engine)
@@ -605,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
         sim_url = sim.url if opts.dialogue else None
         upgrade(stack.endpoints.database_url)
         brands = asyncio.run(_seed_brands(stack.endpoints.database_url, opts.brands))
+        # Locust inherits the environment: its users call the API with the brands' tenant key.
+        os.environ["LOAD_API_KEY"] = asyncio.run(_api_key(stack.endpoints.database_url, brands[0].tenant_id))
+        api_headers = {"authorization": f"Bearer {os.environ['LOAD_API_KEY']}"}
         direct: Summary | None = None
         if not opts.knee and "direct" in opts.baselines:
             # First, on the freshest machine: a VM that slows during the run then slows Serve, not the
@@ -624,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
                 httpx.post(
                     f"{base_url}/v1/brands/{brand.id}/knowledge",
                     json=demo_documents().model_dump(mode="json"),
+                    headers=api_headers,
                     timeout=300,
                 ).raise_for_status()
             if opts.knee:

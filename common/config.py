@@ -270,14 +270,6 @@ class ActionSettings(BaseModel):
     max_actions_per_turn: int = Field(default=2, ge=1)
 
 
-class AgentSettings(BaseModel):
-    """The human agents' API and console (``/v1/agents``, ``/agent``)."""
-
-    api_token: SecretStr | None = Field(
-        default=None, description="Bearer token of the agent API; unset → the agent API refuses every call"
-    )
-
-
 class WebchatSettings(BaseModel):
     """Web chat widget: rate limits, SSE timing, history size (see ``docs/WEBCHAT.md``)."""
 
@@ -351,13 +343,23 @@ class VLLMSettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
-    """The platform API (messages, conversations, knowledge).
+    """Who may call the platform API (see docs/SECURITY.md).
 
-    ``token`` set → every platform API call needs ``Authorization: Bearer <token>``; unset (local
-    development, ``make run``) → open. Channel webhooks, web chat and the agent API have their own auth.
+    Every call but the public ones (health, webhooks, web chat, the console pages) carries
+    ``Authorization: Bearer <key>``: a tenant API key (``ema_...``, minted by ``POST /v1/keys`` or
+    ``python -m serve_apps.admin keys create``), or the **operator key** for onboarding tenants.
+    ``make run`` generates an operator key into ``DATA_DIR/operator.key`` when none is set.
     """
 
-    token: SecretStr | None = None
+    operator_key: SecretStr | None = Field(
+        default=None, description="Bootstrap operator key: creates tenants and their first admin key"
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token that may only read /metrics (for Prometheus)"
+    )
+    key_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long a gateway replica trusts a looked-up key (revocation delay)"
+    )
 
 
 class Settings(BaseSettings):
@@ -394,8 +396,24 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     actions: ActionSettings = Field(default_factory=ActionSettings)
-    agents: AgentSettings = Field(default_factory=AgentSettings)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+
+    @property
+    def is_production(self) -> bool:
+        """``ENVIRONMENT=production`` (or ``prod``): the deployment refuses unsafe settings."""
+        return self.environment.strip().lower() in {"production", "prod"}
+
+    def production_problems(self) -> list[str]:
+        """What keeps this configuration from starting in production (empty when it may start).
+
+        Outside production nothing is refused: ``make run`` generates its local operator key itself.
+        """
+        if not self.is_production:
+            return []
+        problems = []
+        if self.api.operator_key is None or len(self.api.operator_key.get_secret_value()) < 32:
+            problems.append("API__OPERATOR_KEY must be set (32 or more characters) in production")
+        return problems
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,7 @@ Hierarchy::
     │   ├── ParseError                  422 unparseable_document  (details["reason"]: knowledge.parsing)
     │   └── SourceReadError             (one bulk-ingestion document unreadable: quarantined)
     ├── Unauthorized                    401 unauthorized
+    ├── Forbidden                       403 forbidden  (a known caller without the route's scope)
     ├── NotFound                        404 not_found
     ├── Conflict                        409 conflict
     ├── RateLimited                     429 rate_limited
@@ -87,6 +88,17 @@ class Unauthorized(AssistantError):
 
     status_code = 401
     code = "unauthorized"
+
+
+class Forbidden(AssistantError):
+    """The caller is who it says, but its key lacks the scope the route declares.
+
+    Only for the caller's own resources: another tenant's resource is a :class:`NotFound`, never this,
+    so a 403 never confirms that something of another tenant exists.
+    """
+
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(AssistantError):

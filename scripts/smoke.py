@@ -4,7 +4,8 @@ Checks, in order, and stops at the first failure with a one-line reason and exit
 
 1. ``GET /healthz`` answers 200 (the Serve proxy and the gateway are up);
 2. ``GET /readyz`` answers 200 within ``--wait`` seconds (Postgres and Redis reachable);
-3. ``POST /v1/messages/inbound`` to a sandbox brand answers with a non-empty reply **with citations**
+3. ``POST /v1/messages/inbound`` to a sandbox brand (with the tenant API key in ``SMOKE_API_KEY``, a
+   key with the ``messages:write`` scope) answers with a non-empty reply **with citations**
    (retrieval, the LLM and the guardrails all ran);
 4. with ``--meta-app-secret``: a WhatsApp Cloud API webhook signed like Meta signs it
    (``X-Hub-Signature-256``) to ``/webhooks/whatsapp`` is accepted (200, ``accepted`` = 1 when
@@ -89,6 +90,11 @@ def check_message(client: httpx.Client, report: Report, *, brand_id: str, questi
         "message_id": f"smoke-{uuid.uuid4()}",
     }
     resp = client.post("/v1/messages/inbound", json=body)
+    if resp.status_code in (401, 403):
+        raise SmokeFailure(
+            f"POST /v1/messages/inbound answered {resp.status_code}: set SMOKE_API_KEY to a key of the "
+            "sandbox brand's tenant with the messages:write scope"
+        )
     if resp.status_code != 200:
         raise SmokeFailure(f"POST /v1/messages/inbound answered {resp.status_code}: {resp.text[:300]}")
     reply = resp.json()
@@ -160,7 +166,10 @@ def check_whatsapp(
 def run(opts: argparse.Namespace, *, transport: httpx.BaseTransport | None = None) -> Report:
     """Every check against ``opts.base_url``; raises :class:`SmokeFailure` at the first failure."""
     report = Report(base_url=opts.base_url)
-    with httpx.Client(base_url=opts.base_url, timeout=opts.timeout, transport=transport) as client:
+    headers = {"authorization": f"Bearer {opts.api_key}"} if opts.api_key else {}
+    with httpx.Client(
+        base_url=opts.base_url, timeout=opts.timeout, transport=transport, headers=headers
+    ) as client:
         check_health(client, report)
         check_ready(client, report, wait_s=opts.wait)
         check_message(client, report, brand_id=opts.brand_id, question=opts.question)
@@ -199,6 +208,7 @@ def main(argv: list[str] | None = None, *, transport: httpx.BaseTransport | None
     """Exit 0 when every check passed, 1 with a reason on stderr otherwise."""
     opts = parse_args(argv)
     opts.meta_app_secret = opts.meta_app_secret or os.environ.get("SMOKE_META_APP_SECRET")
+    opts.api_key = os.environ.get("SMOKE_API_KEY")  # from the environment only: never in `ps` or argv
     try:
         report = run(opts, transport=transport)
     except SmokeFailure as exc:

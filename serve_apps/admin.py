@@ -1,4 +1,19 @@
-"""Operator commands: ``python -m serve_apps.admin <command>`` (see docs/RUNBOOK.md).
+"""Operator commands: ``python -m serve_apps.admin <command>`` (see docs/RUNBOOK.md, docs/SECURITY.md).
+
+Management (the same service as the management API; JSON on stdout; needs DATABASE_URL, or the
+``DATA_DIR/local.env`` that ``make run`` writes):
+
+    tenants create --slug S --name N [--id UUID]   a tenant and its first admin key (shown once)
+    tenants list
+    brands create --tenant T --slug S --name N [--persona-file persona.yaml] [--id UUID]
+    brands list --tenant T
+    keys create --tenant T --name N --scope SCOPE [--scope ...] [--expires-in-days D]
+                                 [--token-file PATH]  (the token goes to PATH, mode 600, not stdout)
+    keys list --tenant T
+    keys revoke --tenant T --key KEY_ID
+    audit --tenant T [--limit N]
+
+Streams and vectors:
 
     streams                      lengths, consumer groups, pending and lag of every project stream
     dead-letters STREAM          list entries of STREAM-dead with their reasons
@@ -211,8 +226,128 @@ def _reembed(store: VectorStore, embedder: Embedder, records: list[ChunkRecord])
         )
 
 
+MANAGEMENT_COMMANDS = ("tenants", "brands", "keys", "audit")
+
+
+def local_database_url(settings: Settings) -> str | None:
+    """``DATABASE_URL``, else the one ``make run`` wrote into ``DATA_DIR/local.env`` (embedded Postgres)."""
+    if settings.database.url:
+        return settings.database.url
+    path = settings.data_dir / "local.env"
+    if not path.is_file():
+        return None
+    from dotenv import dotenv_values
+
+    return dotenv_values(path).get("DATABASE_URL")
+
+
+async def _manage(opts: argparse.Namespace, database_url: str) -> Any:
+    from common.access import management as m
+    from common.access.principal import operator_principal
+    from common.db.session import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url, pool_size=1)
+    service = m.Management(make_sessionmaker(engine))
+    actor = operator_principal("operator:cli")
+    try:
+        if opts.command == "tenants":
+            if opts.action == "list":
+                return await service.list_tenants()
+            body = m.TenantIn(slug=opts.slug, name=opts.name)
+            if opts.id is not None:
+                return await service.ensure_tenant(actor, tenant_id=opts.id, body=body)
+            return _token_out(await service.create_tenant(actor, body), opts.token_file)
+        if opts.command == "brands":
+            if opts.action == "list":
+                return await service.list_brands(actor, opts.tenant)
+            persona = m.PersonaIn(**_yaml(opts.persona_file)) if opts.persona_file else m.PersonaIn()
+            brand = m.BrandIn(slug=opts.slug, name=opts.name, persona=persona)
+            if opts.id is not None:
+                return await service.ensure_brand(actor, opts.tenant, brand_id=opts.id, body=brand)
+            return await service.create_brand(actor, opts.tenant, brand)
+        if opts.command == "keys":
+            if opts.action == "list":
+                return await service.list_keys(actor, opts.tenant)
+            if opts.action == "revoke":
+                return await service.revoke_key(actor, opts.tenant, opts.key)
+            key = m.KeyIn(
+                name=opts.name, scopes=m.parse_scopes(opts.scope), expires_in_days=opts.expires_in_days
+            )
+            return _token_out(await service.create_key(actor, opts.tenant, key), opts.token_file)
+        return await service.list_audit(actor, opts.tenant, limit=opts.limit)
+    finally:
+        await engine.dispose()
+
+
+def _token_out(created: Any, token_file: str | None) -> Any:
+    """With ``--token-file`` the token is written there (mode 600) and left out of stdout."""
+    if token_file is None:
+        return created
+    from pathlib import Path
+
+    key = created.admin_key if hasattr(created, "admin_key") else created
+    path = Path(token_file)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(key.token + "\n", encoding="utf-8")
+    shown = created.model_dump(mode="json")
+    target = shown.get("admin_key", shown)
+    target["token"] = f"written to {path}"
+    return shown
+
+
+def _yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    from common.errors import InvalidInput
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path} must hold a mapping of persona fields")
+    return data
+
+
+def _json(value: Any) -> str:
+    from pydantic import BaseModel
+
+    def plain(item: Any) -> Any:
+        if isinstance(item, BaseModel):
+            return item.model_dump(mode="json")
+        if isinstance(item, list):
+            return [plain(i) for i in item]
+        return item
+
+    return json.dumps(plain(value), indent=2, default=str)
+
+
 async def _run(opts: argparse.Namespace) -> int:
     settings = get_settings()
+    if opts.command in MANAGEMENT_COMMANDS:
+        database_url = local_database_url(settings)
+        if not database_url:
+            print("DATABASE_URL is not set (and no DATA_DIR/local.env from a running `make run`)")
+            return 2
+        from pydantic import ValidationError
+
+        from common.errors import AssistantError
+
+        try:
+            print(_json(await _manage(opts, database_url)))
+        except ValidationError as exc:
+            errors = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            print(f"invalid input: {errors}", file=sys.stderr)
+            return 2
+        except AssistantError as exc:
+            print(
+                f"{exc.code}: {exc.message} {json.dumps(exc.details) if exc.details else ''}".rstrip(),
+                file=sys.stderr,
+            )
+            return 2 if exc.status_code < 500 else 1
+        return 0
     if opts.command == "rebuild-vectors":
         if not settings.database.url:
             print("DATABASE_URL is not set")
@@ -253,7 +388,49 @@ def main(argv: list[str] | None = None) -> int:
     rebuild = sub.add_parser("rebuild-vectors", help="re-embed a brand's chunks from Postgres into Qdrant")
     rebuild.add_argument("--tenant", type=uuid.UUID, required=True)
     rebuild.add_argument("--brand", type=uuid.UUID, required=True)
+    _management_parsers(sub)
     return asyncio.run(_run(parser.parse_args(argv)))
+
+
+def _management_parsers(sub: Any) -> None:
+    tenants = sub.add_parser("tenants", help="create or list tenants").add_subparsers(
+        dest="action", required=True
+    )
+    create = tenants.add_parser("create", help="a tenant and its first admin key")
+    create.add_argument("--slug", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--id", type=uuid.UUID, help="fixed id: create or update (idempotent, no key)")
+    create.add_argument("--token-file", help="write the admin key's token here (mode 600) instead of stdout")
+    tenants.add_parser("list")
+
+    brands = sub.add_parser("brands", help="create or list a tenant's brands").add_subparsers(
+        dest="action", required=True
+    )
+    create = brands.add_parser("create")
+    create.add_argument("--tenant", type=uuid.UUID, required=True)
+    create.add_argument("--slug", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--persona-file", help="YAML mapping of persona fields (tone, greeting, ...)")
+    create.add_argument("--id", type=uuid.UUID, help="fixed id: create or update (idempotent)")
+    brands.add_parser("list").add_argument("--tenant", type=uuid.UUID, required=True)
+
+    keys = sub.add_parser("keys", help="create, list or revoke a tenant's API keys").add_subparsers(
+        dest="action", required=True
+    )
+    create = keys.add_parser("create")
+    create.add_argument("--tenant", type=uuid.UUID, required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", action="append", required=True, help="repeat for several scopes")
+    create.add_argument("--expires-in-days", type=int)
+    create.add_argument("--token-file", help="write the token here (mode 600) instead of stdout")
+    keys.add_parser("list").add_argument("--tenant", type=uuid.UUID, required=True)
+    revoke = keys.add_parser("revoke")
+    revoke.add_argument("--tenant", type=uuid.UUID, required=True)
+    revoke.add_argument("--key", type=uuid.UUID, required=True)
+
+    audit = sub.add_parser("audit", help="a tenant's audit log, newest first")
+    audit.add_argument("--tenant", type=uuid.UUID, required=True)
+    audit.add_argument("--limit", type=int, default=100)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,70 @@ def simulated_channel_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+OPERATOR_KEY_FILE = "operator.key"
+DEMO_KEY_FILE = "demo.key"
+LOCAL_ENV_FILE = "local.env"
+
+
+def _write_private(path: Any, text: str) -> None:
+    """Write a file only its owner can read (created 600 before anything is written into it)."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text, encoding="utf-8")
+
+
+def local_operator_env(settings: Settings) -> tuple[dict[str, str], bool]:
+    """``API__OPERATOR_KEY`` for a local run that has none: kept in ``DATA_DIR/operator.key`` (mode 600).
+
+    Returns the variables to hand to Serve's replicas and whether the key was generated just now (the
+    launcher prints it once). A deployment that sets ``API__OPERATOR_KEY`` gets nothing from here.
+    """
+    if settings.api.operator_key is not None:
+        return {}, False
+    path = settings.data_dir / OPERATOR_KEY_FILE
+    created = not path.is_file()
+    if created:
+        _write_private(path, secrets.token_urlsafe(32) + "\n")
+    return {"API__OPERATOR_KEY": path.read_text(encoding="utf-8").strip()}, created
+
+
+def write_local_env(settings: Settings, endpoints: ServiceEndpoints) -> None:
+    """``DATA_DIR/local.env``: where this run's Postgres and Valkey listen (for ``serve_apps.admin``)."""
+    lines = [f"DATABASE_URL={endpoints.database_url}", f"REDIS_URL={endpoints.redis_url}"]
+    _write_private(settings.data_dir / LOCAL_ENV_FILE, "\n".join(lines) + "\n")
+
+
+async def demo_api_key(engine: AsyncEngine, settings: Settings, demo: DemoBrand) -> str:
+    """The demo tenant's admin key, kept in ``DATA_DIR/demo.key`` (mode 600): reused while it is live in
+    this database, otherwise a new one is created through the management service."""
+    from common.access import keys
+    from common.access.management import KeyIn, Management
+    from common.access.principal import Scope, operator_principal
+    from common.db import repositories as repo
+
+    path = settings.data_dir / DEMO_KEY_FILE
+    sessionmaker = make_sessionmaker(engine)
+    if path.is_file():
+        token = path.read_text(encoding="utf-8").strip()
+        prefix = keys.token_prefix(token)
+        async with sessionmaker() as session:
+            row = None if prefix is None else await repo.find_api_key(session, prefix=prefix)
+        if (
+            row is not None
+            and row.tenant_id == demo.tenant.id
+            and keys.token_matches(token, row.token_hash)
+            and keys.key_is_live(revoked_at=row.revoked_at, expires_at=row.expires_at)
+        ):
+            return token
+    created = await Management(sessionmaker).create_key(
+        operator_principal("operator:make-run"),
+        demo.tenant.id,
+        KeyIn(name="make run demo key", scopes=[Scope.ADMIN]),
+    )
+    _write_private(path, created.token + "\n")
+    return created.token
+
+
 def start_serve(settings: Settings, endpoints: ServiceEndpoints, *, env: dict[str, str] | None = None) -> str:
     """Start (or join) Ray, run the Serve app; returns the HTTP base URL."""
     import ray
@@ -201,22 +265,24 @@ def _serve_shutdown(serve: ModuleType) -> None:
         serve.shutdown()
 
 
-def ingest_demo(base_url: str, demo: DemoBrand) -> int:
+def ingest_demo(base_url: str, demo: DemoBrand, api_key: str) -> int:
     """Upload the demo knowledge through the public API; returns the number of chunks indexed."""
     upload = demo_documents()
     resp = httpx.post(
         f"{base_url}/v1/brands/{demo.brand.id}/knowledge",
         json=upload.model_dump(mode="json"),
+        headers={"authorization": f"Bearer {api_key}"},
         timeout=300,
     )
     resp.raise_for_status()
     return len(resp.json()["chunk_ids"])
 
 
-def banner(base_url: str, demo: DemoBrand, chunks: int) -> str:
+def banner(base_url: str, demo: DemoBrand, chunks: int, *, key_file: str) -> str:
     """What a newcomer needs to start chatting."""
     curl = (
         f"curl -s -X POST {base_url}/v1/messages/inbound -H 'content-type: application/json' "
+        f'-H "authorization: Bearer $(cat {key_file})" '
         f'-d \'{{"brand_id": "{demo.brand.id}", "customer_id": "me", '
         f'"text": "How long do I have to return an item?"}}\''
     )
@@ -226,6 +292,8 @@ def banner(base_url: str, demo: DemoBrand, chunks: int) -> str:
             f"  {demo.brand.name} is ready ({chunks} knowledge chunks indexed).",
             f"  Web chat:  {base_url}/chat/{demo.brand.id}",
             f"  API base:  {base_url}/v1   (health: {base_url}/healthz, ready: {base_url}/readyz)",
+            f"  API key:   {key_file} (the demo tenant's admin key; docs/SECURITY.md)",
+            f"  Agents:    {base_url}/agent (sign in with that key)",
             f"  Try:       {curl}",
             "  Simulated WhatsApp/Instagram/Telegram: `make simulate` (in another terminal) sends one "
             "question on each and prints the replies.",
@@ -307,27 +375,42 @@ def _run(argv: list[str] | None, interrupts: Interrupts) -> int:
     settings = get_settings()
     configure_logging(level=settings.log_level, json=settings.log_json)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    problems = settings.production_problems()
+    if problems:
+        sys.stderr.write("".join(f"launcher: refusing to start: {p}\n" for p in problems))
+        return 1
     sim_env = {} if opts.no_demo else simulated_channel_env(settings)
-    if sim_env:
-        os.environ.update(sim_env)
+    operator_env, operator_created = local_operator_env(settings)
+    serve_env = {**sim_env, **operator_env}
+    if serve_env:
+        os.environ.update(serve_env)
         get_settings.cache_clear()
         settings = get_settings()
+    if operator_created:
+        key_path = settings.data_dir / OPERATOR_KEY_FILE
+        print(
+            f"\n  Operator key (shown once; also in {key_path}): {operator_env['API__OPERATOR_KEY']}\n",
+            flush=True,
+        )
     with backing_services(settings) as stack:
         try:
             log.info("launcher.phase", phase="migrations")
             upgrade(stack.endpoints.database_url)
+            write_local_env(settings, stack.endpoints)
             engine = make_engine(stack.endpoints.database_url, pool_size=2)
             bot_token = settings.channels.telegram_bot_token
             bot_id = bot_token.get_secret_value().split(":", 1)[0] if sim_env and bot_token else None
-            demo = asyncio.run(_seed(engine, opts.no_demo, bot_id))
+            seeded = asyncio.run(_seed(engine, settings, opts.no_demo, bot_id))
+            demo, api_key = seeded if seeded is not None else (None, "")
             # Before Serve starts: the knowledge replica will own the directory from then on.
             asyncio.run(migrate_local_vectors(settings, database_url=stack.endpoints.database_url))
             log.info("launcher.phase", phase="ray")
-            base_url = start_serve(settings, stack.endpoints, env=sim_env)
+            base_url = start_serve(settings, stack.endpoints, env=serve_env)
             log.info("launcher.phase", phase="ingest")
-            chunks = ingest_demo(base_url, demo) if demo is not None else 0
+            chunks = ingest_demo(base_url, demo, api_key) if demo is not None else 0
             if demo is not None:
-                print(banner(base_url, demo, chunks), flush=True)
+                key_file = os.path.relpath(settings.data_dir / DEMO_KEY_FILE)
+                print(banner(base_url, demo, chunks, key_file=key_file), flush=True)
             else:
                 print(f"\n  API base: {base_url}/v1\n", flush=True)
             log.info("launcher.phase", phase="ready", base_url=base_url)
@@ -340,7 +423,9 @@ def _run(argv: list[str] | None, interrupts: Interrupts) -> int:
     return 0
 
 
-async def _seed(engine: AsyncEngine, skip: bool, telegram_bot_id: str | None) -> DemoBrand | None:
+async def _seed(
+    engine: AsyncEngine, settings: Settings, skip: bool, telegram_bot_id: str | None
+) -> tuple[DemoBrand, str] | None:
     try:
         if skip:
             return None
@@ -348,7 +433,7 @@ async def _seed(engine: AsyncEngine, skip: bool, telegram_bot_id: str | None) ->
         demo = await seed_demo_brand(sessionmaker)
         if telegram_bot_id:
             await seed_simulated_channels(sessionmaker, demo, telegram_bot_id=telegram_bot_id)
-        return demo
+        return demo, await demo_api_key(engine, settings, demo)
     finally:
         await engine.dispose()
 

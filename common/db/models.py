@@ -403,3 +403,44 @@ class ActionLog(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = _created_at(clock=True)
     updated_at: Mapped[datetime] = _updated_at()
+
+
+class ApiKey(Base):
+    """A tenant's API key: only its SHA-256 is stored; ``prefix`` is its public id (logs, audit, list).
+
+    The token is ``ema_<prefix>_<secret>`` with 256 random bits of secret, so a fast hash is enough (as
+    GitHub and Stripe do for their tokens): a slow password hash would only add latency to every call.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSONType)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class AuditEntry(Base):
+    """One management or agent action: who (``actor``), what, on which object, before and after.
+
+    ``tenant_id`` is null only for operator actions outside any tenant. Rows are only ever inserted.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_tenant_id_at", "tenant_id", "at"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    target_type: Mapped[str] = mapped_column(String(64))
+    target_id: Mapped[str] = mapped_column(String(200))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    at: Mapped[datetime] = _created_at(clock=True)

@@ -128,24 +128,39 @@ async def seed_demo_brand(sessionmaker: async_sessionmaker[AsyncSession]) -> Dem
 
 
 async def seed_brand(sessionmaker: async_sessionmaker[AsyncSession], path: Path) -> DemoBrand:
-    """Create or update the tenant and brand a ``brand.yaml`` describes (idempotent)."""
-    from common.db import repositories as repo
+    """Create or update the tenant and brand a ``brand.yaml`` describes (idempotent).
+
+    Through the management service, as ``POST /v1/tenants`` and ``POST /v1/brands`` do: one code path,
+    audited (as the operator ``seed``) only when something changed.
+    """
+    from dataclasses import asdict
+
+    from common.access.management import BrandIn, Management, PersonaIn, TenantIn
+    from common.access.principal import operator_principal
 
     demo = load_demo_brand(path)
+    service = Management(sessionmaker)
+    actor = operator_principal("operator:seed")
+    await service.ensure_tenant(
+        actor, tenant_id=demo.tenant.id, body=TenantIn(slug=demo.tenant.slug, name=demo.tenant.name)
+    )
+    persona = asdict(demo.brand.persona)
+    persona = {
+        **persona,
+        "languages": list(persona["languages"]),
+        "avoid_topics": list(persona["avoid_topics"]),
+    }
+    await service.ensure_brand(
+        actor,
+        demo.tenant.id,
+        brand_id=demo.brand.id,
+        body=BrandIn(slug=demo.brand.slug, name=demo.brand.name, persona=PersonaIn(**persona)),
+    )
     async with sessionmaker() as session:
-        tenant = await repo.upsert_tenant(
-            session, tenant_id=demo.tenant.id, slug=demo.tenant.slug, name=demo.tenant.name
-        )
-        brand = await repo.upsert_brand(
-            session,
-            brand_id=demo.brand.id,
-            tenant_id=tenant.id,
-            slug=demo.brand.slug,
-            name=demo.brand.name,
-            persona=demo.brand.persona,
-        )
-        await session.commit()
-    return DemoBrand(tenant=tenant, brand=brand)
+        from common.db import repositories as repo
+
+        brand = await repo.require_brand(session, brand_id=demo.brand.id)
+    return DemoBrand(tenant=demo.tenant, brand=brand)
 
 
 async def seed_simulated_channels(

@@ -2,18 +2,19 @@
 replies (delivered through the same outbox → ``outbound`` stream path, ``sender="agent"``), take over
 and release back to the bot.
 
-Authentication: ``Authorization: Bearer <AGENTS__API_TOKEN>`` on every ``/v1/agents`` call, compared with
-``hmac.compare_digest``. With no token configured the API refuses every call (401). ``X-Agent-Id`` names
-the agent for the audit trail (self-declared: one shared token cannot tell agents apart; per-agent
-credentials come from the operator's SSO in front of this API). The console page (``GET /agent``) is
-static and holds no data; it asks for the token and calls the API from the browser.
+Authentication: a tenant API key with the ``agents`` scope (``Authorization: Bearer ema_...``) on every
+``/v1/agents`` call; it sees only its own tenant's brands and conversations (another tenant's → 404).
+``X-Agent-Id`` names the person for the audit log, which records it with the key's prefix
+(``key:<prefix>/agent:<id>``); per-person agent accounts with sign-in are the next slice of the
+control plane. The console page (``GET /agent``) is static and holds no data; it asks for the key and
+calls the API from the browser.
 """
 
 from __future__ import annotations
 
-import hmac
 import re
 import uuid
+from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -22,12 +23,15 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.access.management import Management
+from common.access.principal import Principal, Scope
 from common.conversation.agents import AGENT_RULE
 from common.db import repositories as repo
 from common.domain import Channel, ConversationState, Direction, OutboundResponse
-from common.errors import NotFound, Unauthorized
+from common.errors import InvalidInput, NotFound
 from common.logging import get_logger
 from common.schemas import CitationOut, GuardrailOut
+from serve_apps.gateway.auth import PUBLIC, requires
 from serve_apps.gateway.backend import GatewayBackend
 from serve_apps.gateway.views import conversation_fields, message_fields
 
@@ -113,16 +117,49 @@ class StateOut(_Out):
     state: ConversationState
 
 
-def build_agents_router(backend: GatewayBackend) -> APIRouter:
-    """Routes ``/v1/agents/...`` (bearer token) and the console page ``/agent``."""
-    router = APIRouter()
+@dataclass(frozen=True, slots=True)
+class AgentCaller:
+    """The key behind an agent API call and the person it names (``X-Agent-Id``)."""
 
-    def agent(request: Request) -> str:
-        return authenticate(request, backend)
+    principal: Principal
+    agent_id: str
+
+    @property
+    def actor(self) -> Principal:
+        """The audit log's actor: the key's prefix and the agent."""
+        return replace(self.principal, actor=f"{self.principal.actor}/agent:{self.agent_id}")
+
+
+def build_agents_router(backend: GatewayBackend) -> APIRouter:
+    """Routes ``/v1/agents/...`` (tenant key with the ``agents`` scope) and the console page ``/agent``."""
+    router = APIRouter()
+    audit = Management(backend.sessionmaker) if backend.sessionmaker is not None else None
+
+    def agent(request: Request, principal: Principal = requires(Scope.AGENTS)) -> AgentCaller:
+        agent_id = request.headers.get("x-agent-id", DEFAULT_AGENT_ID)
+        if not _AGENT_ID.fullmatch(agent_id):
+            raise InvalidInput("X-Agent-Id must be 1-64 characters of letters, digits, . _ @ -")
+        return AgentCaller(principal=principal, agent_id=agent_id)
 
     require_agent = Depends(agent)
 
-    @router.get("/agent", response_class=HTMLResponse, include_in_schema=False)
+    async def own_conversation(caller: AgentCaller, conversation_id: uuid.UUID) -> None:
+        async with backend.sessionmaker() as session:
+            conv = await repo.get_conversation(session, conversation_id=conversation_id)
+        if conv.tenant_id != caller.principal.tenant_id:  # the same 404 as an id that names nothing
+            raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
+
+    async def record(caller: AgentCaller, action: str, conversation_id: uuid.UUID, **after: Any) -> None:
+        if audit is not None:
+            await audit.record(
+                caller.actor,
+                action=action,
+                target_type="conversation",
+                target_id=conversation_id,
+                after=after,
+            )
+
+    @router.get("/agent", response_class=HTMLResponse, include_in_schema=False, dependencies=[PUBLIC])
     async def console() -> HTMLResponse:
         page = resources.files("serve_apps").joinpath("agent_console.html").read_text(encoding="utf-8")
         return HTMLResponse(page)
@@ -130,12 +167,12 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
     @router.get("/v1/agents/brands/{brand_id}/conversations", response_model=list[ConversationSummaryOut])
     async def queue(
         brand_id: uuid.UUID,
-        _agent: str = require_agent,
+        caller: AgentCaller = require_agent,
         state: ConversationState = ConversationState.HANDOFF,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> list[ConversationSummaryOut]:
         async with backend.sessionmaker() as session:
-            await repo.require_brand(session, brand_id=brand_id)
+            await repo.require_brand(session, brand_id=brand_id, tenant_id=caller.principal.tenant_id)
             conversations = await repo.list_conversations(
                 session, brand_id=brand_id, state=state, limit=limit
             )
@@ -146,10 +183,12 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
         return out
 
     @router.get("/v1/agents/conversations/{conversation_id}", response_model=AgentConversationOut)
-    async def conversation(conversation_id: uuid.UUID, _agent: str = require_agent) -> AgentConversationOut:
+    async def conversation(
+        conversation_id: uuid.UUID, caller: AgentCaller = require_agent
+    ) -> AgentConversationOut:
         async with backend.sessionmaker() as session:
             found = await repo.get_conversation_with_messages(session, conversation_id=conversation_id)
-            if found is None:
+            if found is None or found[0].tenant_id != caller.principal.tenant_id:
                 raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
             conv, messages = found
             actions = await repo.list_action_logs(session, conversation_id=conversation_id)
@@ -174,38 +213,31 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
         "/v1/agents/conversations/{conversation_id}/messages", response_model=AgentReplyOut, status_code=201
     )
     async def reply(
-        conversation_id: uuid.UUID, body: AgentReplyIn, agent_id: str = require_agent
+        conversation_id: uuid.UUID, body: AgentReplyIn, caller: AgentCaller = require_agent
     ) -> AgentReplyOut:
-        sent: OutboundResponse = await backend.orchestrator.agent_reply(conversation_id, body.text, agent_id)
-        log.info("agent_replied", conversation_id=str(conversation_id), agent_id=agent_id)
+        await own_conversation(caller, conversation_id)
+        sent: OutboundResponse = await backend.orchestrator.agent_reply(
+            conversation_id, body.text, caller.agent_id
+        )
+        log.info("agent_replied", conversation_id=str(conversation_id), agent_id=caller.agent_id)
+        await record(caller, "agent.reply", conversation_id, message_id=str(sent.message_id))
         return AgentReplyOut(conversation_id=sent.conversation_id, message_id=sent.message_id, text=sent.text)
 
     @router.post("/v1/agents/conversations/{conversation_id}/release", response_model=StateOut)
-    async def release(conversation_id: uuid.UUID, agent_id: str = require_agent) -> StateOut:
-        state: ConversationState = await backend.orchestrator.release(conversation_id, agent_id)
+    async def release(conversation_id: uuid.UUID, caller: AgentCaller = require_agent) -> StateOut:
+        await own_conversation(caller, conversation_id)
+        state: ConversationState = await backend.orchestrator.release(conversation_id, caller.agent_id)
+        await record(caller, "agent.release", conversation_id, state=str(state))
         return StateOut(conversation_id=conversation_id, state=state)
 
     @router.post("/v1/agents/conversations/{conversation_id}/takeover", response_model=StateOut)
-    async def takeover(conversation_id: uuid.UUID, agent_id: str = require_agent) -> StateOut:
-        state: ConversationState = await backend.orchestrator.take_over(conversation_id, agent_id)
+    async def takeover(conversation_id: uuid.UUID, caller: AgentCaller = require_agent) -> StateOut:
+        await own_conversation(caller, conversation_id)
+        state: ConversationState = await backend.orchestrator.take_over(conversation_id, caller.agent_id)
+        await record(caller, "agent.takeover", conversation_id, state=str(state))
         return StateOut(conversation_id=conversation_id, state=state)
 
     return router
-
-
-def authenticate(request: Request, backend: GatewayBackend) -> str:
-    """The agent id of a request carrying the configured bearer token; raises Unauthorized otherwise."""
-    configured = backend.settings.agents.api_token
-    if configured is None:
-        raise Unauthorized("the agent API is disabled: set AGENTS__API_TOKEN")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    expected = configured.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-        raise Unauthorized("missing or wrong agent token")
-    agent_id = request.headers.get("x-agent-id", DEFAULT_AGENT_ID)
-    if not _AGENT_ID.fullmatch(agent_id):
-        raise Unauthorized("X-Agent-Id must be 1-64 characters of letters, digits, . _ @ -")
-    return agent_id
 
 
 def _sender(row: Any) -> Literal["customer", "bot", "agent"]:

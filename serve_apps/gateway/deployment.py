@@ -39,6 +39,9 @@ class GatewayDeployment:
         **workers: DeploymentHandle[Any],
     ) -> None:
         settings = start_replica(endpoints, background=False)
+        problems = settings.production_problems()
+        if problems:  # a production gateway never serves with its API unauthenticated
+            raise RuntimeError("refusing to start: " + "; ".join(problems))
         self.settings = settings
         # A handle is untyped RPC; seen as the Protocol of the object it serves, callers are
         # type-checked, and tests/unit/gateway/test_gateway_backend.py checks the deployment has each method.

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
+from common.access.principal import Principal, Scope
 from common.db import repositories as repo
 from common.domain import BrandProfile
 from common.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -35,6 +36,7 @@ from common.streams import StreamPublisher
 from pipelines.ingest import SourceItemIn
 from pipelines.jobs import DeadLetter, list_dead_letters, queue_job, store_upload
 from pipelines.sources import UPLOAD_SCHEME, blob_location, split_s3_url
+from serve_apps.gateway.auth import requires
 from serve_apps.gateway.backend import GatewayBackend
 
 log = get_logger(__name__)
@@ -84,8 +86,10 @@ def build_knowledge_router(backend: GatewayBackend) -> APIRouter:
     router = APIRouter(prefix="/v1/brands/{brand_id}/knowledge", tags=["knowledge"])
 
     @router.post("/uploads", status_code=202, response_model=JobAccepted)
-    async def upload(brand_id: uuid.UUID, request: Request) -> JobAccepted:
-        brand = await _brand(backend, brand_id)
+    async def upload(
+        brand_id: uuid.UUID, request: Request, caller: Principal = requires(Scope.KNOWLEDGE_WRITE)
+    ) -> JobAccepted:
+        brand = await _brand(backend, caller, brand_id)
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media == "multipart/form-data":
             files = await _files(request, max_bytes=backend.settings.ingestion.max_upload_bytes)
@@ -97,7 +101,10 @@ def build_knowledge_router(backend: GatewayBackend) -> APIRouter:
         )
 
     @router.get("/jobs/{job_id}", response_model=JobOut)
-    async def job(brand_id: uuid.UUID, job_id: uuid.UUID) -> JobOut:
+    async def job(
+        brand_id: uuid.UUID, job_id: uuid.UUID, caller: Principal = requires(Scope.KNOWLEDGE_READ)
+    ) -> JobOut:
+        await _brand(backend, caller, brand_id)
         async with backend.sessionmaker() as session:
             row = await repo.get_ingestion_job(session, job_id=job_id, brand_id=brand_id)
         if row is None:
@@ -115,17 +122,19 @@ def build_knowledge_router(backend: GatewayBackend) -> APIRouter:
         )
 
     @router.get("/dead-letters", response_model=DeadLettersOut)
-    async def dead_letters(brand_id: uuid.UUID) -> DeadLettersOut:
-        await _brand(backend, brand_id)
+    async def dead_letters(
+        brand_id: uuid.UUID, caller: Principal = requires(Scope.KNOWLEDGE_READ)
+    ) -> DeadLettersOut:
+        await _brand(backend, caller, brand_id)
         letters = await list_dead_letters(backend.redis, backend.settings, brand_id=brand_id)
         return DeadLettersOut(dead_letters=letters)
 
     return router
 
 
-async def _brand(backend: GatewayBackend, brand_id: uuid.UUID) -> BrandProfile:
+async def _brand(backend: GatewayBackend, caller: Principal, brand_id: uuid.UUID) -> BrandProfile:
     async with backend.sessionmaker() as session:
-        return await repo.require_brand(session, brand_id=brand_id)
+        return await repo.require_brand(session, brand_id=brand_id, tenant_id=caller.tenant_id)
 
 
 async def _urls(request: Request) -> list[str]:

@@ -7,6 +7,7 @@ import uuid
 import structlog
 from fastapi import APIRouter
 
+from common.access.principal import Principal, Scope
 from common.db import repositories as repo
 from common.domain import InboundMessage, OutboundResponse
 from common.errors import InvalidInput, NotFound
@@ -22,6 +23,7 @@ from common.schemas import (
     MessageOut,
     ReplyOut,
 )
+from serve_apps.gateway.auth import requires
 from serve_apps.gateway.backend import GatewayBackend
 from serve_apps.gateway.views import conversation_fields, message_fields
 
@@ -33,18 +35,20 @@ RESERVED_CUSTOMER_PREFIXES = ("anon:", "user:")  # web chat visitor ids; only th
 def build_messages_router(backend: GatewayBackend) -> APIRouter:
     """``/v1/messages/inbound``, ``/v1/conversations/{id}``, ``/v1/brands/{id}/knowledge``.
 
-    The caller mounts it behind the platform API guard.
+    Every route needs a tenant key with its scope and sees only its tenant's brands and conversations.
     """
     router = APIRouter()
 
     @router.post("/v1/messages/inbound", response_model=ReplyOut)
-    async def inbound(body: InboundMessageIn) -> ReplyOut:
+    async def inbound(body: InboundMessageIn, caller: Principal = requires(Scope.MESSAGES_WRITE)) -> ReplyOut:
         if body.customer_id.startswith(RESERVED_CUSTOMER_PREFIXES):
             # Those ids belong to web chat visitors; this API must not write into their conversations.
             raise InvalidInput(
                 "customer_id prefix is reserved for web chat visitors",
                 details={"reserved_prefixes": list(RESERVED_CUSTOMER_PREFIXES)},
             )
+        async with backend.sessionmaker() as session:
+            await repo.require_brand(session, brand_id=body.brand_id, tenant_id=caller.tenant_id)
         with (
             structlog.contextvars.bound_contextvars(brand_id=str(body.brand_id), channel=str(body.channel)),
             message_received(),
@@ -61,10 +65,12 @@ def build_messages_router(backend: GatewayBackend) -> APIRouter:
             return reply_out(reply)
 
     @router.get("/v1/conversations/{conversation_id}", response_model=ConversationOut)
-    async def conversation(conversation_id: uuid.UUID) -> ConversationOut:
+    async def conversation(
+        conversation_id: uuid.UUID, caller: Principal = requires(Scope.CONVERSATIONS_READ)
+    ) -> ConversationOut:
         async with backend.sessionmaker() as session:
             found = await repo.get_conversation_with_messages(session, conversation_id=conversation_id)
-        if found is None:
+        if found is None or found[0].tenant_id != caller.tenant_id:
             raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
         conv, messages = found
         return ConversationOut(
@@ -75,9 +81,11 @@ def build_messages_router(backend: GatewayBackend) -> APIRouter:
         )
 
     @router.post("/v1/brands/{brand_id}/knowledge", response_model=IngestResult, status_code=201)
-    async def knowledge(brand_id: uuid.UUID, body: KnowledgeUploadIn) -> IngestResult:
+    async def knowledge(
+        brand_id: uuid.UUID, body: KnowledgeUploadIn, caller: Principal = requires(Scope.KNOWLEDGE_WRITE)
+    ) -> IngestResult:
         async with backend.sessionmaker() as session:
-            brand = await repo.require_brand(session, brand_id=brand_id)
+            brand = await repo.require_brand(session, brand_id=brand_id, tenant_id=caller.tenant_id)
         with structlog.contextvars.bound_contextvars(brand_id=str(brand_id)):
             result = await backend.knowledge.ingest(brand.tenant_id, brand.id, body)
             log.info("knowledge_ingested", documents=result.documents, written=result.chunks_written)

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from bench.llm_stub import StubServer
+from common.access.principal import Scope
 from common.config import LLMProvider
 from common.llm.openai_compat import OpenAICompatibleChatModel
 from common.retry import RetryPolicy
 from pipelines.demo import demo_documents
 from serve_apps.simulator import SimulatorServer
+from tests.auth import key_headers
 from tests.chaos.harness import chaos_settings, chaos_stack, endpoints_for, figure
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -67,6 +69,7 @@ async def test_failing_llm_gets_fallback_then_escalation_within_the_deadline(
 
             # Synchronous API (web chat): one customer, failed_answers + 1 turns.
             turns = stack.settings.escalation.failed_answers + 1
+            headers = await key_headers(stack.backend.sessionmaker, stack.tenant_id, Scope.MESSAGES_WRITE)
             latencies, replies = [], []
             for i in range(turns):
                 started = time.perf_counter()
@@ -78,6 +81,7 @@ async def test_failing_llm_gets_fallback_then_escalation_within_the_deadline(
                         "text": "How long do I have to return an item?",
                         "message_id": f"{fault}-{i}",
                     },
+                    headers=headers,
                 )
                 latencies.append(time.perf_counter() - started)
                 assert resp.status_code == 200, resp.text

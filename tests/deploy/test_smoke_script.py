@@ -16,6 +16,12 @@ from common.channels.meta import verify_meta_signature
 from tests.deploy.tools import REPO
 
 SECRET = "app-secret-for-tests"
+API_KEY = "ema_0123456789ab_" + "k" * 43
+
+
+@pytest.fixture(autouse=True)
+def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMOKE_API_KEY", API_KEY)
 
 
 def smoke() -> ModuleType:
@@ -35,6 +41,8 @@ def fake_deployment(*, citations: int = 1, ready: bool = True) -> Callable[[http
         if path == "/readyz":
             return httpx.Response(200 if ready else 503, json={"postgres": ready, "redis": True})
         if path == "/v1/messages/inbound":
+            if request.headers.get("authorization") != f"Bearer {API_KEY}":
+                return httpx.Response(401, json={"error": {"code": "unauthorized"}})
             body = json.loads(request.content)
             assert body["message_id"].startswith("smoke-")
             return httpx.Response(
@@ -91,3 +99,11 @@ def test_wrong_secret_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--base-url", "http://x", "--meta-app-secret", "wrong"]
     assert smoke().main(argv, transport=httpx.MockTransport(handler)) == 1
     assert "401" in capsys.readouterr().err
+
+
+def test_says_which_key_to_set_when_the_api_refuses_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SMOKE_API_KEY")
+    code = smoke().main(["--base-url", "http://x"], transport=httpx.MockTransport(fake_deployment()))
+    assert code == 1 and "SMOKE_API_KEY" in capsys.readouterr().err

@@ -22,17 +22,17 @@ import httpx
 import pytest
 import uvicorn
 
+from common.access.principal import Scope
 from common.config import ServiceEndpoints, Settings
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
+from tests.auth import key_headers, key_token
 from tests.e2e.test_widget_browser import ARTIFACTS, WAIT_S, _free_port, _wait, browser  # noqa: F401
 from tests.fakes.chat import ScriptedChatModel
 from tests.integration.conversation.test_orchestration import RETURNS_ANSWER
 
 pytestmark = pytest.mark.integration
-
-AGENT_TOKEN = "console-test-token"
 
 
 class ConsoleServer:
@@ -40,7 +40,9 @@ class ConsoleServer:
 
     def __init__(self, endpoints: ServiceEndpoints) -> None:
         # answers.mode=generate: the scripted model stands in for a capable one and its answer is sent.
-        self.settings = Settings(agents={"api_token": AGENT_TOKEN}, answers={"mode": "generate"})
+        self.settings = Settings(answers={"mode": "generate"})
+        self.agent_key = ""  # an agents-scope key of the demo tenant: what a person signs in with
+        self.messages_headers: dict[str, str] = {}
         self.endpoints = endpoints
         self.port = _free_port()
         self.ready = threading.Event()
@@ -78,6 +80,10 @@ class ConsoleServer:
         self.backend = backend
         self.demo = await seed_demo_brand(backend.sessionmaker)
         await backend.knowledge.ingest(self.demo.tenant.id, self.demo.brand.id, demo_documents())
+        self.agent_key = await key_token(backend.sessionmaker, self.demo.tenant.id, Scope.AGENTS)
+        self.messages_headers = await key_headers(
+            backend.sessionmaker, self.demo.tenant.id, Scope.MESSAGES_WRITE
+        )
         self._server = uvicorn.Server(
             uvicorn.Config(build_gateway_api(backend), host="127.0.0.1", port=self.port, log_level="warning")
         )
@@ -116,7 +122,9 @@ def test_agent_takes_over_replies_and_releases_in_the_console(console: ConsoleSe
 
     def ask(text: str) -> dict[str, object]:
         body = {"brand_id": brand_id, "customer_id": customer, "text": text, "channel": "whatsapp"}
-        resp = httpx.post(f"{console.url}/v1/messages/inbound", json=body, timeout=60)
+        resp = httpx.post(
+            f"{console.url}/v1/messages/inbound", json=body, headers=console.messages_headers, timeout=60
+        )
         assert resp.status_code == 200, resp.text
         return resp.json()  # type: ignore[no-any-return]
 
@@ -125,8 +133,18 @@ def test_agent_takes_over_replies_and_releases_in_the_console(console: ConsoleSe
     conversation_id = str(first["conversation_id"])
 
     browser.get(f"{console.url}/agent")
-    browser.find_element(By.ID, "token").send_keys(AGENT_TOKEN)
-    browser.find_element(By.ID, "brand").send_keys(brand_id)
+    browser.find_element(By.ID, "token").send_keys(console.agent_key)
+    browser.find_element(By.ID, "signin").click()  # lists the tenant's brands: no id typed by hand
+    _wait(
+        browser,
+        lambda d: (
+            brand_id in [o.get_attribute("value") for o in d.find_elements(By.CSS_SELECTOR, "#brand option")]
+        ),
+        "the tenant's brands not listed",
+    )
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(By.ID, "brand")).select_by_value(brand_id)
     browser.find_element(By.ID, "load").click()
     _wait(
         browser,

@@ -47,6 +47,8 @@ from tests.integration.gateway.test_webhooks import (
     sign,
 )
 
+METRICS_TOKEN = "scraper-" + "s" * 32
+
 pytestmark = pytest.mark.integration
 
 META_TOKEN = "sim-meta-token-tracing"
@@ -92,6 +94,7 @@ async def world_fixture(
         qdrant_path=tmp_path / "q",
     )
     settings = Settings(
+        api={"metrics_token": METRICS_TOKEN},
         answers={"mode": "generate"},  # the scripted model stands in for a capable one
         channels=ChannelSecrets(
             meta_app_secret=APP_SECRET,
@@ -262,7 +265,8 @@ async def test_one_message_is_one_trace_from_webhook_to_provider(world: World, s
 
 
 async def test_gateway_metrics_route_serves_the_process_registry(world: World) -> None:
-    response = await world.client.get("/metrics")
+    assert (await world.client.get("/metrics")).status_code == 401
+    response = await world.client.get("/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert "# TYPE ema_stage_latency_seconds histogram" in response.text

@@ -2,7 +2,8 @@
 
 Each simulated user is one customer holding one conversation with one brand: it asks a few questions
 from the brand's knowledge with think time between turns, then starts over as a new customer. Brands
-come from ``LOAD_BRANDS`` (comma-separated brand ids); users are spread evenly across them.
+come from ``LOAD_BRANDS`` (comma-separated brand ids); users are spread evenly across them. The
+platform API key is ``LOAD_API_KEY`` (a key of the brands' tenant with ``messages:write``).
 
 With ``LOAD_META_SECRET`` and ``LOAD_WA_PHONE_ID`` set, :class:`WhatsAppCustomer` users also send signed
 WhatsApp webhooks (``LOAD_WEBHOOK_WEIGHT`` of them per ``Customer``, default 1): the request named
@@ -37,6 +38,9 @@ from locust.env import Environment
 from bench.questions import QUESTIONS
 
 #: Think time between a customer's turns (reading the answer, typing the next message), in seconds.
+API_HEADERS = (
+    {"authorization": f"Bearer {os.environ['LOAD_API_KEY']}"} if os.environ.get("LOAD_API_KEY") else {}
+)
 THINK_S = tuple(float(x) for x in os.environ.get("LOAD_THINK_S", "5,15").split(","))
 
 
@@ -72,7 +76,7 @@ class Customer(HttpUser):
             "message_id": uuid.uuid4().hex,
         }
         with self.client.post(
-            "/v1/messages/inbound", json=body, name="web chat turn", catch_response=True
+            "/v1/messages/inbound", json=body, headers=API_HEADERS, name="web chat turn", catch_response=True
         ) as resp:
             if resp.status_code == 200 and not resp.json().get("text"):
                 resp.failure("empty reply")

@@ -4,11 +4,20 @@ The caller owns the transaction: these functions ``flush`` (so ids and server de
 ``commit``. Inserts that race (conversations, inbound messages) use ``INSERT ... ON CONFLICT`` so concurrent
 callers settle in the database, not in Python.
 
-One module per aggregate (brands, channels, conversations, outbox, knowledge, deliveries, actions);
-this package re-exports them all, so callers write ``from common.db import repositories as repo`` and
-``repo.require_brand(...)`` whichever module a function lives in.
+One module per aggregate (access: keys and audit; brands, channels, conversations, outbox, knowledge,
+deliveries, actions); this package re-exports them all, so callers write
+``from common.db import repositories as repo`` and ``repo.require_brand(...)`` whichever module a
+function lives in.
 """
 
+from common.db.repositories.access import (
+    find_api_key,
+    insert_api_key,
+    insert_audit,
+    list_api_keys,
+    list_audit,
+    revoke_api_key,
+)
 from common.db.repositories.actions import (
     claim_pending_action,
     finish_action_log,
@@ -19,7 +28,10 @@ from common.db.repositories.actions import (
 from common.db.repositories.brands import (
     add_automation_rule,
     get_brand_profile,
+    get_tenant,
     list_automation_rules,
+    list_brands,
+    list_tenants,
     require_brand,
     unknown_brand,
     upsert_brand,
@@ -74,6 +86,7 @@ __all__ = [
     "claim_delivery",
     "claim_pending_action",
     "create_ingestion_job",
+    "find_api_key",
     "find_brand_channel_config",
     "find_channel_config",
     "find_conversation",
@@ -88,13 +101,20 @@ __all__ = [
     "get_ingestion_job",
     "get_message",
     "get_or_create_conversation",
+    "get_tenant",
     "insert_action_log",
+    "insert_api_key",
+    "insert_audit",
     "insert_inbound",
     "insert_outbound",
     "list_action_logs",
+    "list_api_keys",
+    "list_audit",
     "list_automation_rules",
+    "list_brands",
     "list_chunks",
     "list_conversations",
+    "list_tenants",
     "mark_delivery_sending",
     "mark_outbox_published",
     "messages_after",
@@ -102,6 +122,7 @@ __all__ = [
     "recent_messages",
     "release_delivery",
     "require_brand",
+    "revoke_api_key",
     "set_conversation_state",
     "sync_source_chunks",
     "unknown_brand",

@@ -59,12 +59,41 @@ def unknown_brand(brand_id: uuid.UUID) -> NotFound:
     return NotFound("unknown brand", details={"brand_id": str(brand_id)})
 
 
-async def require_brand(session: AsyncSession, *, brand_id: uuid.UUID) -> domain.BrandProfile:
-    """The brand with its persona; :func:`unknown_brand` when there is none."""
+async def require_brand(
+    session: AsyncSession, *, brand_id: uuid.UUID, tenant_id: uuid.UUID | None = None
+) -> domain.BrandProfile:
+    """The brand with its persona; :func:`unknown_brand` when there is none.
+
+    With ``tenant_id`` (the caller's tenant), a brand of another tenant is unknown too: the same 404, so
+    an answer never confirms that another tenant's brand exists.
+    """
     brand = await get_brand_profile(session, brand_id=brand_id)
-    if brand is None:
+    if brand is None or (tenant_id is not None and brand.tenant_id != tenant_id):
         raise unknown_brand(brand_id)
     return brand
+
+
+async def list_brands(session: AsyncSession, *, tenant_id: uuid.UUID) -> list[domain.BrandProfile]:
+    """Every brand of a tenant with its persona, by slug."""
+    stmt = (
+        select(Brand, PersonaProfile)
+        .outerjoin(PersonaProfile, PersonaProfile.brand_id == Brand.id)
+        .where(Brand.tenant_id == tenant_id)
+        .order_by(Brand.slug)
+    )
+    return [_brand_profile(b, p) for b, p in (await session.execute(stmt)).tuples()]
+
+
+async def get_tenant(session: AsyncSession, *, tenant_id: uuid.UUID) -> domain.Tenant | None:
+    """The tenant, or None."""
+    row = await session.get(Tenant, tenant_id)
+    return None if row is None else domain.Tenant(id=row.id, slug=row.slug, name=row.name)
+
+
+async def list_tenants(session: AsyncSession) -> list[domain.Tenant]:
+    """Every tenant, by slug."""
+    rows = await session.scalars(select(Tenant).order_by(Tenant.slug))
+    return [domain.Tenant(id=r.id, slug=r.slug, name=r.name) for r in rows]
 
 
 async def get_brand_profile(session: AsyncSession, *, brand_id: uuid.UUID) -> domain.BrandProfile | None:

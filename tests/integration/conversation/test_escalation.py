@@ -18,19 +18,19 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from common.config import AgentSettings, AnswerSettings, EscalationSettings, ServiceEndpoints, Settings
+from common.access.principal import Scope
+from common.config import AnswerSettings, EscalationSettings, ServiceEndpoints, Settings
 from common.db import repositories as repo
 from common.domain import Channel, ConversationState, InboundMessage, OutboundResponse
 from common.knowledge.embeddings import build_embedder
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
+from tests.auth import key_headers
 from tests.fakes.chat import ScriptedChatModel
 from tests.fakes.pipeline import DOCUMENTS, PERSONA, seed_brand
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "agent-token-for-tests"
-AUTH = {"authorization": f"Bearer {TOKEN}", "x-agent-id": "alice"}
 RETURNS_ANSWER = "You have 30 days from the delivery date to return an item for a full refund."
 
 
@@ -41,6 +41,8 @@ class Env:
     tenant_id: uuid.UUID
     chat: ScriptedChatModel
     client: httpx.AsyncClient
+    auth: dict[str, str]  # an agents-scope key of the tenant, naming the agent "alice"
+    admin: dict[str, str]
 
     async def send(self, text: str, *, customer: str = "cust-1") -> OutboundResponse:
         message = InboundMessage(
@@ -87,7 +89,6 @@ async def env(database_url, redis_url, redis_prefix, tmp_path: Path, embedder) -
         qdrant_path=tmp_path / "q",
     )
     settings = Settings(
-        agents=AgentSettings(api_token=TOKEN),
         escalation=EscalationSettings(no_knowledge_turns=2, failed_answers=3),
         answers=AnswerSettings(mode="generate"),  # the scripted model answers (stands in for a capable one)
     )
@@ -98,7 +99,10 @@ async def env(database_url, redis_url, redis_prefix, tmp_path: Path, embedder) -
     app = build_gateway_api(backend)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         try:
-            yield Env(backend, seeded.brand.id, seeded.brand.tenant_id, chat, client)
+            tenant = seeded.brand.tenant_id
+            auth = {**await key_headers(backend.sessionmaker, tenant, Scope.AGENTS), "x-agent-id": "alice"}
+            admin = await key_headers(backend.sessionmaker, tenant)
+            yield Env(backend, seeded.brand.id, tenant, chat, client, auth, admin)
         finally:
             await backend.aclose()
 
@@ -133,18 +137,18 @@ async def test_full_lifecycle_through_the_agent_api(env: Env) -> None:
     wrong = await env.client.get(queue_url, headers={"authorization": "Bearer nope"})
     assert wrong.status_code == 401
 
-    queue = await env.client.get(queue_url, headers=AUTH)
+    queue = await env.client.get(queue_url, headers=env.auth)
     assert queue.status_code == 200
     [waiting] = [c for c in queue.json() if c["id"] == str(conv)]
     assert waiting["escalation"]["rule"] == "escalation:human_requested"
 
-    detail = (await env.client.get(f"/v1/agents/conversations/{conv}", headers=AUTH)).json()
+    detail = (await env.client.get(f"/v1/agents/conversations/{conv}", headers=env.auth)).json()
     assert [m["sender"] for m in detail["messages"]][:2] == ["customer", "bot"]
     assert any(g["rule"] == "escalation:human_requested" for g in detail["messages"][1]["guardrails"])
 
     sent = await env.client.post(
         f"/v1/agents/conversations/{conv}/messages",
-        headers=AUTH,
+        headers=env.auth,
         json={"text": "Hi, Alice here. How can I help?"},
     )
     assert sent.status_code == 201
@@ -156,22 +160,28 @@ async def test_full_lifecycle_through_the_agent_api(env: Env) -> None:
             r for r in await repo.unpublished_outbox(session, limit=100) if r.payload.get("sender") == "agent"
         ]
 
-    released = await env.client.post(f"/v1/agents/conversations/{conv}/release", headers=AUTH)
+    released = await env.client.post(f"/v1/agents/conversations/{conv}/release", headers=env.auth)
     assert released.json() == {"conversation_id": str(conv), "state": "bot"}
     kinds = [e["kind"] for e in await env.stream("agent-events") if e["conversation_id"] == str(conv)]
     assert kinds == ["handoff", "agent_reply", "released"]
 
     again = await env.send("How long do I have to return an item?")
     assert again.text == RETURNS_ANSWER and not again.escalated
-    public = (await env.client.get(f"/v1/conversations/{conv}")).json()
+    public = (await env.client.get(f"/v1/conversations/{conv}", headers=env.admin)).json()
     assert public["state"] == "bot"
     assert "agent_reply" in [g["rule"] for m in public["messages"] for g in m["guardrails"]]
+
+    # Every agent action is in the tenant's audit log under the key's prefix and the agent it named.
+    audit = (await env.client.get("/v1/audit", headers=env.admin)).json()
+    agent_actions = [(e["action"], e["target_id"]) for e in audit if e["actor"].endswith("/agent:alice")]
+    assert ("agent.reply", str(conv)) in agent_actions and ("agent.release", str(conv)) in agent_actions
+    assert all(e["actor"].startswith("key:") for e in audit if e["action"].startswith("agent."))
 
     console = await env.client.get("/agent")
     assert console.status_code == 200 and "/v1/agents/conversations/" in console.text
 
     late = await env.client.post(
-        f"/v1/agents/conversations/{conv}/messages", headers=AUTH, json={"text": "x"}
+        f"/v1/agents/conversations/{conv}/messages", headers=env.auth, json={"text": "x"}
     )
     assert late.status_code == 409 and late.json()["error"]["code"] == "conflict"
 
@@ -244,9 +254,11 @@ async def test_repeated_failed_answers(env: Env) -> None:
 
 async def test_agent_can_take_over_a_bot_conversation(env: Env) -> None:
     reply = await env.send("How long do I have to return an item?")
-    took = await env.client.post(f"/v1/agents/conversations/{reply.conversation_id}/takeover", headers=AUTH)
+    took = await env.client.post(
+        f"/v1/agents/conversations/{reply.conversation_id}/takeover", headers=env.auth
+    )
     assert took.json()["state"] == "handoff"
     silent = await env.send("and for shoes?")
     assert silent.text == ""
-    missing = await env.client.post(f"/v1/agents/conversations/{uuid.uuid4()}/release", headers=AUTH)
+    missing = await env.client.post(f"/v1/agents/conversations/{uuid.uuid4()}/release", headers=env.auth)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

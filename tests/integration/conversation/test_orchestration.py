@@ -19,12 +19,14 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from common.access.principal import Scope
 from common.config import AnswerSettings, ServiceEndpoints, Settings
 from common.domain import Channel, InboundMessage
 from common.errors import NotFound, PayloadTooLarge
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
+from tests.auth import key_headers
 from tests.fakes.chat import ScriptedChatModel
 
 pytestmark = pytest.mark.integration
@@ -158,7 +160,8 @@ async def test_http_api_in_process(pipeline) -> None:
     backend, demo, _ = pipeline
     app = build_gateway_api(backend, max_body_bytes=4096)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    headers = await key_headers(backend.sessionmaker, demo.tenant.id)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
         ok = await client.post(
             "/v1/messages/inbound",
             json={"brand_id": str(demo.brand.id), "customer_id": "web-1", "text": "Return window?"},
@@ -239,7 +242,8 @@ async def test_json_upload_takes_csv_and_html_and_refuses_other_types_readably(p
     backend, demo, _ = pipeline
     base = f"/v1/brands/{demo.brand.id}/knowledge"
     transport = httpx.ASGITransport(app=build_gateway_api(backend))
-    client = httpx.AsyncClient(transport=transport, base_url="http://t")
+    headers = await key_headers(backend.sessionmaker, demo.tenant.id, Scope.KNOWLEDGE_WRITE)
+    client = httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers)
     table = "Plan,Monthly price\nFlex,$39\nCore,$55\n"
     page = "<html><body><main><h1>Clubs</h1><p>Seaport is open 24 hours.</p></main></body></html>"
     body = {

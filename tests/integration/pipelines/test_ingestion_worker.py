@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from common.access.principal import Scope
 from common.config import Settings
 from common.db import repositories as repo
 from common.db.session import make_engine, make_sessionmaker
@@ -33,6 +34,7 @@ from pipelines.worker import IngestionWorker
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.gateway.knowledge import build_knowledge_router
 from serve_apps.gateway.readiness import dependencies_ready
+from tests.auth import key_headers
 from tests.integration.pipelines.test_ingest_pipeline import (
     FAQ_CSV,
     SHIPPING,
@@ -110,7 +112,8 @@ async def env(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Pa
     # The gateway maps our errors in its catch-all handler, which Starlette re-raises after responding
     # (a server logs it); like a server, the transport must not re-raise it into the test.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    client = httpx.AsyncClient(transport=transport, base_url="http://test")
+    headers = await key_headers(backend.sessionmaker, tenant_id, Scope.KNOWLEDGE_WRITE, Scope.KNOWLEDGE_READ)
+    client = httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
     env = Env(settings, backend, client, tenant_id, brand_id, engine)
     await env.worker().ensure_group()
     try:

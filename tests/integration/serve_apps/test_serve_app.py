@@ -31,9 +31,13 @@ from serve_apps.simulator.webhooks import (
     whatsapp_message,
     whatsapp_update,
 )
+from tests.auth import key_headers_sync
 from tests.conftest import listen_port
 from tests.fakes.otlp import OtlpReceiver, ReceivedSpan
 from tests.fakes.pipeline import seed_demo_world
+
+#: The demo tenant's admin key (minted by the ``app`` fixture): the platform API needs one.
+AUTH: dict[str, str] = {}
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
@@ -76,6 +80,7 @@ def app(
     demo = seed_demo_world(
         database_url, telegram_bot_id=SIM_SECRETS["CHANNELS__TELEGRAM_BOT_TOKEN"].split(":", 1)[0]
     )
+    AUTH.update(key_headers_sync(database_url, demo.tenant.id))
     qdrant_dir: Path = tmp_path_factory.mktemp("qdrant")
     endpoints = ServiceEndpoints(
         database_url=database_url, redis_url=redis_url, redis_key_prefix=redis_prefix, qdrant_path=qdrant_dir
@@ -116,6 +121,7 @@ def ingested(app: tuple[str, DemoBrand]) -> dict[str, object]:
     base, demo = app
     resp = httpx.post(
         f"{base}/v1/brands/{demo.brand.id}/knowledge",
+        headers=AUTH,
         json=demo_documents().model_dump(mode="json"),
         timeout=300,
     )
@@ -140,6 +146,7 @@ def test_ingestion_counts_and_reingest_writes_nothing(
     assert ingested["chunks_written"] == len(chunk_ids) and ingested["documents"] >= 4
     again = httpx.post(
         f"{base}/v1/brands/{demo.brand.id}/knowledge",
+        headers=AUTH,
         json=demo_documents().model_dump(mode="json"),
         timeout=300,
     ).json()
@@ -158,7 +165,7 @@ def test_grounded_answer_end_to_end(
         "text": "How many days do I have to return an item?",
         "message_id": msg_id,
     }
-    resp = httpx.post(f"{base}/v1/messages/inbound", json=body, timeout=120)
+    resp = httpx.post(f"{base}/v1/messages/inbound", json=body, headers=AUTH, timeout=120)
     assert resp.status_code == 200, resp.text
     reply = resp.json()
     assert reply["text"].strip() and not reply["duplicate"]
@@ -173,11 +180,11 @@ def test_grounded_answer_end_to_end(
     assert rules[:1] == ["answerability"] and "groundedness" in rules
 
     # Same client message id again: the stored reply, not a second answer.
-    again = httpx.post(f"{base}/v1/messages/inbound", json=body, timeout=120).json()
+    again = httpx.post(f"{base}/v1/messages/inbound", json=body, headers=AUTH, timeout=120).json()
     assert again["duplicate"] is True and again["message_id"] == reply["message_id"]
     assert again["text"] == reply["text"]
 
-    conv = httpx.get(f"{base}/v1/conversations/{reply['conversation_id']}", timeout=10).json()
+    conv = httpx.get(f"{base}/v1/conversations/{reply['conversation_id']}", headers=AUTH, timeout=10).json()
     assert [m["direction"] for m in conv["messages"]] == ["inbound", "outbound"]
     assert conv["messages"][0]["provider_message_id"] == msg_id
     assert [c["chunk_id"] for c in conv["messages"][1]["citations"]] == cited
@@ -191,28 +198,32 @@ def test_grounded_answer_end_to_end(
 
 def test_bad_input_gets_machine_readable_4xx(app: tuple[str, DemoBrand]) -> None:
     base, demo = app
-    missing = httpx.post(f"{base}/v1/messages/inbound", json={"brand_id": str(demo.brand.id)}, timeout=10)
+    missing = httpx.post(
+        f"{base}/v1/messages/inbound", json={"brand_id": str(demo.brand.id)}, headers=AUTH, timeout=10
+    )
     assert missing.status_code == 400 and missing.json()["error"]["code"] == "invalid_input"
     not_json = httpx.post(
         f"{base}/v1/messages/inbound",
         content=b"{nope",
-        headers={"content-type": "application/json"},
+        headers={**AUTH, "content-type": "application/json"},
         timeout=10,
     )
     assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "invalid_input"
     unknown = httpx.post(
         f"{base}/v1/messages/inbound",
+        headers=AUTH,
         json={"brand_id": str(uuid.uuid4()), "customer_id": "c", "text": "hi"},
         timeout=30,
     )
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
     too_long = httpx.post(
         f"{base}/v1/messages/inbound",
+        headers=AUTH,
         json={"brand_id": str(demo.brand.id), "customer_id": "c", "text": "x" * 5000},
         timeout=30,
     )
     assert too_long.status_code == 413 and too_long.json()["error"]["code"] == "payload_too_large"
-    conv = httpx.get(f"{base}/v1/conversations/{uuid.uuid4()}", timeout=10)
+    conv = httpx.get(f"{base}/v1/conversations/{uuid.uuid4()}", headers=AUTH, timeout=10)
     assert conv.status_code == 404
 
 
@@ -344,19 +355,21 @@ def test_upload_job_runs_in_the_ingestion_worker(
     faq = b"question,answer\nDo you sell gift cards?,Yes: digital gift cards from $25 to $500.\n"
     resp = httpx.post(
         f"{base}/v1/brands/{demo.brand.id}/knowledge/uploads",
+        headers=AUTH,
         files={"files": ("gift-cards.csv", faq, "text/csv")},
         timeout=30,
     )
     assert resp.status_code == 202, resp.text
     job_url = f"{base}/v1/brands/{demo.brand.id}/knowledge/jobs/{resp.json()['job_id']}"
     deadline = time.monotonic() + 240
-    job = httpx.get(job_url, timeout=10).json()
+    job = httpx.get(job_url, headers=AUTH, timeout=10).json()
     while job["status"] in ("queued", "running") and time.monotonic() < deadline:
         time.sleep(2)
-        job = httpx.get(job_url, timeout=10).json()
+        job = httpx.get(job_url, headers=AUTH, timeout=10).json()
     assert job["status"] == "succeeded", job
     answer = httpx.post(
         f"{base}/v1/messages/inbound",
+        headers=AUTH,
         json={"brand_id": str(demo.brand.id), "customer_id": "gift-1", "text": "Do you sell gift cards?"},
         timeout=120,
     ).json()
@@ -372,7 +385,11 @@ def test_post_deploy_smoke_script_passes_against_the_running_app(
     import sys
 
     base, demo = app
-    env = {**os.environ, "SMOKE_META_APP_SECRET": SIM_SECRETS["CHANNELS__META_APP_SECRET"]}
+    env = {
+        **os.environ,
+        "SMOKE_META_APP_SECRET": SIM_SECRETS["CHANNELS__META_APP_SECRET"],
+        "SMOKE_API_KEY": AUTH["authorization"].removeprefix("Bearer "),
+    }
     done = subprocess.run(
         [
             sys.executable,

@@ -29,6 +29,7 @@ from pipelines.demo import (
 )
 from serve_apps.simulator.server import SimulatorServer
 from serve_apps.simulator.webhooks import sign_meta, whatsapp_message, whatsapp_update
+from tests.auth import key_headers_sync
 from tests.conftest import listen_port
 from tests.fakes.pipeline import seed_demo_world
 
@@ -41,10 +42,11 @@ def single(
     redis_url: str,
     redis_prefix: str,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[str, DemoBrand, SimulatorServer, subprocess.Popen[bytes], Path]]:
+) -> Iterator[tuple[str, DemoBrand, SimulatorServer, subprocess.Popen[bytes], Path, dict[str, str]]]:
     database_url = make_database()
     migrate.upgrade(database_url)
     demo = seed_demo_world(database_url, telegram_bot_id="4242424242")
+    headers = key_headers_sync(database_url, demo.tenant.id)
     endpoints = ServiceEndpoints(
         database_url=database_url,
         redis_url=redis_url,
@@ -85,10 +87,11 @@ def single(
             upload = httpx.post(
                 f"{base}/v1/brands/{demo.brand.id}/knowledge",
                 json=demo_documents().model_dump(mode="json"),
+                headers=headers,
                 timeout=120,
             )
             assert upload.status_code == 201, upload.text
-            yield base, demo, sim, proc, log_path
+            yield base, demo, sim, proc, log_path, headers
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -96,19 +99,19 @@ def single(
 
 
 def test_web_chat_turn_is_answered_over_http(
-    single: tuple[str, DemoBrand, SimulatorServer, object, Path],
+    single: tuple[str, DemoBrand, SimulatorServer, object, Path, dict[str, str]],
 ) -> None:
-    base, demo, _, _, _ = single
+    base, demo, _, _, _, headers = single
     body = {"brand_id": str(demo.brand.id), "customer_id": "single-1", "text": "Do you ship internationally?"}
-    resp = httpx.post(f"{base}/v1/messages/inbound", json=body, timeout=60)
+    resp = httpx.post(f"{base}/v1/messages/inbound", json=body, headers=headers, timeout=60)
     assert resp.status_code == 200, resp.text
     assert resp.json()["text"]
 
 
 def test_webhook_is_drafted_and_delivered_by_the_same_process(
-    single: tuple[str, DemoBrand, SimulatorServer, object, Path],
+    single: tuple[str, DemoBrand, SimulatorServer, object, Path, dict[str, str]],
 ) -> None:
-    base, _, sim, _, _ = single
+    base, _, sim, _, _, _ = single
     msg = whatsapp_message(sender="15550001111", text="What is your return policy?")
     body = httpx.Request(
         "POST", "/", json=whatsapp_update(phone_number_id=SIM_PHONE_NUMBER_ID, messages=[msg])
@@ -124,9 +127,9 @@ def test_webhook_is_drafted_and_delivered_by_the_same_process(
 
 
 def test_sigint_stops_serving_and_closes_cleanly(
-    single: tuple[str, DemoBrand, SimulatorServer, subprocess.Popen[bytes], Path],
+    single: tuple[str, DemoBrand, SimulatorServer, subprocess.Popen[bytes], Path, dict[str, str]],
 ) -> None:
-    _, _, _, proc, log_path = single
+    _, _, _, proc, log_path, _ = single
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0
     assert "Traceback" not in log_path.read_text()

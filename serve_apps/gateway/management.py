@@ -1,0 +1,108 @@
+"""The management API: tenants (operator), brands, API keys and the audit log (tenant ``admin``).
+
+Onboarding a business: the operator ``POST /v1/tenants`` and hands the answer's ``admin_key`` (shown
+once) to the business, which creates its brands and narrower keys with it. Everything here goes through
+:class:`common.access.management.Management`, the same service the admin CLI uses.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from common.access.management import (
+    AuditOut,
+    BrandIn,
+    BrandOut,
+    BrandPatch,
+    CreatedKeyOut,
+    KeyIn,
+    KeyOut,
+    Management,
+    TenantCreatedOut,
+    TenantIn,
+    TenantOut,
+)
+from common.access.principal import Principal, Scope
+from serve_apps.gateway.auth import authenticator, requires
+from serve_apps.gateway.backend import GatewayBackend
+
+
+def _tenant(caller: Principal) -> uuid.UUID:
+    # requires() only lets tenant scopes through for a principal with a tenant.
+    assert caller.tenant_id is not None
+    return caller.tenant_id
+
+
+def build_management_router(backend: GatewayBackend) -> APIRouter:
+    """``/v1/tenants``, ``/v1/brands``, ``/v1/keys``, ``/v1/audit``."""
+    router = APIRouter(prefix="/v1", tags=["management"])
+
+    def service() -> Management:
+        return Management(backend.sessionmaker)
+
+    @router.post("/tenants", status_code=201, response_model=TenantCreatedOut)
+    async def create_tenant(body: TenantIn, caller: Principal = requires(Scope.OPERATOR)) -> TenantCreatedOut:
+        return await service().create_tenant(caller, body)
+
+    @router.get("/tenants", response_model=list[TenantOut])
+    async def list_tenants(_caller: Principal = requires(Scope.OPERATOR)) -> list[TenantOut]:
+        return await service().list_tenants()
+
+    @router.get("/tenants/{tenant_id}", response_model=TenantOut)
+    async def get_tenant(tenant_id: uuid.UUID, _caller: Principal = requires(Scope.OPERATOR)) -> TenantOut:
+        return await service().get_tenant(tenant_id)
+
+    @router.post("/tenants/{tenant_id}/keys", status_code=201, response_model=CreatedKeyOut)
+    async def operator_key(
+        tenant_id: uuid.UUID, body: KeyIn, caller: Principal = requires(Scope.OPERATOR)
+    ) -> CreatedKeyOut:
+        # The way back in for a business that lost (or revoked) every admin key.
+        return await service().create_key(caller, tenant_id, body)
+
+    @router.post("/brands", status_code=201, response_model=BrandOut)
+    async def create_brand(body: BrandIn, caller: Principal = requires(Scope.ADMIN)) -> BrandOut:
+        return await service().create_brand(caller, _tenant(caller), body)
+
+    @router.get("/brands", response_model=list[BrandOut])
+    async def list_brands(caller: Principal = requires(Scope.BRANDS_READ)) -> list[BrandOut]:
+        return await service().list_brands(caller, _tenant(caller))
+
+    @router.get("/brands/{brand_id}", response_model=BrandOut)
+    async def get_brand(brand_id: uuid.UUID, caller: Principal = requires(Scope.BRANDS_READ)) -> BrandOut:
+        return await service().get_brand(caller, _tenant(caller), brand_id)
+
+    @router.patch("/brands/{brand_id}", response_model=BrandOut)
+    async def update_brand(
+        brand_id: uuid.UUID, body: BrandPatch, caller: Principal = requires(Scope.ADMIN)
+    ) -> BrandOut:
+        return await service().update_brand(caller, _tenant(caller), brand_id, body)
+
+    @router.post("/keys", status_code=201, response_model=CreatedKeyOut)
+    async def create_key(body: KeyIn, caller: Principal = requires(Scope.ADMIN)) -> CreatedKeyOut:
+        return await service().create_key(caller, _tenant(caller), body)
+
+    @router.get("/keys", response_model=list[KeyOut])
+    async def list_keys(caller: Principal = requires(Scope.ADMIN)) -> list[KeyOut]:
+        return await service().list_keys(caller, _tenant(caller))
+
+    @router.delete("/keys/{key_id}", response_model=KeyOut)
+    async def revoke_key(
+        key_id: uuid.UUID, request: Request, caller: Principal = requires(Scope.ADMIN)
+    ) -> KeyOut:
+        revoked = await service().revoke_key(caller, _tenant(caller), key_id)
+        authenticator(request).forget(revoked.prefix)  # other replicas follow within API__KEY_CACHE_TTL_S
+        return revoked
+
+    @router.get("/audit", response_model=list[AuditOut])
+    async def audit(
+        caller: Principal = requires(Scope.ADMIN),
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        before: datetime | None = None,
+    ) -> list[AuditOut]:
+        return await service().list_audit(caller, _tenant(caller), limit=limit, before=before)
+
+    return router

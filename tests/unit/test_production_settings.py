@@ -1,0 +1,30 @@
+"""``ENVIRONMENT=production`` refuses to start without an operator key; local runs need nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.config import Settings, get_settings
+from serve_apps import launcher
+
+
+def test_production_needs_a_strong_operator_key() -> None:
+    assert Settings(environment="local").production_problems() == []
+    assert Settings(environment="production").production_problems()
+    assert Settings(environment="production", api={"operator_key": "short"}).production_problems()
+    assert Settings(environment="prod", api={"operator_key": "k" * 32}).production_problems() == []
+
+
+def test_the_launcher_refuses_before_starting_anything(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("API__OPERATOR_KEY", raising=False)
+    get_settings.cache_clear()
+    try:
+        assert launcher.main(["--no-demo"]) == 1
+    finally:
+        get_settings.cache_clear()
+    assert "API__OPERATOR_KEY" in capsys.readouterr().err
+    assert not (tmp_path / "postgres").exists() and not (tmp_path / "operator.key").exists()
