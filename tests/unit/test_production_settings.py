@@ -8,7 +8,9 @@ from common.config import Settings, get_settings
 from serve_apps import launcher
 
 
-def test_production_needs_a_strong_operator_key() -> None:
+def test_production_needs_a_strong_operator_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An in-process launcher test earlier in the run leaves its generated key in os.environ.
+    monkeypatch.delenv("API__OPERATOR_KEY", raising=False)
     assert Settings(environment="local").production_problems() == []
     assert Settings(environment="production").production_problems()
     assert Settings(environment="production", api={"operator_key": "short"}).production_problems()
