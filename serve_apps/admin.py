@@ -36,6 +36,7 @@ import asyncio
 import json
 import sys
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
@@ -279,17 +280,20 @@ async def _manage(opts: argparse.Namespace, database_url: str) -> Any:
         await engine.dispose()
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (mode 600 before anything is written into it)."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text, encoding="utf-8")
+
+
 def _token_out(created: Any, token_file: str | None) -> Any:
     """With ``--token-file`` the token is written there (mode 600) and left out of stdout."""
     if token_file is None:
         return created
-    from pathlib import Path
-
     key = created.admin_key if hasattr(created, "admin_key") else created
     path = Path(token_file)
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text(key.token + "\n", encoding="utf-8")
+    write_private(path, key.token + "\n")
     shown = created.model_dump(mode="json")
     target = shown.get("admin_key", shown)
     target["token"] = f"written to {path}"

@@ -35,10 +35,10 @@ from common.config import ServiceEndpoints, Settings, get_settings
 from common.db.migrate import upgrade
 from common.db.session import make_engine, make_sessionmaker
 from common.embedded import DetachedServers
-from common.errors import AssistantError
+from common.errors import AssistantError, Unauthorized
 from common.logging import configure_logging, get_logger
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand, seed_simulated_channels
-from serve_apps.admin import migrate_local_vectors
+from serve_apps.admin import migrate_local_vectors, write_private
 
 log = get_logger(__name__)
 
@@ -117,21 +117,13 @@ def simulated_channel_env(settings: Settings) -> dict[str, str]:
         "CHANNELS__META_GRAPH_URL": sim,
         "CHANNELS__TELEGRAM_API_URL": sim,
     }
-    path.write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
-    path.chmod(0o600)
+    write_private(path, "".join(f"{k}={v}\n" for k, v in env.items()))
     return env
 
 
 OPERATOR_KEY_FILE = "operator.key"
 DEMO_KEY_FILE = "demo.key"
 LOCAL_ENV_FILE = "local.env"
-
-
-def _write_private(path: Any, text: str) -> None:
-    """Write a file only its owner can read (created 600 before anything is written into it)."""
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text(text, encoding="utf-8")
 
 
 def local_operator_env(settings: Settings) -> tuple[dict[str, str], bool]:
@@ -145,44 +137,38 @@ def local_operator_env(settings: Settings) -> tuple[dict[str, str], bool]:
     path = settings.data_dir / OPERATOR_KEY_FILE
     created = not path.is_file()
     if created:
-        _write_private(path, secrets.token_urlsafe(32) + "\n")
+        write_private(path, secrets.token_urlsafe(32) + "\n")
     return {"API__OPERATOR_KEY": path.read_text(encoding="utf-8").strip()}, created
 
 
 def write_local_env(settings: Settings, endpoints: ServiceEndpoints) -> None:
     """``DATA_DIR/local.env``: where this run's Postgres and Valkey listen (for ``serve_apps.admin``)."""
     lines = [f"DATABASE_URL={endpoints.database_url}", f"REDIS_URL={endpoints.redis_url}"]
-    _write_private(settings.data_dir / LOCAL_ENV_FILE, "\n".join(lines) + "\n")
+    write_private(settings.data_dir / LOCAL_ENV_FILE, "\n".join(lines) + "\n")
 
 
 async def demo_api_key(engine: AsyncEngine, settings: Settings, demo: DemoBrand) -> str:
     """The demo tenant's admin key, kept in ``DATA_DIR/demo.key`` (mode 600): reused while it is live in
     this database, otherwise a new one is created through the management service."""
-    from common.access import keys
     from common.access.management import KeyIn, Management
     from common.access.principal import Scope, operator_principal
-    from common.db import repositories as repo
+    from serve_apps.gateway.auth import Authenticator
 
     path = settings.data_dir / DEMO_KEY_FILE
     sessionmaker = make_sessionmaker(engine)
     if path.is_file():
         token = path.read_text(encoding="utf-8").strip()
-        prefix = keys.token_prefix(token)
-        async with sessionmaker() as session:
-            row = None if prefix is None else await repo.find_api_key(session, prefix=prefix)
-        if (
-            row is not None
-            and row.tenant_id == demo.tenant.id
-            and keys.token_matches(token, row.token_hash)
-            and keys.key_is_live(revoked_at=row.revoked_at, expires_at=row.expires_at)
-        ):
-            return token
+        # The gateway's own check: unknown, revoked and expired keys are refused the same way here.
+        with contextlib.suppress(Unauthorized):
+            caller = await Authenticator(settings, lambda: sessionmaker).principal(f"Bearer {token}")
+            if caller.tenant_id == demo.tenant.id:
+                return token
     created = await Management(sessionmaker).create_key(
         operator_principal("operator:make-run"),
         demo.tenant.id,
         KeyIn(name="make run demo key", scopes=[Scope.ADMIN]),
     )
-    _write_private(path, created.token + "\n")
+    write_private(path, created.token + "\n")
     return created.token
 
 

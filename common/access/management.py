@@ -67,6 +67,12 @@ class PersonaIn(_Model):
     escalation_message: str = Field(default=domain.Persona.escalation_message, min_length=1, max_length=1000)
     fallback_message: str = Field(default=domain.Persona.fallback_message, min_length=1, max_length=1000)
 
+    @classmethod
+    def from_domain(cls, persona: domain.Persona) -> PersonaIn:
+        """The API form of a stored persona (tuples as lists)."""
+        values = asdict(persona)
+        return cls.model_validate({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()})
+
     def to_domain(self) -> domain.Persona:
         """As the orchestrator uses it."""
         return domain.Persona(
@@ -171,9 +177,7 @@ def tenant_out(tenant: domain.Tenant) -> TenantOut:
 
 def brand_out(brand: domain.BrandProfile) -> BrandOut:
     """API view of a brand."""
-    persona = asdict(brand.persona)
-    persona["languages"] = list(brand.persona.languages)
-    persona["avoid_topics"] = list(brand.persona.avoid_topics)
+    persona = PersonaIn.from_domain(brand.persona).model_dump()
     return BrandOut(id=brand.id, tenant_id=brand.tenant_id, slug=brand.slug, name=brand.name, persona=persona)
 
 
@@ -330,7 +334,7 @@ class Management:
         async with self._sessionmaker() as session:
             await self._tenant(session, actor, tenant_id)
             before = await repo.require_brand(session, brand_id=brand_id, tenant_id=tenant_id)
-            persona = patch.persona or PersonaIn(**brand_out(before).persona)
+            persona = patch.persona or PersonaIn.from_domain(before.persona)
             brand = await self._put_brand(
                 session, tenant_id, brand_id, before.slug, patch.name or before.name, persona
             )

@@ -133,8 +133,6 @@ async def seed_brand(sessionmaker: async_sessionmaker[AsyncSession], path: Path)
     Through the management service, as ``POST /v1/tenants`` and ``POST /v1/brands`` do: one code path,
     audited (as the operator ``seed``) only when something changed.
     """
-    from dataclasses import asdict
-
     from common.access.management import BrandIn, Management, PersonaIn, TenantIn
     from common.access.principal import operator_principal
 
@@ -144,17 +142,12 @@ async def seed_brand(sessionmaker: async_sessionmaker[AsyncSession], path: Path)
     await service.ensure_tenant(
         actor, tenant_id=demo.tenant.id, body=TenantIn(slug=demo.tenant.slug, name=demo.tenant.name)
     )
-    persona = asdict(demo.brand.persona)
-    persona = {
-        **persona,
-        "languages": list(persona["languages"]),
-        "avoid_topics": list(persona["avoid_topics"]),
-    }
+    persona = PersonaIn.from_domain(demo.brand.persona)
     await service.ensure_brand(
         actor,
         demo.tenant.id,
         brand_id=demo.brand.id,
-        body=BrandIn(slug=demo.brand.slug, name=demo.brand.name, persona=PersonaIn(**persona)),
+        body=BrandIn(slug=demo.brand.slug, name=demo.brand.name, persona=persona),
     )
     async with sessionmaker() as session:
         from common.db import repositories as repo

@@ -133,7 +133,6 @@ class AgentCaller:
 def build_agents_router(backend: GatewayBackend) -> APIRouter:
     """Routes ``/v1/agents/...`` (tenant key with the ``agents`` scope) and the console page ``/agent``."""
     router = APIRouter()
-    audit = Management(backend.sessionmaker) if backend.sessionmaker is not None else None
 
     def agent(request: Request, principal: Principal = requires(Scope.AGENTS)) -> AgentCaller:
         agent_id = request.headers.get("x-agent-id", DEFAULT_AGENT_ID)
@@ -150,14 +149,9 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
             raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
 
     async def record(caller: AgentCaller, action: str, conversation_id: uuid.UUID, **after: Any) -> None:
-        if audit is not None:
-            await audit.record(
-                caller.actor,
-                action=action,
-                target_type="conversation",
-                target_id=conversation_id,
-                after=after,
-            )
+        await Management(backend.sessionmaker).record(
+            caller.actor, action=action, target_type="conversation", target_id=conversation_id, after=after
+        )
 
     @router.get("/agent", response_class=HTMLResponse, include_in_schema=False, dependencies=[PUBLIC])
     async def console() -> HTMLResponse:
