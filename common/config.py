@@ -188,6 +188,11 @@ class ChannelSecrets(BaseModel):
     telegram_secret_token: SecretStr | None = None
     telegram_api_url: str = "https://api.telegram.org"
     webchat_identity_secret: SecretStr | None = None
+    public_url: str | None = Field(
+        default=None,
+        description="The gateway's public base URL (https://chat.example.com): channel connections' webhook "
+        "URLs are built on it, and connecting a Telegram bot calls setWebhook with it",
+    )
     # Channel routes and brands looked up while acknowledging a webhook are cached per gateway replica:
     # an edited or disabled route takes effect within this many seconds (0 = look up every time).
     route_cache_s: float = Field(default=10.0, ge=0, le=300)
@@ -362,6 +367,19 @@ class ApiSettings(BaseModel):
     )
 
 
+class SecretsSettings(BaseModel):
+    """Keys that encrypt credentials at rest (channel connections' tokens and secrets; docs/SECURITY.md).
+
+    ``SECRETS__ENCRYPTION_KEYS`` is a comma-separated list of Fernet keys (32 url-safe base64 bytes
+    each, ``python -m serve_apps.admin generate-key``). The first encrypts; every one decrypts, so a key is
+    rotated by putting the new one first, running ``admin rotate-keys`` and then removing the old one.
+    ``make run`` generates one into ``DATA_DIR/secrets.key`` when none is set; production refuses to
+    start without it.
+    """
+
+    encryption_keys: SecretStr | None = Field(default=None, description="Fernet keys, newest first")
+
+
 class Settings(BaseSettings):
     """Root settings object; use :func:`get_settings` for the process-wide cached instance."""
 
@@ -394,6 +412,7 @@ class Settings(BaseSettings):
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     actions: ActionSettings = Field(default_factory=ActionSettings)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
@@ -413,6 +432,11 @@ class Settings(BaseSettings):
         problems = []
         if self.api.operator_key is None or len(self.api.operator_key.get_secret_value()) < 32:
             problems.append("API__OPERATOR_KEY must be set (32 or more characters) in production")
+        if (
+            self.secrets.encryption_keys is None
+            or not self.secrets.encryption_keys.get_secret_value().strip()
+        ):
+            problems.append("SECRETS__ENCRYPTION_KEYS must be set in production (channel credentials)")
         return problems
 
     @classmethod

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic.dataclasses import dataclass
 
 
@@ -87,13 +87,33 @@ class Accepted:
     duplicate: bool
 
 
+#: Names of the secrets a channel connection may hold (encrypted together, see :mod:`common.crypto`).
+CREDENTIAL_NAMES = ("access_token", "app_secret", "verify_token", "bot_token", "secret_token")
+
+
 @dataclass(frozen=True)
 class ChannelRoute:
-    """Which brand a provider account (phone number id, IG account, bot, widget token) belongs to."""
+    """A channel connection as webhooks and senders use it: which brand a provider account (phone number
+    id, IG account, bot, widget token) belongs to, and its decrypted credentials.
+
+    ``credentials`` is None for a connection on the deployment's ``CHANNELS__*`` defaults; its values are
+    :class:`SecretStr`, so the route can be logged or shown in an error without leaking them.
+    """
 
     brand_id: uuid.UUID
     enabled: bool
     settings: dict[str, Any] = field(default_factory=dict)
+    id: uuid.UUID | None = None
+    tenant_id: uuid.UUID | None = None
+    channel: Channel | None = None
+    external_id: str = ""
+    app_id: str | None = None
+    credentials: dict[str, SecretStr] | None = None
+
+    def secret(self, name: str) -> str | None:
+        """The connection's own secret ``name``, or None when it has none (defaults apply)."""
+        value = (self.credentials or {}).get(name)
+        return value.get_secret_value() if value is not None else None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ Hierarchy::
         ├── LLMError
         │   ├── LLMTimeout
         │   └── LLMPermanentError       (permanent: 4xx from the provider, bad config)
+        ├── CredentialsUnavailable      (stored credentials cannot be decrypted: SECRETS__ENCRYPTION_KEYS)
         └── ActionBackendError          (an action's commerce / helpdesk backend failed)
             ├── OrderBackendError
             └── TicketBackendError
@@ -177,6 +178,15 @@ class LLMPermanentError(LLMError):
 
 class SourceReadError(InvalidInput):
     """One document could not be read (missing object, permission denied): it is quarantined."""
+
+
+class CredentialsUnavailable(DependencyError):
+    """Stored credentials cannot be decrypted: no key is configured, or none of the keys made them.
+
+    Retryable: the reply waits (it is not dead-lettered) until the operator restores the key.
+    """
+
+    code = "credentials_unavailable"
 
 
 class ActionBackendError(DependencyError):

@@ -9,6 +9,7 @@ lengths and ids instead.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import uuid
 from collections.abc import Iterator, MutableMapping
@@ -42,6 +43,30 @@ def shared_processors() -> list[Any]:
     ]
 
 
+#: A Telegram bot token in a Bot API URL (``/bot<id>:<secret>/method``).
+_BOT_TOKEN_IN_URL = re.compile(r"/bot[0-9]+:[A-Za-z0-9_-]+")
+
+
+class RedactBotTokens(logging.Filter):
+    """Masks Telegram bot tokens in records of loggers that print URLs (httpx logs every request's URL at
+    INFO, and the Bot API puts the token in the path): kept on even when someone turns httpx up to debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _BOT_TOKEN_IN_URL.sub("/bot<redacted>", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def redact_http_client_logs() -> None:
+    """Install :class:`RedactBotTokens` on the HTTP client loggers (idempotent)."""
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactBotTokens) for f in logger.filters):
+            logger.addFilter(RedactBotTokens())
+
+
 def configure_logging(*, level: str = "INFO", json: bool | None = None) -> None:
     """Configure structlog once per process (idempotent; deployments call it in ``__init__``)."""
     use_json = (not sys.stderr.isatty()) if json is None else json
@@ -57,6 +82,7 @@ def configure_logging(*, level: str = "INFO", json: bool | None = None) -> None:
     # httpx logs every request URL at INFO, and the Telegram Bot API puts the bot token in the URL.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    redact_http_client_logs()
 
 
 def get_logger(name: str) -> Any:

@@ -50,5 +50,9 @@ class TTLCache(Generic[K, V]):
         """Forget ``key`` (this process only)."""
         self._entries.pop(key, None)
 
+    def clear(self) -> None:
+        """Forget everything (this process only)."""
+        self._entries.clear()
+
     def __len__(self) -> int:
         return len(self._entries)

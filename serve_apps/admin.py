@@ -12,6 +12,21 @@ Management (the same service as the management API; JSON on stdout; needs DATABA
     keys list --tenant T
     keys revoke --tenant T --key KEY_ID
     audit --tenant T [--limit N]
+    channels connect-whatsapp --tenant T --brand B --phone-number-id P --business-account-id W --app-id A
+                              --access-token-file F --app-secret-file F --verify-token-file F
+    channels connect-instagram --tenant T --brand B --account-id I --app-id A
+                              --access-token-file F --app-secret-file F --verify-token-file F
+    channels connect-telegram --tenant T --brand B --bot-token-file F
+                                 (checks the token with getMe, generates the webhook secret and calls
+                                 setWebhook with CHANNELS__PUBLIC_URL/webhooks/telegram/{connection id})
+    channels list --tenant T --brand B
+    channels enable|disable|delete --tenant T --connection C
+    rotate-keys                  re-encrypt every connection's credentials with the first key of
+                                 SECRETS__ENCRYPTION_KEYS (put the new key first, run this, drop the old)
+    generate-key                 print a new key for SECRETS__ENCRYPTION_KEYS
+
+Credentials are read from files (``-`` is standard input), never from arguments (which ``ps`` shows),
+and never printed: answers name the credentials that are set.
 
 Streams and vectors:
 
@@ -34,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -227,30 +243,53 @@ def _reembed(store: VectorStore, embedder: Embedder, records: list[ChunkRecord])
         )
 
 
-MANAGEMENT_COMMANDS = ("tenants", "brands", "keys", "audit")
+MANAGEMENT_COMMANDS = ("tenants", "brands", "keys", "audit", "channels", "rotate-keys")
 
 
-def local_database_url(settings: Settings) -> str | None:
-    """``DATABASE_URL``, else the one ``make run`` wrote into ``DATA_DIR/local.env`` (embedded Postgres)."""
-    if settings.database.url:
-        return settings.database.url
+def local_settings(settings: Settings) -> Settings:
+    """``settings`` with what ``make run`` wrote into ``DATA_DIR/local.env`` (embedded Postgres URL, local
+    encryption key, public and simulator URLs) for every variable the environment leaves unset."""
     path = settings.data_dir / "local.env"
     if not path.is_file():
-        return None
+        return settings
     from dotenv import dotenv_values
 
-    return dotenv_values(path).get("DATABASE_URL")
+    for name, value in dotenv_values(path).items():
+        if value is not None:
+            os.environ.setdefault(name, value)
+    get_settings.cache_clear()
+    return get_settings()
 
 
-async def _manage(opts: argparse.Namespace, database_url: str) -> Any:
+def read_secret(path: str) -> str:
+    """A credential from a file (``-``: standard input), surrounding whitespace removed."""
+    from common.errors import InvalidInput
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    if not text.strip():
+        raise InvalidInput(f"{path} is empty")
+    return text.strip()
+
+
+async def _manage(opts: argparse.Namespace, settings: Settings, database_url: str) -> Any:
     from common.access import management as m
+    from common.access.connections import Connections
     from common.access.principal import operator_principal
     from common.db.session import make_engine, make_sessionmaker
 
     engine = make_engine(database_url, pool_size=1)
-    service = m.Management(make_sessionmaker(engine))
+    sessionmaker = make_sessionmaker(engine)
+    service = m.Management(sessionmaker)
     actor = operator_principal("operator:cli")
     try:
+        if opts.command in ("channels", "rotate-keys"):
+            connections = Connections(sessionmaker, settings)
+            if opts.command == "rotate-keys":
+                return {"reencrypted": await connections.rotate_keys(actor)}
+            return await _channels(opts, connections, actor)
         if opts.command == "tenants":
             if opts.action == "list":
                 return await service.list_tenants()
@@ -278,6 +317,36 @@ async def _manage(opts: argparse.Namespace, database_url: str) -> Any:
         return await service.list_audit(actor, opts.tenant, limit=opts.limit)
     finally:
         await engine.dispose()
+
+
+async def _channels(opts: argparse.Namespace, connections: Any, actor: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    from common.access import connections as c
+
+    if opts.action == "list":
+        return await connections.list(actor, opts.tenant, opts.brand)
+    if opts.action in ("enable", "disable"):
+        patch = c.ConnectionPatch(enabled=opts.action == "enable")
+        return await connections.update(actor, opts.tenant, opts.connection, patch)
+    if opts.action == "delete":
+        return await connections.delete(actor, opts.tenant, opts.connection)
+    body: dict[str, Any] = {"channel": opts.action.removeprefix("connect-")}
+    if opts.action == "connect-telegram":
+        body["bot_token"] = read_secret(opts.bot_token_file)
+    else:
+        body.update(
+            app_id=opts.app_id,
+            access_token=read_secret(opts.access_token_file),
+            app_secret=read_secret(opts.app_secret_file),
+            verify_token=read_secret(opts.verify_token_file),
+        )
+        if opts.action == "connect-whatsapp":
+            body.update(phone_number_id=opts.phone_number_id, business_account_id=opts.business_account_id)
+        else:
+            body["account_id"] = opts.account_id
+    connection = TypeAdapter(c.ConnectionIn).validate_python(body)
+    return await connections.connect(actor, opts.tenant, opts.brand, connection)
 
 
 def write_private(path: Path, text: str) -> None:
@@ -330,8 +399,14 @@ def _json(value: Any) -> str:
 
 async def _run(opts: argparse.Namespace) -> int:
     settings = get_settings()
+    if opts.command == "generate-key":
+        from common.crypto import generate_key
+
+        print(generate_key())
+        return 0
     if opts.command in MANAGEMENT_COMMANDS:
-        database_url = local_database_url(settings)
+        settings = local_settings(settings)
+        database_url = settings.database.url
         if not database_url:
             print("DATABASE_URL is not set (and no DATA_DIR/local.env from a running `make run`)")
             return 2
@@ -340,7 +415,7 @@ async def _run(opts: argparse.Namespace) -> int:
         from common.errors import AssistantError
 
         try:
-            print(_json(await _manage(opts, database_url)))
+            print(_json(await _manage(opts, settings, database_url)))
         except ValidationError as exc:
             errors = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             print(f"invalid input: {errors}", file=sys.stderr)
@@ -435,6 +510,35 @@ def _management_parsers(sub: Any) -> None:
     audit = sub.add_parser("audit", help="a tenant's audit log, newest first")
     audit.add_argument("--tenant", type=uuid.UUID, required=True)
     audit.add_argument("--limit", type=int, default=100)
+
+    channels = sub.add_parser("channels", help="a brand's channel connections").add_subparsers(
+        dest="action", required=True
+    )
+    meta = {
+        "connect-whatsapp": ("--phone-number-id", "--business-account-id"),
+        "connect-instagram": ("--account-id",),
+    }
+    for action, ids in meta.items():
+        cmd = channels.add_parser(action)
+        for flag in ("--tenant", "--brand"):
+            cmd.add_argument(flag, type=uuid.UUID, required=True)
+        for flag in (*ids, "--app-id"):
+            cmd.add_argument(flag, required=True)
+        for flag in ("--access-token-file", "--app-secret-file", "--verify-token-file"):
+            cmd.add_argument(flag, required=True, help="file holding it ('-': standard input)")
+    telegram = channels.add_parser("connect-telegram")
+    for flag in ("--tenant", "--brand"):
+        telegram.add_argument(flag, type=uuid.UUID, required=True)
+    telegram.add_argument("--bot-token-file", required=True, help="file holding it ('-': standard input)")
+    listing = channels.add_parser("list")
+    for flag in ("--tenant", "--brand"):
+        listing.add_argument(flag, type=uuid.UUID, required=True)
+    for action in ("enable", "disable", "delete"):
+        cmd = channels.add_parser(action)
+        cmd.add_argument("--tenant", type=uuid.UUID, required=True)
+        cmd.add_argument("--connection", type=uuid.UUID, required=True)
+    sub.add_parser("rotate-keys", help="re-encrypt channel credentials with the first encryption key")
+    sub.add_parser("generate-key", help="print a new key for SECRETS__ENCRYPTION_KEYS")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from dotenv import dotenv_values
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.config import ServiceEndpoints, Settings, get_settings
+from common.crypto import generate_key
 from common.db.migrate import upgrade
 from common.db.session import make_engine, make_sessionmaker
 from common.embedded import DetachedServers
@@ -122,6 +123,7 @@ def simulated_channel_env(settings: Settings) -> dict[str, str]:
 
 
 OPERATOR_KEY_FILE = "operator.key"
+SECRETS_KEY_FILE = "secrets.key"
 DEMO_KEY_FILE = "demo.key"
 LOCAL_ENV_FILE = "local.env"
 
@@ -141,9 +143,38 @@ def local_operator_env(settings: Settings) -> tuple[dict[str, str], bool]:
     return {"API__OPERATOR_KEY": path.read_text(encoding="utf-8").strip()}, created
 
 
-def write_local_env(settings: Settings, endpoints: ServiceEndpoints) -> None:
-    """``DATA_DIR/local.env``: where this run's Postgres and Valkey listen (for ``serve_apps.admin``)."""
+def local_secrets_env(settings: Settings) -> dict[str, str]:
+    """``SECRETS__ENCRYPTION_KEYS`` (kept in ``DATA_DIR/secrets.key``, mode 600) and ``CHANNELS__PUBLIC_URL``
+    (this gateway's local URL) for a local run that sets neither; a deployment that sets them gets nothing.
+
+    Losing ``secrets.key`` loses the channel connections' credentials (they are reconnected), never data.
+    """
+    env: dict[str, str] = {}
+    if settings.secrets.encryption_keys is None:
+        path = settings.data_dir / SECRETS_KEY_FILE
+        if not path.is_file():
+            write_private(path, generate_key() + "\n")
+        env["SECRETS__ENCRYPTION_KEYS"] = path.read_text(encoding="utf-8").strip()
+    if settings.channels.public_url is None:
+        env["CHANNELS__PUBLIC_URL"] = f"http://{settings.ray.http_host}:{settings.ray.http_port}"
+    return env
+
+
+#: What the admin CLI needs of a local run besides the database: to encrypt what it connects, to register
+#: Telegram webhooks (at the simulator) and to print webhook URLs.
+CLI_VARIABLES = (
+    "SECRETS__ENCRYPTION_KEYS",
+    "CHANNELS__PUBLIC_URL",
+    "CHANNELS__TELEGRAM_API_URL",
+    "CHANNELS__META_GRAPH_URL",
+)
+
+
+def write_local_env(settings: Settings, endpoints: ServiceEndpoints, generated: dict[str, str]) -> None:
+    """``DATA_DIR/local.env`` (mode 600): where this run's Postgres and Valkey listen, and the locally
+    generated values the admin CLI needs (``serve_apps.admin`` reads it for whatever is unset)."""
     lines = [f"DATABASE_URL={endpoints.database_url}", f"REDIS_URL={endpoints.redis_url}"]
+    lines += [f"{k}={generated[k]}" for k in CLI_VARIABLES if k in generated]
     write_private(settings.data_dir / LOCAL_ENV_FILE, "\n".join(lines) + "\n")
 
 
@@ -359,15 +390,15 @@ def _run(argv: list[str] | None, interrupts: Interrupts) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = get_settings()
-    configure_logging(level=settings.log_level, json=settings.log_json)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     problems = settings.production_problems()
-    if problems:
+    if problems:  # before anything is configured or started (logging included)
         sys.stderr.write("".join(f"launcher: refusing to start: {p}\n" for p in problems))
         return 1
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     sim_env = {} if opts.no_demo else simulated_channel_env(settings)
     operator_env, operator_created = local_operator_env(settings)
-    serve_env = {**sim_env, **operator_env}
+    serve_env = {**sim_env, **operator_env, **local_secrets_env(settings)}
     if serve_env:
         os.environ.update(serve_env)
         get_settings.cache_clear()
@@ -382,7 +413,7 @@ def _run(argv: list[str] | None, interrupts: Interrupts) -> int:
         try:
             log.info("launcher.phase", phase="migrations")
             upgrade(stack.endpoints.database_url)
-            write_local_env(settings, stack.endpoints)
+            write_local_env(settings, stack.endpoints, serve_env)
             engine = make_engine(stack.endpoints.database_url, pool_size=2)
             bot_token = settings.channels.telegram_bot_token
             bot_id = bot_token.get_secret_value().split(":", 1)[0] if sim_env and bot_token else None

@@ -231,7 +231,7 @@ class Management:
                 tenant = await repo.upsert_tenant(session, tenant_id=new_id, slug=body.slug, name=body.name)
             except IntegrityError as exc:
                 raise Conflict("a tenant with this slug exists", details={"slug": body.slug}) from exc
-            await self._audit(session, actor, tenant.id, "tenant.create", "tenant", tenant.id, after=body)
+            await audit(session, actor, tenant.id, "tenant.create", "tenant", tenant.id, after=body)
             created = await self._new_key(
                 session, actor, tenant.id, KeyIn(name="first admin key", scopes=[Scope.ADMIN])
             )
@@ -252,7 +252,7 @@ class Management:
             except IntegrityError as exc:
                 raise Conflict("a tenant with this slug exists", details={"slug": body.slug}) from exc
             action = "tenant.create" if before is None else "tenant.update"
-            await self._audit(
+            await audit(
                 session,
                 actor,
                 tenant_id,
@@ -290,9 +290,7 @@ class Management:
             if await repo.get_brand_profile(session, brand_id=new_id) is not None:
                 raise Conflict("a brand with this id exists", details={"brand_id": str(new_id)})
             brand = await self._put_brand(session, tenant_id, new_id, body.slug, body.name, body.persona)
-            await self._audit(
-                session, actor, tenant_id, "brand.create", "brand", new_id, after=brand_out(brand)
-            )
+            await audit(session, actor, tenant_id, "brand.create", "brand", new_id, after=brand_out(brand))
             await session.commit()
         return brand_out(brand)
 
@@ -309,7 +307,7 @@ class Management:
             if before != brand:
                 action = "brand.create" if before is None else "brand.update"
                 old = None if before is None else brand_out(before)
-                await self._audit(
+                await audit(
                     session, actor, tenant_id, action, "brand", brand_id, before=old, after=brand_out(brand)
                 )
             await session.commit()
@@ -338,7 +336,7 @@ class Management:
             brand = await self._put_brand(
                 session, tenant_id, brand_id, before.slug, patch.name or before.name, persona
             )
-            await self._audit(
+            await audit(
                 session,
                 actor,
                 tenant_id,
@@ -375,7 +373,7 @@ class Management:
             if row is None:
                 raise NotFound("unknown key", details={"key_id": str(key_id)})
             out = key_out(row)
-            await self._audit(
+            await audit(
                 session, actor, tenant_id, "key.revoke", "api_key", key_id, after={"prefix": out.prefix}
             )
             await session.commit()
@@ -403,7 +401,7 @@ class Management:
     ) -> None:
         """Audit an action done elsewhere (an agent's reply, take-over, release) in its own transaction."""
         async with self._sessionmaker() as session:
-            await self._audit(session, actor, actor.tenant_id, action, target_type, target_id, after=after)
+            await audit(session, actor, actor.tenant_id, action, target_type, target_id, after=after)
             await session.commit()
 
     # --- helpers ------------------------------------------------------------------------------------
@@ -455,7 +453,7 @@ class Management:
             created_by=actor.actor,
         )
         out = key_out(row)
-        await self._audit(
+        await audit(
             session,
             actor,
             tenant_id,
@@ -466,28 +464,29 @@ class Management:
         )
         return CreatedKeyOut(**out.model_dump(), token=token.token)
 
-    @staticmethod
-    async def _audit(
-        session: AsyncSession,
-        actor: Principal,
-        tenant_id: uuid.UUID | None,
-        action: str,
-        target_type: str,
-        target_id: uuid.UUID | str,
-        *,
-        before: BaseModel | dict[str, Any] | None = None,
-        after: BaseModel | dict[str, Any] | None = None,
-    ) -> None:
-        await repo.insert_audit(
-            session,
-            tenant_id=tenant_id,
-            actor=actor.actor,
-            action=action,
-            target_type=target_type,
-            target_id=str(target_id),
-            before=_plain(before),
-            after=_plain(after),
-        )
+
+async def audit(
+    session: AsyncSession,
+    actor: Principal,
+    tenant_id: uuid.UUID | None,
+    action: str,
+    target_type: str,
+    target_id: uuid.UUID | str,
+    *,
+    before: BaseModel | dict[str, Any] | None = None,
+    after: BaseModel | dict[str, Any] | None = None,
+) -> None:
+    """Add an audit entry in the caller's transaction (the change and its record commit together)."""
+    await repo.insert_audit(
+        session,
+        tenant_id=tenant_id,
+        actor=actor.actor,
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id),
+        before=_plain(before),
+        after=_plain(after),
+    )
 
 
 def _plain(value: BaseModel | dict[str, Any] | None) -> dict[str, Any] | None:

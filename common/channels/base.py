@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from common.domain import Channel
 from common.errors import InvalidInput
@@ -91,11 +91,23 @@ def invalid_payload(exc: ValidationError) -> InvalidInput:
 
 @dataclass(frozen=True)
 class RecipientConfig:
-    """The brand's account a reply is sent from (WhatsApp phone number id, Instagram account id, bot id)."""
+    """The brand's account a reply is sent from (WhatsApp phone number id, Instagram account id, bot id).
+
+    ``credentials`` are the connection's own (decrypted, :class:`SecretStr`); None → the deployment's
+    ``CHANNELS__*`` defaults.
+    """
 
     channel: Channel
     external_id: str
     settings: dict[str, Any] = field(default_factory=dict)
+    credentials: dict[str, SecretStr] | None = None
+
+    def secret(self, name: str, default: SecretStr | None) -> SecretStr | None:
+        """The connection's own secret ``name``, else ``default`` (only when it has no credentials at all:
+        a connection with its own credentials never falls back to the deployment's)."""
+        if self.credentials is None:
+            return default
+        return self.credentials.get(name)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,12 @@ from common.channels.splitting import split_text
 from common.config import ChannelSecrets
 from common.domain import Channel
 from common.errors import PermanentSendError, RetryableSendError, SendError
+from common.logging import redact_http_client_logs
 from common.schemas import OutboundPayload
+
+# Senders put the Telegram bot token in URLs, and httpx logs URLs: mask them wherever senders are used,
+# configured logging or not (tests, scripts).
+redact_http_client_logs()
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -103,9 +103,11 @@ class GraphSender(HttpSender):
 
     async def _post_message(self, account: RecipientConfig, body: dict[str, Any]) -> dict[str, Any]:
         """Send one message body from ``account``; the provider's JSON answer, or a classified error."""
-        token = self._secrets.meta_access_token
+        token = account.secret("access_token", self._secrets.meta_access_token)
         if token is None:
-            raise PermanentSendError("CHANNELS__META_ACCESS_TOKEN is not configured")
+            raise PermanentSendError(
+                "no access token: the connection has none and CHANNELS__META_ACCESS_TOKEN is unset"
+            )
         graph = self._secrets.meta_graph_url.rstrip("/")
         url = f"{graph}/{self._secrets.meta_graph_version}/{account.external_id}/messages"
         response = await self._post(

@@ -14,8 +14,9 @@ messages from bots, group/supergroup chats (the assistant answers one-to-one onl
 Sending: Telegram Bot API sender: ``POST {api}/bot{token}/sendMessage`` ``{chat_id, text, reply_parameters}``.
 
 Every answer is ``{"ok": true, "result": Message}`` or ``{"ok": false, "error_code", "description",
-"parameters": {"retry_after"}}``; ``ok`` decides, not only the HTTP status. The bot token comes from
-settings (``CHANNELS__TELEGRAM_BOT_TOKEN``) and is part of the URL, so the URL is never logged or put in
+"parameters": {"retry_after"}}``; ``ok`` decides, not only the HTTP status. The bot token is the
+connection's own (encrypted in ``channel_configs``), else ``CHANNELS__TELEGRAM_BOT_TOKEN``; it is part
+of the URL, so the URL is never logged or put in
 an error. ``reply_parameters`` is sent only when ``in_reply_to`` is a numeric Telegram message id.
 """
 
@@ -25,6 +26,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.channels.base import (
@@ -37,7 +39,7 @@ from common.channels.base import (
 )
 from common.channels.http import HttpSender, body_json
 from common.domain import Channel
-from common.errors import PermanentSendError, RetryableSendError, Unauthorized
+from common.errors import DependencyError, InvalidInput, PermanentSendError, RetryableSendError, Unauthorized
 from common.schemas import OutboundPayload
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105 - a header name
@@ -158,9 +160,11 @@ class TelegramSender(HttpSender):
     async def _send_part(
         self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
     ) -> str:
-        token = self._secrets.telegram_bot_token
+        token = account.secret("bot_token", self._secrets.telegram_bot_token)
         if token is None:
-            raise PermanentSendError("CHANNELS__TELEGRAM_BOT_TOKEN is not configured")
+            raise PermanentSendError(
+                "no bot token: the connection has none and CHANNELS__TELEGRAM_BOT_TOKEN is unset"
+            )
         body: dict[str, Any] = {"chat_id": payload.customer_id, "text": text}
         reply_id = reply_to_message_id(payload.in_reply_to)
         if index == 0 and reply_id is not None:
@@ -187,3 +191,33 @@ def _telegram_error(status: int, data: dict[str, Any]) -> RetryableSendError | P
         seconds = float(retry_after) if isinstance(retry_after, int | float) else None
         return RetryableSendError(text, retry_after_s=seconds)
     return PermanentSendError(text)
+
+
+# --- Registration (the platform calls setWebhook for each connected bot) -------------------------------
+
+
+def bot_id_of(token: str) -> str:
+    """The bot's numeric id: the part of the token before ``:``; InvalidInput for another shape."""
+    bot_id, sep, rest = token.partition(":")
+    if not sep or not bot_id.isdigit() or not rest:
+        raise InvalidInput("the Telegram bot token does not look like '<bot_id>:<secret>'")
+    return bot_id
+
+
+async def bot_api(
+    client: httpx.AsyncClient, *, api_url: str, token: str, method: str, body: dict[str, Any]
+) -> Any:
+    """Call one Bot API method; its ``result``. The token is in the URL, so no error names the URL.
+
+    Telegram's refusal (``ok: false``) is :class:`InvalidInput` with its description (a wrong token is
+    401 there); a transport failure is :class:`DependencyError` (try again).
+    """
+    try:
+        response = await client.post(f"{api_url.rstrip('/')}/bot{token}/{method}", json=body)
+    except httpx.HTTPError as exc:
+        raise DependencyError(f"Telegram Bot API unreachable ({type(exc).__name__})") from None
+    data = body_json(response)
+    if not response.is_success or data.get("ok") is not True:
+        description = str(data.get("description", f"HTTP {response.status_code}"))[:300]
+        raise InvalidInput(f"Telegram refused {method}", details={"description": description})
+    return data.get("result")

@@ -12,8 +12,9 @@ Recorded as unsupported: every other type (image, sticker, location, audio, vide
 
 Sending: ``POST {graph}/{version}/{phone_number_id}/messages`` (text, contextual reply).
 
-The phone number id is the brand's ``channel_configs.external_id``; the access token comes from settings
-(``CHANNELS__META_ACCESS_TOKEN``). Success body: ``{"messaging_product", "contacts", "messages": [{"id"}]}``.
+The phone number id is the brand's ``channel_configs.external_id``; the access token is the connection's
+own (encrypted), else ``CHANNELS__META_ACCESS_TOKEN``. Success body: ``{"messaging_product",
+"contacts", "messages": [{"id"}]}``.
 """
 
 from __future__ import annotations

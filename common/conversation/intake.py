@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common import metrics, outbox
 from common.config import Settings
+from common.crypto import CredentialCipher
 from common.db import repositories as repo
 from common.domain import Accepted, BrandProfile, Channel, ChannelRoute, InboundMessage
 from common.errors import PayloadTooLarge, StreamUnavailable
@@ -49,6 +50,9 @@ class Intake:
         ttl = settings.channels.route_cache_s
         self._intake_brands: TTLCache[uuid.UUID, BrandProfile | None] = TTLCache(ttl)
         self._routes: TTLCache[tuple[Channel, str], ChannelRoute | None] = TTLCache(ttl)
+        self._connections: TTLCache[uuid.UUID, ChannelRoute | None] = TTLCache(ttl)
+        self._apps: TTLCache[str, tuple[ChannelRoute, ...]] = TTLCache(ttl)
+        self._cipher = CredentialCipher.from_settings(settings.secrets)
 
     async def accept(self, message: InboundMessage) -> Accepted:
         """Make an inbound message durable and queue it for :meth:`process_stored` (webhook path).
@@ -101,13 +105,34 @@ class Intake:
         async def load() -> ChannelRoute | None:
             async with self._sessionmaker() as session:
                 config = await repo.find_channel_config(session, channel=channel, external_id=external_id)
-            if config is None:
-                return None
-            return ChannelRoute(
-                brand_id=config.brand_id, enabled=config.enabled, settings=dict(config.settings or {})
-            )
+            return None if config is None else repo.route_of(config, self._cipher)
 
         return await self._routes.get_or_load((channel, external_id), load)
+
+    async def connection_route(self, connection_id: uuid.UUID) -> ChannelRoute | None:
+        """A connection by id (its own webhook URL names it), enabled or not; cached as above."""
+
+        async def load() -> ChannelRoute | None:
+            async with self._sessionmaker() as session:
+                config = await repo.get_channel_config(session, connection_id=connection_id)
+            return None if config is None else repo.route_of(config, self._cipher)
+
+        return await self._connections.get_or_load(connection_id, load)
+
+    async def app_routes(self, app_id: str) -> tuple[ChannelRoute, ...]:
+        """The enabled WhatsApp and Instagram connections delivered by one Meta app; cached as above."""
+
+        async def load() -> tuple[ChannelRoute, ...]:
+            async with self._sessionmaker() as session:
+                configs = await repo.find_app_channel_configs(session, app_id=app_id)
+            return tuple(repo.route_of(c, self._cipher) for c in configs)
+
+        return await self._apps.get_or_load(app_id, load)
+
+    async def forget_routes(self) -> None:
+        """Drop this process's cached routes (after a connection changed here; others follow in the TTL)."""
+        for cache in (self._routes, self._connections, self._apps):
+            cache.clear()
 
     async def _intake_brand(self, session: AsyncSession, brand_id: uuid.UUID) -> BrandProfile:
         # accept only needs the brand's ids, which never change; the persona is read fresh when drafting.

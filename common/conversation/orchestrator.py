@@ -136,6 +136,18 @@ class MessageOrchestrator:
         """The brand a provider account routes to (enabled or not), cached ``route_cache_s`` seconds."""
         return await self.intake.channel_route(channel, external_id)
 
+    async def connection_route(self, connection_id: uuid.UUID) -> ChannelRoute | None:
+        """A channel connection by id (see :meth:`Intake.connection_route`)."""
+        return await self.intake.connection_route(connection_id)
+
+    async def app_routes(self, app_id: str) -> tuple[ChannelRoute, ...]:
+        """The connections of one Meta app (see :meth:`Intake.app_routes`)."""
+        return await self.intake.app_routes(app_id)
+
+    async def forget_routes(self) -> None:
+        """Drop the cached routes (see :meth:`Intake.forget_routes`)."""
+        await self.intake.forget_routes()
+
     async def process_stored(self, inbound_id: uuid.UUID) -> OutboundResponse:
         """Answer a message stored by :meth:`accept`; idempotent (a second call returns the first reply)."""
         with stage("orchestrator.process_stored", inbound_id=inbound_id):

@@ -145,7 +145,14 @@ class PersonaProfile(Base):
 
 
 class ChannelConfig(Base):
-    """Routes a provider account (phone number id, IG account, bot, widget token) to a brand."""
+    """A channel connection: routes a provider account (phone number id, IG account, bot, widget token)
+    to a brand, with its own credentials.
+
+    ``credentials`` is a Fernet token (:mod:`common.crypto`) of the connection's secrets (access token,
+    app secret, verify token, bot token, webhook secret token); None means the deployment's
+    ``CHANNELS__*`` defaults apply (``make run``, single-connection deploys). ``app_id`` is the Meta app
+    whose webhook URL (``/webhooks/meta/{app_id}``) delivers this account's messages.
+    """
 
     __tablename__ = "channel_configs"
     __table_args__ = (
@@ -161,6 +168,9 @@ class ChannelConfig(Base):
     external_id: Mapped[str] = mapped_column(String(256))
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    credentials: Mapped[str | None] = mapped_column(Text, default=None)
+    app_id: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    created_at: Mapped[datetime] = _created_at()
 
 
 class Conversation(Base):

@@ -35,10 +35,11 @@ from common import metrics
 from common.channels.base import RecipientConfig
 from common.channels.registry import SenderRegistry
 from common.config import Settings
+from common.crypto import CredentialCipher
 from common.db import repositories as repo
 from common.db.models import Delivery
 from common.domain import ConversationState
-from common.errors import NotFound, PermanentSendError, RetryableSendError, SendError
+from common.errors import CredentialsUnavailable, NotFound, PermanentSendError, RetryableSendError, SendError
 from common.logging import get_logger
 from common.observability import BacklogReporter, received_at, stage
 from common.retry import RetryPolicy, retry_async
@@ -83,6 +84,7 @@ class OutboundDispatcher:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._cfg = settings.delivery
+        self._cipher = CredentialCipher.from_settings(settings.secrets)
         self._sessionmaker = sessionmaker
         self._senders = senders
         self._sleep = sleep
@@ -174,6 +176,13 @@ class OutboundDispatcher:
             account = await self._prepare(payload, row)
         except _Permanent as exc:
             return await self._fail(entry_id, fields, payload, reason=exc.reason)
+        except CredentialsUnavailable as exc:
+            # A configuration fault (the key that encrypted the connection is missing): the reply waits
+            # for the operator instead of being dead-lettered; its lease expires and a later pass retries.
+            log.error(
+                "delivery_credentials_unavailable", message_id=str(payload.message_id), error=exc.message
+            )
+            return Outcome.DEFERRED
         if account is None:
             await self._finish(payload, status="skipped", error="conversation is owned by a human")
             await self._ack(entry_id)
@@ -219,8 +228,12 @@ class OutboundDispatcher:
             raise _Permanent(f"brand has no enabled {payload.channel} account")
         if payload.channel not in self._senders.channels:
             raise _Permanent(f"no sender for channel {payload.channel}")
+        route = repo.route_of(config, self._cipher)  # the connection's own access token / bot token
         return RecipientConfig(
-            channel=payload.channel, external_id=config.external_id, settings=config.settings
+            channel=payload.channel,
+            external_id=config.external_id,
+            settings=config.settings,
+            credentials=route.credentials,
         )
 
     async def _send(

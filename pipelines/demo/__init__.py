@@ -111,19 +111,19 @@ SIM_INSTAGRAM_ID = "SIM-IG-1"
 
 async def seed_demo_brand(sessionmaker: async_sessionmaker[AsyncSession]) -> DemoBrand:
     """Create or update the demo tenant and brand in Postgres (idempotent) and return them."""
-    demo = await seed_brand(sessionmaker, BRAND_FILE)
-    async with sessionmaker() as session:
-        from common.db import repositories as repo
+    from common.access.connections import Connections
+    from common.access.principal import operator_principal
+    from common.config import get_settings
 
-        await repo.upsert_channel_config(
-            session,
-            tenant_id=demo.tenant.id,
-            brand_id=demo.brand.id,
-            channel=Channel.WEBCHAT,
-            external_id=DEMO_WIDGET_TOKEN,
-            settings={"primary_color": "#0a7d38"},
-        )
-        await session.commit()
+    demo = await seed_brand(sessionmaker, BRAND_FILE)
+    await Connections(sessionmaker, get_settings()).ensure_default(
+        operator_principal("operator:seed"),
+        demo.tenant.id,
+        demo.brand.id,
+        Channel.WEBCHAT,
+        DEMO_WIDGET_TOKEN,
+        {"primary_color": "#0a7d38"},
+    )
     return demo
 
 
@@ -161,27 +161,29 @@ async def seed_simulated_channels(
 ) -> None:
     """Give the demo brand the SIMULATOR's WhatsApp number, Instagram account and Telegram bot.
 
-    These ids only exist in the local provider simulator (``make simulate``); a real deployment creates
-    its ChannelConfig rows with the provider's ids instead.
+    These ids only exist in the local provider simulator (``make simulate``); they use the deployment's
+    ``CHANNELS__*`` credentials that the launcher generated for the simulator. A real brand connects its
+    own accounts with their own credentials (``POST /v1/brands/{id}/channels``).
     """
-    from common.db import repositories as repo
+    from common.access.connections import Connections
+    from common.access.principal import operator_principal
+    from common.config import get_settings
 
+    service = Connections(sessionmaker, get_settings())
     accounts = {
         Channel.WHATSAPP: SIM_PHONE_NUMBER_ID,
         Channel.INSTAGRAM: SIM_INSTAGRAM_ID,
         Channel.TELEGRAM: telegram_bot_id,
     }
-    async with sessionmaker() as session:
-        for channel, external_id in accounts.items():
-            await repo.upsert_channel_config(
-                session,
-                tenant_id=demo.tenant.id,
-                brand_id=demo.brand.id,
-                channel=channel,
-                external_id=external_id,
-                settings={"simulated": True},
-            )
-        await session.commit()
+    for channel, external_id in accounts.items():
+        await service.ensure_default(
+            operator_principal("operator:seed"),
+            demo.tenant.id,
+            demo.brand.id,
+            channel,
+            external_id,
+            {"simulated": True},
+        )
 
 
 def _title(path: Path) -> str:

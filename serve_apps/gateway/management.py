@@ -1,4 +1,4 @@
-"""The management API: tenants (operator), brands, API keys and the audit log (tenant ``admin``).
+"""The management API: tenants (operator), brands, channel connections, API keys and the audit log.
 
 Onboarding a business: the operator ``POST /v1/tenants`` and hands the answer's ``admin_key`` (shown
 once) to the business, which creates its brands and narrower keys with it. Everything here goes through
@@ -11,8 +11,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 
+from common.access.connections import ConnectionIn, ConnectionOut, ConnectionPatch, Connections
 from common.access.management import (
     AuditOut,
     BrandIn,
@@ -43,6 +44,9 @@ def build_management_router(backend: GatewayBackend) -> APIRouter:
 
     def service() -> Management:
         return Management(backend.sessionmaker)
+
+    def connections() -> Connections:
+        return Connections(backend.sessionmaker, backend.settings)
 
     @router.post("/tenants", status_code=201, response_model=TenantCreatedOut)
     async def create_tenant(body: TenantIn, caller: Principal = requires(Scope.OPERATOR)) -> TenantCreatedOut:
@@ -80,6 +84,45 @@ def build_management_router(backend: GatewayBackend) -> APIRouter:
         brand_id: uuid.UUID, body: BrandPatch, caller: Principal = requires(Scope.ADMIN)
     ) -> BrandOut:
         return await service().update_brand(caller, _tenant(caller), brand_id, body)
+
+    @router.post("/brands/{brand_id}/channels", status_code=201, response_model=ConnectionOut)
+    async def connect_channel(
+        brand_id: uuid.UUID,
+        body: Annotated[ConnectionIn, Body()],
+        caller: Principal = requires(Scope.ADMIN),
+    ) -> ConnectionOut:
+        # Credentials are write-only: the answer names the ones set and the webhook URL to give the provider.
+        out = await connections().connect(caller, _tenant(caller), brand_id, body)
+        await backend.intake.forget_routes()
+        return out
+
+    @router.get("/brands/{brand_id}/channels", response_model=list[ConnectionOut])
+    async def list_channels(
+        brand_id: uuid.UUID, caller: Principal = requires(Scope.BRANDS_READ)
+    ) -> list[ConnectionOut]:
+        return await connections().list(caller, _tenant(caller), brand_id)
+
+    @router.get("/channels/{connection_id}", response_model=ConnectionOut)
+    async def get_channel(
+        connection_id: uuid.UUID, caller: Principal = requires(Scope.BRANDS_READ)
+    ) -> ConnectionOut:
+        return await connections().get(caller, _tenant(caller), connection_id)
+
+    @router.patch("/channels/{connection_id}", response_model=ConnectionOut)
+    async def update_channel(
+        connection_id: uuid.UUID, body: ConnectionPatch, caller: Principal = requires(Scope.ADMIN)
+    ) -> ConnectionOut:
+        out = await connections().update(caller, _tenant(caller), connection_id, body)
+        await backend.intake.forget_routes()
+        return out
+
+    @router.delete("/channels/{connection_id}", response_model=ConnectionOut)
+    async def delete_channel(
+        connection_id: uuid.UUID, caller: Principal = requires(Scope.ADMIN)
+    ) -> ConnectionOut:
+        out = await connections().delete(caller, _tenant(caller), connection_id)
+        await backend.intake.forget_routes()
+        return out
 
     @router.post("/keys", status_code=201, response_model=CreatedKeyOut)
     async def create_key(body: KeyIn, caller: Principal = requires(Scope.ADMIN)) -> CreatedKeyOut:

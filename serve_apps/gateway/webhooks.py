@@ -4,6 +4,12 @@ Policy, the same for every channel:
 
 * the raw body is read once and verified before it is parsed: a bad or missing signature or secret is
   401 and nothing is written;
+* the URL chooses the secret before the body is read: a channel connection with its own credentials has
+  its own URL (``/webhooks/meta/{app_id}`` for the WhatsApp numbers and Instagram accounts of one Meta
+  app, ``/webhooks/telegram/{connection_id}`` for a bot) and only the accounts that secret belongs to are
+  admitted; the default URLs (``/webhooks/whatsapp``, ``/webhooks/instagram``,
+  ``/webhooks/telegram/{bot_id}``) use the ``CHANNELS__*`` settings and admit only connections without
+  credentials of their own;
 * malformed JSON or a payload without the documented shape is 400, a body over
   ``MAX_WEBHOOK_BYTES`` is 413 (machine-readable bodies, never a stack trace);
 * each customer message is committed through ``orchestrator.accept`` (which queues it on the ``inbound``
@@ -18,9 +24,9 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import re
-from collections.abc import Awaitable, Iterable
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -29,6 +35,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import SecretStr
 
 from common.channels.base import ChannelEvent, IgnoredEvent, ParsedEvent
+from common.channels.meta import verify_meta_signature
 from common.channels.registry import get_adapter
 from common.db.session import is_connection_error
 from common.domain import Channel, ChannelRoute, InboundMessage
@@ -43,9 +50,11 @@ log = get_logger(__name__)
 MAX_WEBHOOK_BYTES = 256 * 1024
 #: ``ChannelConfig.settings`` keys read here.
 UNSUPPORTED_POLICY_KEY = "unsupported"  # "record" (default) | "ignore"
-SECRET_ENV_KEY = "secret_token_env"  # noqa: S105 - a settings key naming an env var, not a secret
-#: Only variables with this shape may be named by a ChannelConfig, so a row cannot expose other secrets.
-SECRET_ENV_NAME = re.compile(r"^CHANNEL_SECRET_[A-Z0-9_]{1,64}$")
+#: Meta app ids are numeric; letters, ``_`` and ``-`` are allowed for the simulator's ids.
+APP_ID = r"^[A-Za-z0-9_-]{1,64}$"
+BOT_ID = re.compile(r"[0-9]{1,20}")
+#: The envelope ``object`` of each Meta product an app's webhook delivers.
+META_OBJECTS = {"whatsapp_business_account": Channel.WHATSAPP, "instagram": Channel.INSTAGRAM}
 
 
 @dataclass
@@ -62,7 +71,13 @@ class WebhookResult:
 
 
 def build_channels_router(backend: GatewayBackend) -> APIRouter:
-    """Routes ``/webhooks/whatsapp``, ``/webhooks/instagram`` (GET+POST), ``/webhooks/telegram/{bot_id}``."""
+    """Per-connection routes ``/webhooks/meta/{app_id}`` (GET+POST), ``/webhooks/telegram/{connection_id}``;
+    the single-connection defaults ``/webhooks/whatsapp``, ``/webhooks/instagram`` (GET+POST) and
+    ``/webhooks/telegram/{bot_id}``, verified with the ``CHANNELS__*`` settings.
+
+    A connection with its own credentials is reachable only through its own URL: the default routes
+    admit only accounts whose connection has none, so the deployment's secret cannot speak for it.
+    """
     router = APIRouter(prefix="/webhooks", tags=["channels"])
     channels = backend.settings.channels
 
@@ -72,31 +87,119 @@ def build_channels_router(backend: GatewayBackend) -> APIRouter:
         challenge: Annotated[str, Query(alias="hub.challenge", max_length=512)],
     ) -> Response:
         # Meta's subscription handshake: echo the challenge only to someone who knows the verify token.
-        if mode != "subscribe":
-            return _error(InvalidInput("hub.mode must be 'subscribe'", details={"hub.mode": mode}))
-        try:
-            verify_meta_token(channels.meta_verify_token, token)
-        except Unauthorized as exc:
-            return _error(exc)
-        return PlainTextResponse(challenge)
+        return _handshake(mode, challenge, lambda: verify_meta_token(channels.meta_verify_token, token))
 
     async def whatsapp(request: Request) -> Response:
-        secret = _reveal(channels.meta_app_secret)
-        return await _answer(_receive(backend, request, Channel.WHATSAPP, secret=secret))
+        return await _answer(_receive_default(backend, request, Channel.WHATSAPP))
 
     async def instagram(request: Request) -> Response:
-        secret = _reveal(channels.meta_app_secret)
-        return await _answer(_receive(backend, request, Channel.INSTAGRAM, secret=secret))
+        return await _answer(_receive_default(backend, request, Channel.INSTAGRAM))
 
-    async def telegram(request: Request, bot_id: Annotated[str, Path(pattern=r"^[0-9]{1,20}$")]) -> Response:
-        secret = await _telegram_secret(backend, bot_id)
-        return await _answer(_receive(backend, request, Channel.TELEGRAM, secret=secret, account_id=bot_id))
+    async def app_verification(
+        app_id: Annotated[str, Path(pattern=APP_ID)],
+        mode: Annotated[str, Query(alias="hub.mode")],
+        token: Annotated[str, Query(alias="hub.verify_token")],
+        challenge: Annotated[str, Query(alias="hub.challenge", max_length=512)],
+    ) -> Response:
+        routes = await backend.intake.app_routes(app_id)
+        tokens = [SecretStr(t) for t in {r.secret("verify_token") for r in routes} - {None} if t]
+
+        def check() -> None:
+            # Unknown app and wrong token look the same; each configured token is compared in constant time.
+            if not any(_equal(t.get_secret_value(), token) for t in tokens):
+                raise Unauthorized("verify token does not match")
+
+        return _handshake(mode, challenge, check)
+
+    async def meta_app(request: Request, app_id: Annotated[str, Path(pattern=APP_ID)]) -> Response:
+        return await _answer(_receive_meta_app(backend, request, app_id))
+
+    async def telegram(request: Request, account: Annotated[str, Path(max_length=64)]) -> Response:
+        # One path, two kinds of id: a connection's own URL (UUID) or a bot id on the default secret.
+        return await _answer(_receive_telegram(backend, request, account))
 
     for path, handler in (("/whatsapp", whatsapp), ("/instagram", instagram)):
         router.add_api_route(path, meta_verification, methods=["GET"])
         router.add_api_route(path, handler, methods=["POST"])
-    router.add_api_route("/telegram/{bot_id}", telegram, methods=["POST"])
+    router.add_api_route("/meta/{app_id}", app_verification, methods=["GET"])
+    router.add_api_route("/meta/{app_id}", meta_app, methods=["POST"])
+    router.add_api_route("/telegram/{account}", telegram, methods=["POST"])
     return router
+
+
+def _handshake(mode: str, challenge: str, check: Callable[[], None]) -> Response:
+    if mode != "subscribe":
+        return _error(InvalidInput("hub.mode must be 'subscribe'", details={"hub.mode": mode}))
+    try:
+        check()
+    except Unauthorized as exc:
+        return _error(exc)
+    return PlainTextResponse(challenge)
+
+
+def _uses_defaults(route: ChannelRoute) -> bool:
+    return route.credentials is None
+
+
+async def _receive_default(backend: GatewayBackend, request: Request, channel: Channel) -> dict[str, Any]:
+    """``/webhooks/whatsapp`` and ``/webhooks/instagram``: the deployment's app secret."""
+    body = await _read(request)
+    get_adapter(channel).verify(
+        headers=request.headers, body=body, secret=_reveal(backend.settings.channels.meta_app_secret)
+    )
+    events = get_adapter(channel).parse(_json(body))
+    return await _ingest(backend, request, channel, events, admit=_uses_defaults)
+
+
+async def _receive_meta_app(backend: GatewayBackend, request: Request, app_id: str) -> dict[str, Any]:
+    """``/webhooks/meta/{app_id}``: verified with the app secret of that app's connections, and only their
+    accounts are admitted (a connection claiming another tenant's app id with its own secret can sign for
+    its own accounts only)."""
+    body = await _read(request)
+    routes = await backend.intake.app_routes(app_id)
+    secret = _matching_app_secret(routes, request.headers, body)
+    admitted = {r.id for r in routes if r.secret("app_secret") == secret}
+    payload = _json(body)
+    obj = payload.get("object") if isinstance(payload, dict) else None
+    channel = META_OBJECTS.get(obj) if isinstance(obj, str) else None
+    if channel is None:  # Messenger pages and other products of the app are not answered
+        log.info("webhook_event_ignored", reason=f"object {str(obj)[:64]!r} is not handled", app_id=app_id)
+        return WebhookResult(ignored=1).body()
+    events = get_adapter(channel).parse(payload)
+    return await _ingest(backend, request, channel, events, admit=lambda r: r.id in admitted)
+
+
+def _matching_app_secret(routes: Iterable[ChannelRoute], headers: Mapping[str, str], body: bytes) -> str:
+    secrets = sorted({s for s in (r.secret("app_secret") for r in routes) if s})
+    if not secrets:
+        raise Unauthorized("webhook secret is not configured")
+    for secret in secrets:
+        try:
+            verify_meta_signature(headers=headers, body=body, secret=secret)
+        except Unauthorized:
+            continue
+        return secret
+    raise Unauthorized("signature does not match")
+
+
+async def _receive_telegram(backend: GatewayBackend, request: Request, account: str) -> dict[str, Any]:
+    adapter = get_adapter(Channel.TELEGRAM)
+    body = await _read(request)
+    connection_id = _uuid(account)
+    if connection_id is not None:
+        route = await backend.intake.connection_route(connection_id)
+        if route is None or route.channel is not Channel.TELEGRAM:
+            raise Unauthorized("missing or wrong secret token")  # what a wrong secret gets: no oracle
+        own = route
+        adapter.verify(headers=request.headers, body=body, secret=own.secret("secret_token"))
+        events = adapter.parse(_json(body), account_id=own.external_id)
+        return await _ingest(backend, request, Channel.TELEGRAM, events, admit=lambda r: r.id == own.id)
+    if not BOT_ID.fullmatch(account):
+        raise InvalidInput("not a bot id or a connection id", details={"account": account[:64]})
+    secret = _reveal(backend.settings.channels.telegram_secret_token)
+    adapter.verify(headers=request.headers, body=body, secret=secret)
+    events = adapter.parse(_json(body), account_id=account)
+    return await _ingest(backend, request, Channel.TELEGRAM, events, admit=_uses_defaults)
 
 
 async def _answer(work: Awaitable[dict[str, Any]]) -> Response:
@@ -133,37 +236,54 @@ def verify_meta_token(configured: SecretStr | None, received: str) -> None:
         raise Unauthorized("verify token does not match")
 
 
-async def _receive(
-    backend: GatewayBackend,
-    request: Request,
-    channel: Channel,
-    *,
-    secret: str | None,
-    account_id: str | None = None,
-) -> dict[str, Any]:
-    adapter = get_adapter(channel)
+async def _read(request: Request) -> bytes:
     body = await request.body()
     if len(body) > MAX_WEBHOOK_BYTES:
         raise PayloadTooLarge("webhook body too large", details={"max_bytes": MAX_WEBHOOK_BYTES})
-    adapter.verify(headers=request.headers, body=body, secret=secret)
+    return body
+
+
+def _json(body: bytes) -> Any:
     try:
-        payload = json.loads(body)
+        return json.loads(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise InvalidInput("webhook body is not valid JSON", details={"error": str(exc)}) from exc
-    events = adapter.parse(payload, account_id=account_id)
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+async def _ingest(
+    backend: GatewayBackend,
+    request: Request,
+    channel: Channel,
+    events: list[ParsedEvent],
+    *,
+    admit: Callable[[ChannelRoute], bool],
+) -> dict[str, Any]:
+    """Record the verified events of one delivery; ``admit`` says which connections this URL speaks for."""
     with (
         bind_correlation_id(request.headers.get("x-correlation-id"), channel=channel.value),
         stage("webhook.receive", stage_label="webhook", channel=channel.value, events=len(events)) as span,
         message_received(),
     ):
-        result = await _record(backend, channel, events)
+        result = await _record(backend, channel, events, admit)
         for key, value in result.__dict__.items():
             span.set_attribute(key, value)
         log.info("webhook_received", events=len(events), **result.__dict__)
     return result.body()
 
 
-async def _record(backend: GatewayBackend, channel: Channel, events: Iterable[ParsedEvent]) -> WebhookResult:
+async def _record(
+    backend: GatewayBackend,
+    channel: Channel,
+    events: Iterable[ParsedEvent],
+    admit: Callable[[ChannelRoute], bool],
+) -> WebhookResult:
     """Accept every routable message in delivery order (order matters within a conversation)."""
     result = WebhookResult()
     for event in events:
@@ -172,7 +292,7 @@ async def _record(backend: GatewayBackend, channel: Channel, events: Iterable[Pa
             result.ignored += 1
             continue
         route = await backend.intake.channel_route(channel, event.account_id)
-        message = _message(backend, channel, route, event)
+        message = _message(backend, channel, route if route is not None and admit(route) else None, event)
         if message is None:
             result.ignored += 1
             continue
@@ -210,21 +330,6 @@ def _message(
         provider_message_id=event.message_id,
         metadata=metadata,
     )
-
-
-async def _telegram_secret(backend: GatewayBackend, bot_id: str) -> str | None:
-    """The bot's own secret when its ChannelConfig names one (``secret_token_env``), else the global one.
-
-    A named variable that is unset or badly named refuses every request (None) rather than falling back.
-    """
-    config = await backend.intake.channel_route(Channel.TELEGRAM, bot_id)
-    env_name = (config.settings or {}).get(SECRET_ENV_KEY) if config is not None else None
-    if env_name is None:
-        return _reveal(backend.settings.channels.telegram_secret_token)
-    if not isinstance(env_name, str) or not SECRET_ENV_NAME.match(env_name):
-        log.warning("telegram_secret_env_invalid", bot_id=bot_id)
-        return None
-    return os.environ.get(env_name) or None
 
 
 def _reveal(secret: SecretStr | None) -> str | None:

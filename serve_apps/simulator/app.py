@@ -5,7 +5,8 @@ the demo end to end without the internet. Emulated endpoints:
 
 * ``POST /{version}/{account_id}/messages``: WhatsApp Cloud API (body with ``messaging_product``) and
   Instagram messaging (body with ``recipient``); Graph error bodies ``{"error": {message, type, code}}``.
-* ``POST /bot{token}/sendMessage`` and ``/bot{token}/setWebhook``: Telegram, ``{"ok": ...}`` envelopes.
+* ``POST /bot{token}/sendMessage``, ``/bot{token}/setWebhook`` and ``/bot{token}/getMe``: Telegram,
+  ``{"ok": ...}`` envelopes.
 * ``GET /_sim/sent`` (``?channel=``), ``DELETE /_sim/sent``, ``POST /_sim/faults`` (``FaultSpec``),
   ``GET /_sim/faults``: inspection and fault injection (429 with Retry-After, 500, 400, timeouts).
 * ``GET /_sim/replies/{message_id}?wait_s=``: the sends that quote ``message_id`` (WhatsApp ``context``,
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -36,8 +38,18 @@ def build_simulator_app(
     *,
     meta_access_token: str | None = None,
     telegram_bot_token: str | None = None,
+    meta_access_tokens: Mapping[str, str] | None = None,
+    telegram_bot_tokens: Collection[str] = (),
 ) -> FastAPI:
-    """The simulator app over ``state``; pass tokens to make it check credentials."""
+    """The simulator app over ``state``; pass tokens to make it check credentials.
+
+    ``meta_access_tokens`` maps an account (phone number id, Instagram id) to the only token that may send
+    from it, as Meta scopes a system user's token to its business's assets; ``meta_access_token`` is the
+    token of every other account. ``telegram_bot_tokens`` (with ``telegram_bot_token``) are the bots that
+    exist. With none of these, credentials are not checked.
+    """
+    per_account = dict(meta_access_tokens or {})
+    bots = {t for t in (*telegram_bot_tokens, telegram_bot_token) if t}
     app = FastAPI(title="Provider SIMULATOR (Meta Graph, Telegram Bot API)", version="0.1.0")
 
     @app.get("/_sim/sent")
@@ -87,9 +99,10 @@ def build_simulator_app(
     async def graph_messages(version: str, account_id: str, request: Request) -> JSONResponse:
         body = await _json_body(request)
         channel: SimChannel = "whatsapp" if body.get("messaging_product") == "whatsapp" else "instagram"
-        if meta_access_token is not None:
+        expected = per_account.get(account_id, meta_access_token)
+        if expected is not None or per_account:
             given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {meta_access_token}".encode()):
+            if expected is None or not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
                 return _graph_error(401, 190, "Invalid OAuth access token (simulated)")
         fault = await _apply_fault(state, channel)
         if fault is not None:
@@ -126,11 +139,13 @@ def build_simulator_app(
         token = bot_path.removeprefix("bot")
         if not bot_path.startswith("bot") or ":" not in token:
             return _tg_error(404, "Not Found")
-        if telegram_bot_token is not None and not hmac.compare_digest(
-            token.encode(), telegram_bot_token.encode()
-        ):
+        if bots and not any(hmac.compare_digest(token.encode(), b.encode()) for b in bots):
             return _tg_error(401, "Unauthorized")
         body = await _json_body(request)
+        bot_id = token.split(":", 1)[0]
+        if method == "getMe":
+            me = {"id": int(bot_id) if bot_id.isdigit() else 0, "is_bot": True, "first_name": "Sim"}
+            return JSONResponse({"ok": True, "result": {**me, "username": f"sim_{bot_id}_bot"}})
         if method == "setWebhook":
             state.telegram_webhooks[token.split(":", 1)[0]] = body
             return JSONResponse({"ok": True, "result": True, "description": "Webhook was set"})

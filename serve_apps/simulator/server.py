@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Collection, Mapping
 from types import TracebackType
 
 import uvicorn
@@ -24,10 +25,16 @@ class SimulatorServer:
         state: SimulatorState | None = None,
         meta_access_token: str | None = None,
         telegram_bot_token: str | None = None,
+        meta_access_tokens: Mapping[str, str] | None = None,
+        telegram_bot_tokens: Collection[str] = (),
     ) -> None:
         self.state = state or SimulatorState()
         app = build_simulator_app(
-            self.state, meta_access_token=meta_access_token, telegram_bot_token=telegram_bot_token
+            self.state,
+            meta_access_token=meta_access_token,
+            telegram_bot_token=telegram_bot_token,
+            meta_access_tokens=meta_access_tokens,
+            telegram_bot_tokens=telegram_bot_tokens,
         )
         # Bind here so port 0 resolves before start() returns and the port cannot be taken meanwhile.
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -1,20 +1,31 @@
-"""``ENVIRONMENT=production`` refuses to start without an operator key; local runs need nothing."""
+"""``ENVIRONMENT=production`` refuses to start without an operator key and an encryption key; local runs
+need nothing."""
 
 from __future__ import annotations
 
 import pytest
 
 from common.config import Settings, get_settings
+from common.crypto import generate_key
 from serve_apps import launcher
 
 
 def test_production_needs_a_strong_operator_key(monkeypatch: pytest.MonkeyPatch) -> None:
     # An in-process launcher test earlier in the run leaves its generated key in os.environ.
     monkeypatch.delenv("API__OPERATOR_KEY", raising=False)
+    monkeypatch.delenv("SECRETS__ENCRYPTION_KEYS", raising=False)
+    key = {"encryption_keys": generate_key()}
     assert Settings(environment="local").production_problems() == []
-    assert Settings(environment="production").production_problems()
-    assert Settings(environment="production", api={"operator_key": "short"}).production_problems()
-    assert Settings(environment="prod", api={"operator_key": "k" * 32}).production_problems() == []
+    assert Settings(environment="production", secrets=key).production_problems()
+    assert Settings(
+        environment="production", api={"operator_key": "short"}, secrets=key
+    ).production_problems()
+    assert (
+        Settings(environment="prod", api={"operator_key": "k" * 32}, secrets=key).production_problems() == []
+    )
+    # Without an encryption key, channel credentials could not be stored: refused too.
+    problems = Settings(environment="prod", api={"operator_key": "k" * 32}).production_problems()
+    assert problems == ["SECRETS__ENCRYPTION_KEYS must be set in production (channel credentials)"]
 
 
 def test_the_launcher_refuses_before_starting_anything(

@@ -29,9 +29,11 @@ import redis.asyncio as aioredis
 from fastapi import routing
 from sqlalchemy import update
 
+from common.access.connections import Connections, WhatsAppConnectionIn
 from common.access.management import BrandIn, KeyIn, Management, TenantIn
 from common.access.principal import PLATFORM_SCOPES, Scope, operator_principal
 from common.config import Settings
+from common.crypto import generate_key
 from common.db import repositories as repo
 from common.db.models import ApiKey
 from common.db.session import make_engine, make_sessionmaker
@@ -73,6 +75,9 @@ class _Backend:
     async def ready(self) -> dict[str, bool]:
         return {"database": True, "redis": True}
 
+    async def forget_routes(self) -> None:
+        """Connections' routes drop their cached routes after a change: nothing cached here."""
+
 
 @dataclass
 class World:
@@ -83,6 +88,8 @@ class World:
     brand_b: uuid.UUID
     conversation_a: uuid.UUID
     victim_key_a: uuid.UUID
+    connection_a: uuid.UUID
+    victim_connection_a: uuid.UUID
     keys: dict[str, str]  # name → token
     mint: Callable[..., Any]
 
@@ -120,7 +127,12 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
         api={"operator_key": OPERATOR_KEY, "metrics_token": METRICS_TOKEN, "key_cache_ttl_s": 0},
         redis={"url": redis_url, "key_prefix": f"{redis_prefix}:{tag}"},
         database={"url": database_url},
+        secrets={"encryption_keys": generate_key()},
     )
+    connections = Connections(sessionmaker, settings)
+    connection_a, victim_connection_a = [
+        await connections.connect(operator, a.tenant.id, brand_a.id, whatsapp_connection()) for _ in range(2)
+    ]
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     app = build_gateway_api(_Backend(settings, sessionmaker, redis))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -138,6 +150,8 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
             brand_b=brand_b.id,
             conversation_a=conv.id,
             victim_key_a=victim.id,
+            connection_a=connection_a.id,
+            victim_connection_a=victim_connection_a.id,
             keys=keys,
             mint=mint,
         )
@@ -155,6 +169,25 @@ class Call:
     path: str
     body: Callable[[World], Any] | None = None
     collection: bool = False
+    consumes: bool = False  # the first allowed call removes the target: a second one is 404
+
+
+def whatsapp_body() -> dict[str, str]:
+    """A WhatsApp connection body with a fresh number (each call connects another account)."""
+    return {
+        "channel": "whatsapp",
+        "phone_number_id": f"PN-{uuid.uuid4().hex[:12]}",
+        "business_account_id": "WABA-1",
+        "app_id": "APP-1",
+        "access_token": "t",
+        "app_secret": "s",
+        "verify_token": "verify-token",
+    }
+
+
+def whatsapp_connection() -> WhatsAppConnectionIn:
+    """:func:`whatsapp_body` as the service takes it."""
+    return WhatsAppConnectionIn.model_validate(whatsapp_body())
 
 
 def _slug() -> str:
@@ -174,6 +207,16 @@ REQUESTS: dict[tuple[str, str], Call] = {
     ("GET", "/v1/brands"): Call("/v1/brands", collection=True),
     ("GET", "/v1/brands/{brand_id}"): Call("/v1/brands/{brand_a}"),
     ("PATCH", "/v1/brands/{brand_id}"): Call("/v1/brands/{brand_a}", lambda w: {"name": "A shop"}),
+    ("POST", "/v1/brands/{brand_id}/channels"): Call(
+        "/v1/brands/{brand_a}/channels",
+        lambda w: whatsapp_body(),
+    ),
+    ("GET", "/v1/brands/{brand_id}/channels"): Call("/v1/brands/{brand_a}/channels"),
+    ("GET", "/v1/channels/{connection_id}"): Call("/v1/channels/{connection_a}"),
+    ("PATCH", "/v1/channels/{connection_id}"): Call(
+        "/v1/channels/{connection_a}", lambda w: {"enabled": True}
+    ),
+    ("DELETE", "/v1/channels/{connection_id}"): Call("/v1/channels/{victim_connection_a}", consumes=True),
     ("POST", "/v1/keys"): Call(
         "/v1/keys", lambda w: {"name": "k", "scopes": ["knowledge:read"]}, collection=True
     ),
@@ -229,7 +272,9 @@ PUBLIC_ROUTES = {
     ("POST", "/webhooks/whatsapp"),
     ("GET", "/webhooks/instagram"),
     ("POST", "/webhooks/instagram"),
-    ("POST", "/webhooks/telegram/{bot_id}"),
+    ("POST", "/webhooks/telegram/{account}"),
+    ("GET", "/webhooks/meta/{app_id}"),
+    ("POST", "/webhooks/meta/{app_id}"),
 }
 
 
@@ -327,4 +372,4 @@ async def test_authorization_matrix(world: World, method: str, path: str) -> Non
     else:
         assert _allowed(right), right.text
     admin = await _call(world, method, call, world.keys["admin_a"])  # admin holds every tenant scope
-    assert admin.status_code == right.status_code, admin.text
+    assert admin.status_code == (404 if call.consumes else right.status_code), admin.text

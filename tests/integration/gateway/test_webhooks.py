@@ -254,24 +254,6 @@ async def test_unknown_or_disabled_accounts_are_ignored_alike(env: Env) -> None:
     assert await inbound_rows(env) == []
 
 
-async def test_telegram_secret_per_bot_from_named_env(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHANNEL_SECRET_ACME_BOT", "per-bot-secret")
-    await seed_brand(
-        env.backend, settings_by_channel={Channel.TELEGRAM: {"secret_token_env": "CHANNEL_SECRET_ACME_BOT"}}
-    )
-    body = raw(Channel.TELEGRAM, "message")
-    assert (await deliver(env.client, Channel.TELEGRAM, body)).status_code == 401  # the global one no longer
-    ok = await deliver(
-        env.client, Channel.TELEGRAM, body, headers={"x-telegram-bot-api-secret-token": "per-bot-secret"}
-    )
-    assert ok.status_code == 200 and ok.json()["accepted"] == 1
-    # A row naming a variable outside CHANNEL_SECRET_* (e.g. the LLM key) refuses everything.
-    monkeypatch.setenv("LLM_API_KEY", "leak")
-    await seed_brand(env.backend, settings_by_channel={Channel.TELEGRAM: {"secret_token_env": "LLM_API_KEY"}})
-    r = await deliver(env.client, Channel.TELEGRAM, body, headers={"x-telegram-bot-api-secret-token": "leak"})
-    assert r.status_code == 401
-
-
 async def test_unsupported_media_policy_ignore(env: Env) -> None:
     _, brand_id = await seed_brand(
         env.backend, settings_by_channel={Channel.WHATSAPP: {"unsupported": "ignore"}}
