@@ -8,7 +8,8 @@
   its brand must own the accounts named by ``--phone-number-id``, ``--ig-id`` and the bot token.
 
 Webhook secrets come from settings (``CHANNELS__META_APP_SECRET``, ``CHANNELS__TELEGRAM_SECRET_TOKEN``),
-the same ones the gateway verifies with.
+the same ones the gateway verifies with. A brand's own connection is tried with ``--channels whatsapp``,
+its URL (``--whatsapp-path /webhooks/meta/{app_id}``) and its app secret (``--meta-app-secret-file``).
 """
 
 from __future__ import annotations
@@ -49,63 +50,83 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--instagram-path", default=WebhookPaths.instagram)
     demo.add_argument("--telegram-path", default=WebhookPaths.telegram)
     demo.add_argument("--question", default="How long do I have to return an item?")
+    demo.add_argument(
+        "--channels", default=",".join(CHANNELS), help="comma-separated subset of whatsapp,instagram,telegram"
+    )
+    demo.add_argument(
+        "--meta-app-secret-file", help="sign Meta webhooks with this app secret (a connection's)"
+    )
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the replies")
     return parser
 
 
-async def _fire(args: argparse.Namespace) -> None:
-    secrets = get_settings().channels
-    meta = secrets.meta_app_secret
-    tg = secrets.telegram_secret_token
-    bot = secrets.telegram_bot_token
-    if meta is None or tg is None or bot is None:
+def _channels(args: argparse.Namespace) -> tuple[SimChannel, ...]:
+    wanted = {c.strip() for c in args.channels.split(",") if c.strip()}
+    unknown = wanted - set(CHANNELS)
+    if unknown or not wanted:
+        raise SystemExit(f"--channels takes a subset of {','.join(CHANNELS)}")
+    return tuple(c for c in CHANNELS if c in wanted)
+
+
+async def _fire(args: argparse.Namespace, channels: tuple[SimChannel, ...]) -> None:
+    settings = get_settings().channels
+    meta = settings.meta_app_secret.get_secret_value() if settings.meta_app_secret else None
+    if args.meta_app_secret_file:
+        with open(args.meta_app_secret_file, encoding="utf-8") as handle:
+            meta = handle.read().strip()
+    tg = settings.telegram_secret_token
+    bot = settings.telegram_bot_token
+    needs_tg = "telegram" in channels
+    if (meta is None and set(channels) - {"telegram"}) or (needs_tg and (tg is None or bot is None)):
         raise SystemExit(
-            "set CHANNELS__META_APP_SECRET, CHANNELS__TELEGRAM_SECRET_TOKEN and CHANNELS__TELEGRAM_BOT_TOKEN"
-            " (the gateway's values)"
+            "set CHANNELS__META_APP_SECRET (or --meta-app-secret-file), CHANNELS__TELEGRAM_SECRET_TOKEN and"
+            " CHANNELS__TELEGRAM_BOT_TOKEN (the gateway's values) for the channels fired"
         )
-    bot_id = bot.get_secret_value().split(":", 1)[0]
     firer = WebhookFirer(
         args.gateway,
-        meta_app_secret=meta.get_secret_value(),
-        telegram_secret_token=tg.get_secret_value(),
+        meta_app_secret=meta or "",
+        telegram_secret_token=tg.get_secret_value() if tg else "",
         paths=WebhookPaths(args.whatsapp_path, args.instagram_path, args.telegram_path),
     )
+    answers = []
     try:
-        wa = whatsapp_update(
-            phone_number_id=args.phone_number_id,
-            messages=[whatsapp_message(sender="15550001111", text=args.question)],
-        )
-        ig = instagram_update(
-            ig_id=args.ig_id,
-            events=[instagram_message(ig_id=args.ig_id, sender="SIM-IGSID-1", text=args.question)],
-        )
-        answers = [
-            await firer.whatsapp(wa),
-            await firer.instagram(ig),
-            await firer.telegram(
-                telegram_update(chat_id=args.telegram_chat_id, text=args.question), bot_id=bot_id
-            ),
-        ]
+        if "whatsapp" in channels:
+            wa = whatsapp_update(
+                phone_number_id=args.phone_number_id,
+                messages=[whatsapp_message(sender="15550001111", text=args.question)],
+            )
+            answers.append(await firer.whatsapp(wa))
+        if "instagram" in channels:
+            ig = instagram_update(
+                ig_id=args.ig_id,
+                events=[instagram_message(ig_id=args.ig_id, sender="SIM-IGSID-1", text=args.question)],
+            )
+            answers.append(await firer.instagram(ig))
+        if needs_tg and bot is not None:
+            bot_id = bot.get_secret_value().split(":", 1)[0]
+            update = telegram_update(chat_id=args.telegram_chat_id, text=args.question)
+            answers.append(await firer.telegram(update, bot_id=bot_id))
     finally:
         await firer.aclose()
-    for channel, response in zip(CHANNELS, answers, strict=True):
+    for channel, response in zip(channels, answers, strict=True):
         sys.stdout.write(f"{channel} webhook -> HTTP {response.status_code}\n")
 
 
 def _demo(args: argparse.Namespace) -> int:
+    channels = _channels(args)
     with SimulatorServer(port=args.sim_port) as sim:
         sys.stdout.write(f"provider SIMULATOR on {sim.url}; firing webhooks at {args.gateway}\n")
-        asyncio.run(_fire(args))
+        asyncio.run(_fire(args, channels))
         replies: dict[str, SentMessage] = {}
-        for channel in CHANNELS:
+        for channel in channels:
             found = sim.state.wait_for(1, timeout_s=args.timeout, channel=channel)
             if found:
                 replies[channel] = found[0]
-        for channel in CHANNELS:
+        for channel in channels:
             reply = replies.get(channel)
             line = f"[{channel}] to {reply.recipient}: {reply.text}" if reply else f"[{channel}] no reply"
             sys.stdout.write(line + "\n")
-    return 0 if len(replies) == len(CHANNELS) else 1
+    return 0 if len(replies) == len(channels) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

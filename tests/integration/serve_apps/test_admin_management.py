@@ -158,3 +158,89 @@ def test_a_taken_slug_is_a_conflict(cli: Any) -> None:
     assert cli("tenants", "create", "--slug", slug, "--name", "One")[0] == 0
     code, _, err = cli("tenants", "create", "--slug", slug, "--name", "Two")
     assert code == 2 and err.startswith("conflict:")
+
+
+def test_connect_a_telegram_bot_and_rotate_the_key_from_the_command_line(
+    make_database: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from common.crypto import CredentialCipher, generate_key, parse_keys
+    from common.db import migrate
+    from serve_apps.simulator import SimulatorServer
+
+    database = make_database()  # its own: rotate-keys re-encrypts every row, and only this test's are here
+    migrate.upgrade(database)
+    old, new = generate_key(), generate_key()
+    bot_token = "7300000003:CLI-bot-token"
+    token_file = tmp_path / "bot.token"
+    token_file.write_text(bot_token + "\n")
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        get_settings.cache_clear()
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    with SimulatorServer(telegram_bot_tokens=(bot_token,)) as sim:
+        monkeypatch.setenv("DATABASE_URL", database)
+        monkeypatch.setenv("SECRETS__ENCRYPTION_KEYS", old)
+        monkeypatch.setenv("CHANNELS__TELEGRAM_API_URL", sim.url)
+        monkeypatch.setenv("CHANNELS__PUBLIC_URL", "https://gw.example.test")
+        code, out, _ = run(
+            "tenants", "create", "--slug", "cli-tg", "--name", "T", "--token-file", str(tmp_path / "k")
+        )
+        tenant = json.loads(out)["tenant"]["id"]
+        code, out, _ = run("brands", "create", "--tenant", tenant, "--slug", "b", "--name", "B")
+        brand = json.loads(out)["id"]
+        code, out, err = run(
+            "channels",
+            "connect-telegram",
+            "--tenant",
+            tenant,
+            "--brand",
+            brand,
+            "--bot-token-file",
+            str(token_file),
+        )
+        assert code == 0, err
+        connection = json.loads(out)
+        assert bot_token not in out and connection["credentials"] == ["bot_token", "secret_token"]
+        assert connection["external_id"] == "7300000003" and connection["webhook_registered"] is True
+        registered = sim.state.telegram_webhooks["7300000003"]
+        assert registered["url"] == f"https://gw.example.test/webhooks/telegram/{connection['id']}"
+        # A wrong token is Telegram's refusal, one line and exit 2, and connects nothing.
+        token_file.write_text("7300000004:not-a-bot\n")
+        code, out, err = run(
+            "channels",
+            "connect-telegram",
+            "--tenant",
+            tenant,
+            "--brand",
+            brand,
+            "--bot-token-file",
+            str(token_file),
+        )
+        assert code == 2 and "Telegram refused getMe" in err and "not-a-bot" not in err + out
+
+    code, out, _ = run("channels", "disable", "--tenant", tenant, "--connection", connection["id"])
+    assert code == 0 and json.loads(out)["enabled"] is False
+    code, out, _ = run("channels", "list", "--tenant", tenant, "--brand", brand)
+    assert [c["id"] for c in json.loads(out)] == [connection["id"]]
+
+    monkeypatch.setenv("SECRETS__ENCRYPTION_KEYS", f"{new},{old}")
+    code, out, _ = run("rotate-keys")
+    assert code == 0 and json.loads(out) == {"reencrypted": 1}
+
+    async def stored() -> str:
+        engine = make_engine(database, pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                return str(await conn.scalar(text("SELECT credentials FROM channel_configs")))
+        finally:
+            await engine.dispose()
+
+    sealed = asyncio.run(stored())
+    assert bot_token not in sealed
+    assert CredentialCipher(parse_keys(new)).decrypt(sealed)["bot_token"].get_secret_value() == bot_token
+    code, out, _ = run("generate-key")
+    assert code == 0 and parse_keys(out.strip())
+    get_settings.cache_clear()
