@@ -41,3 +41,21 @@ def test_the_launcher_refuses_before_starting_anything(
         get_settings.cache_clear()
     assert "API__OPERATOR_KEY" in capsys.readouterr().err
     assert not (tmp_path / "postgres").exists() and not (tmp_path / "operator.key").exists()
+
+
+def test_a_local_run_generates_its_encryption_key_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from common.crypto import parse_keys
+
+    monkeypatch.delenv("SECRETS__ENCRYPTION_KEYS", raising=False)
+    monkeypatch.delenv("CHANNELS__PUBLIC_URL", raising=False)
+    settings = Settings(data_dir=tmp_path)
+    first = launcher.local_secrets_env(settings)
+    key_file = tmp_path / launcher.SECRETS_KEY_FILE
+    assert parse_keys(first["SECRETS__ENCRYPTION_KEYS"]) and key_file.stat().st_mode & 0o077 == 0
+    assert first["CHANNELS__PUBLIC_URL"] == "http://127.0.0.1:8000"
+    assert launcher.local_secrets_env(settings) == first  # a restart reads the same key back
+    # A deployment that sets its own gets nothing generated.
+    configured = Settings(
+        data_dir=tmp_path, secrets={"encryption_keys": "x"}, channels={"public_url": "https://c"}
+    )
+    assert launcher.local_secrets_env(configured) == {}
