@@ -76,6 +76,8 @@ class BrandProfile:
     slug: str
     name: str
     persona: Persona = field(default_factory=Persona)
+    #: Which version of the brand's persona this is (1, 2, ...; 0: none stored, the defaults).
+    persona_version: int = 0
 
 
 @dataclass(frozen=True)

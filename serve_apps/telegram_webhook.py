@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from common.channels.telegram import bot_id_of
 from common.config import ChannelSecrets, get_settings
 from common.errors import InvalidInput
 
@@ -26,14 +27,6 @@ SECRET_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 def webhook_url(base_url: str, bot_id: str) -> str:
     """Where Telegram must POST this bot's updates."""
     return f"{base_url.rstrip('/')}/webhooks/telegram/{bot_id}"
-
-
-def bot_id_of(token: str) -> str:
-    """The bot's numeric id: the part of the token before ``:``."""
-    bot_id, sep, _ = token.partition(":")
-    if not sep or not bot_id.isdigit():
-        raise InvalidInput("the Telegram bot token does not look like '<bot_id>:<secret>'")
-    return bot_id
 
 
 def set_webhook(

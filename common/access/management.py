@@ -104,13 +104,39 @@ class BrandPatch(_Model):
 
 
 class BrandOut(_Model):
-    """A brand with its persona."""
+    """A brand with its current persona and that persona's version."""
 
     id: uuid.UUID
     tenant_id: uuid.UUID
     slug: str
     name: str
     persona: dict[str, Any]
+    persona_version: int
+
+
+class PersonaVersionOut(_Model):
+    """One version of a brand's persona."""
+
+    version: int
+    persona: dict[str, Any]
+    created_by: str
+    created_at: datetime
+    current: bool
+
+
+class PersonaChange(_Model):
+    """One field that differs between two versions."""
+
+    before: Any
+    after: Any
+
+
+class PersonaDiffOut(_Model):
+    """``GET /v1/brands/{id}/personas/diff``: the fields that differ, keyed by field name."""
+
+    from_version: int
+    to_version: int
+    changes: dict[str, PersonaChange]
 
 
 class KeyIn(_Model):
@@ -178,7 +204,14 @@ def tenant_out(tenant: domain.Tenant) -> TenantOut:
 def brand_out(brand: domain.BrandProfile) -> BrandOut:
     """API view of a brand."""
     persona = PersonaIn.from_domain(brand.persona).model_dump()
-    return BrandOut(id=brand.id, tenant_id=brand.tenant_id, slug=brand.slug, name=brand.name, persona=persona)
+    return BrandOut(
+        id=brand.id,
+        tenant_id=brand.tenant_id,
+        slug=brand.slug,
+        name=brand.name,
+        persona=persona,
+        persona_version=brand.persona_version,
+    )
 
 
 def key_out(row: ApiKey) -> KeyOut:
@@ -289,7 +322,9 @@ class Management:
             new_id = brand_id or uuid.uuid4()
             if await repo.get_brand_profile(session, brand_id=new_id) is not None:
                 raise Conflict("a brand with this id exists", details={"brand_id": str(new_id)})
-            brand = await self._put_brand(session, tenant_id, new_id, body.slug, body.name, body.persona)
+            brand = await self._put_brand(
+                session, actor, tenant_id, new_id, body.slug, body.name, body.persona
+            )
             await audit(session, actor, tenant_id, "brand.create", "brand", new_id, after=brand_out(brand))
             await session.commit()
         return brand_out(brand)
@@ -303,7 +338,9 @@ class Management:
             before = await repo.get_brand_profile(session, brand_id=brand_id)
             if before is not None and before.tenant_id != tenant_id:
                 raise repo.unknown_brand(brand_id)
-            brand = await self._put_brand(session, tenant_id, brand_id, body.slug, body.name, body.persona)
+            brand = await self._put_brand(
+                session, actor, tenant_id, brand_id, body.slug, body.name, body.persona
+            )
             if before != brand:
                 action = "brand.create" if before is None else "brand.update"
                 old = None if before is None else brand_out(before)
@@ -334,7 +371,7 @@ class Management:
             before = await repo.require_brand(session, brand_id=brand_id, tenant_id=tenant_id)
             persona = patch.persona or PersonaIn.from_domain(before.persona)
             brand = await self._put_brand(
-                session, tenant_id, brand_id, before.slug, patch.name or before.name, persona
+                session, actor, tenant_id, brand_id, before.slug, patch.name or before.name, persona
             )
             await audit(
                 session,
@@ -348,6 +385,76 @@ class Management:
             )
             await session.commit()
         return brand_out(brand)
+
+    # --- persona versions ---------------------------------------------------------------------------
+
+    async def list_personas(
+        self, actor: Principal, tenant_id: uuid.UUID, brand_id: uuid.UUID
+    ) -> list[PersonaVersionOut]:
+        """Every version of the brand's persona, newest first."""
+        async with self._sessionmaker() as session:
+            await self._tenant(session, actor, tenant_id)
+            brand = await repo.require_brand(session, brand_id=brand_id, tenant_id=tenant_id)
+            rows = await repo.list_persona_versions(session, brand_id=brand_id)
+        return [_version_out(r, brand.persona_version) for r in rows]
+
+    async def get_persona(
+        self, actor: Principal, tenant_id: uuid.UUID, brand_id: uuid.UUID, version: int
+    ) -> PersonaVersionOut:
+        """One version of the brand's persona; 404 for a version it never had."""
+        async with self._sessionmaker() as session:
+            await self._tenant(session, actor, tenant_id)
+            brand = await repo.require_brand(session, brand_id=brand_id, tenant_id=tenant_id)
+            row = await self._version(session, brand_id, version)
+        return _version_out(row, brand.persona_version)
+
+    async def diff_personas(
+        self, actor: Principal, tenant_id: uuid.UUID, brand_id: uuid.UUID, from_version: int, to_version: int
+    ) -> PersonaDiffOut:
+        """What changed from one version to another (field by field)."""
+        async with self._sessionmaker() as session:
+            await self._tenant(session, actor, tenant_id)
+            await repo.require_brand(session, brand_id=brand_id, tenant_id=tenant_id)
+            old = (await self._version(session, brand_id, from_version)).persona
+            new = (await self._version(session, brand_id, to_version)).persona
+        changes = {
+            k: PersonaChange(before=old.get(k), after=new.get(k))
+            for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)
+        }
+        return PersonaDiffOut(from_version=from_version, to_version=to_version, changes=changes)
+
+    async def rollback_persona(
+        self, actor: Principal, tenant_id: uuid.UUID, brand_id: uuid.UUID, version: int
+    ) -> BrandOut:
+        """Make an earlier version current again, as a new version (history is never rewritten)."""
+        async with self._sessionmaker() as session:
+            await self._tenant(session, actor, tenant_id)
+            before = await repo.require_brand(session, brand_id=brand_id, tenant_id=tenant_id)
+            target = await self._version(session, brand_id, version)
+            persona = PersonaIn.from_domain(repo.persona_from_values(target.persona))
+            brand = await self._put_brand(
+                session, actor, tenant_id, brand_id, before.slug, before.name, persona
+            )
+            await audit(
+                session,
+                actor,
+                tenant_id,
+                "brand.persona_rollback",
+                "brand",
+                brand_id,
+                before=brand_out(before),
+                after={**brand_out(brand).model_dump(mode="json"), "rolled_back_to": version},
+            )
+            await session.commit()
+        return brand_out(brand)
+
+    @staticmethod
+    async def _version(session: AsyncSession, brand_id: uuid.UUID, version: int) -> Any:
+        row = await repo.get_persona_version(session, brand_id=brand_id, version=version)
+        if row is None:
+            raise NotFound("unknown persona version", details={"version": version})
+        return row
 
     # --- keys ---------------------------------------------------------------------------------------
 
@@ -416,6 +523,7 @@ class Management:
     async def _put_brand(
         self,
         session: AsyncSession,
+        actor: Principal,
         tenant_id: uuid.UUID,
         brand_id: uuid.UUID,
         slug: str,
@@ -431,6 +539,7 @@ class Management:
                     slug=slug,
                     name=name,
                     persona=persona.to_domain(),
+                    actor=actor.actor,
                 )
         except IntegrityError as exc:
             raise Conflict("the tenant has a brand with this slug", details={"slug": slug}) from exc
@@ -486,6 +595,16 @@ async def audit(
         target_id=str(target_id),
         before=_plain(before),
         after=_plain(after),
+    )
+
+
+def _version_out(row: Any, current: int) -> PersonaVersionOut:
+    return PersonaVersionOut(
+        version=row.version,
+        persona=dict(row.persona),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        current=row.version == current,
     )
 
 

@@ -139,6 +139,7 @@ class ReplyStore:
             guardrails=[asdict(d) for d in draft.decisions],
             prompt=audit_prompt(draft.prompt),
             llm_usage=llm_usage(draft.usage),
+            persona_version=brand.persona_version or None,
         )
         if outbound is None:
             return None

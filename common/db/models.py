@@ -128,7 +128,7 @@ class Brand(Base):
 
 
 class PersonaProfile(Base):
-    """How a brand speaks; one per brand."""
+    """How a brand speaks now: one per brand, a copy of its current :class:`PersonaVersion` (``version``)."""
 
     __tablename__ = "persona_profiles"
 
@@ -141,7 +141,22 @@ class PersonaProfile(Base):
     avoid_topics: Mapped[list[str]] = mapped_column(JSONType)
     escalation_message: Mapped[str] = mapped_column(Text)
     fallback_message: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     updated_at: Mapped[datetime] = _updated_at()
+
+
+class PersonaVersion(Base):
+    """Every persona a brand has had, numbered from 1; a rollback is a new version equal to an old one."""
+
+    __tablename__ = "persona_versions"
+    __table_args__ = (UniqueConstraint("brand_id", "version"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    brand_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("brands.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    persona: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _created_at()
 
 
 class ChannelConfig(Base):
@@ -233,6 +248,8 @@ class MessageLog(Base):
     guardrails: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     prompt: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     llm_usage: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The brand's persona version a bot reply was drafted with (None: inbound, agent replies).
+    persona_version: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = _created_at(clock=True)
 
 

@@ -120,8 +120,15 @@ class OutboundDispatcher:
         return [await self.handle_entry(entry.id, entry.fields) for entry in entries]
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Dispatch until ``stop`` is set; database or Redis outages are waited out, not fatal."""
-        await self.ensure_group()
+        """Dispatch until ``stop`` is set; database or Redis outages are waited out, not fatal (creating
+        the consumer group included: a Redis slow to answer while a cluster starts must not end the loop)."""
+        while not stop.is_set():
+            try:
+                await self.ensure_group()
+                break
+            except RedisError as exc:
+                log.warning("dispatcher_backend_error", error=type(exc).__name__, phase="ensure_group")
+                await self._sleep(self._cfg.retry_base_delay_s)
         while not stop.is_set():
             try:
                 await self.run_once(block_ms=self._cfg.block_ms)

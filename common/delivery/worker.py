@@ -29,6 +29,12 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def _log_death(task: asyncio.Task[None]) -> None:
+    # The health check only sees that a loop ended; this says why (else the exception is lost).
+    if not task.cancelled() and task.exception() is not None:
+        log.error("delivery_loop_died", loop=task.get_name(), error=repr(task.exception()))
+
+
 class DeliveryWorker:
     """Runs :class:`OutboxRelay` and :class:`OutboundDispatcher` until :meth:`stop`."""
 
@@ -65,6 +71,8 @@ class DeliveryWorker:
             asyncio.create_task(self.relay.run(self._stop, interval_s=interval), name="outbox-relay"),
             asyncio.create_task(self.dispatcher.run(self._stop), name="outbound-dispatcher"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(_log_death)
 
     def healthy(self) -> bool:
         """Both loops are still running."""

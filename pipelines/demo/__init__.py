@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from common.domain import BrandProfile, Channel, Persona, Tenant
+from common.db.repositories.brands import persona_from_values
+from common.domain import BrandProfile, Channel, Tenant
 from common.schemas import KnowledgeDocumentIn, KnowledgeUploadIn
 
 if TYPE_CHECKING:
@@ -58,15 +59,7 @@ def load_demo_brand(path: Path = BRAND_FILE) -> DemoBrand:
             tenant_id=tenant.id,
             slug=brand["slug"],
             name=brand["name"],
-            persona=Persona(
-                tone=persona["tone"],
-                languages=tuple(persona["languages"]),
-                greeting=persona["greeting"],
-                sign_off=persona["sign_off"],
-                avoid_topics=tuple(persona["avoid_topics"]),
-                escalation_message=persona["escalation_message"],
-                fallback_message=persona["fallback_message"],
-            ),
+            persona=persona_from_values(persona),
         ),
     )
 

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 
 from common.access.connections import ConnectionIn, ConnectionOut, ConnectionPatch, Connections
 from common.access.management import (
@@ -23,6 +23,8 @@ from common.access.management import (
     KeyIn,
     KeyOut,
     Management,
+    PersonaDiffOut,
+    PersonaVersionOut,
     TenantCreatedOut,
     TenantIn,
     TenantOut,
@@ -84,6 +86,37 @@ def build_management_router(backend: GatewayBackend) -> APIRouter:
         brand_id: uuid.UUID, body: BrandPatch, caller: Principal = requires(Scope.ADMIN)
     ) -> BrandOut:
         return await service().update_brand(caller, _tenant(caller), brand_id, body)
+
+    @router.get("/brands/{brand_id}/personas", response_model=list[PersonaVersionOut])
+    async def list_personas(
+        brand_id: uuid.UUID, caller: Principal = requires(Scope.BRANDS_READ)
+    ) -> list[PersonaVersionOut]:
+        return await service().list_personas(caller, _tenant(caller), brand_id)
+
+    # Before /personas/{version}: "diff" is not a version number.
+    @router.get("/brands/{brand_id}/personas/diff", response_model=PersonaDiffOut)
+    async def diff_personas(
+        brand_id: uuid.UUID,
+        from_version: Annotated[int, Query(alias="from", ge=1)],
+        to_version: Annotated[int, Query(alias="to", ge=1)],
+        caller: Principal = requires(Scope.BRANDS_READ),
+    ) -> PersonaDiffOut:
+        return await service().diff_personas(caller, _tenant(caller), brand_id, from_version, to_version)
+
+    @router.get("/brands/{brand_id}/personas/{version}", response_model=PersonaVersionOut)
+    async def get_persona(
+        brand_id: uuid.UUID,
+        version: Annotated[int, Path(ge=1)],
+        caller: Principal = requires(Scope.BRANDS_READ),
+    ) -> PersonaVersionOut:
+        return await service().get_persona(caller, _tenant(caller), brand_id, version)
+
+    @router.post("/brands/{brand_id}/personas/{version}/rollback", response_model=BrandOut)
+    async def rollback_persona(
+        brand_id: uuid.UUID, version: Annotated[int, Path(ge=1)], caller: Principal = requires(Scope.ADMIN)
+    ) -> BrandOut:
+        # A new version equal to `version`: the next message of every replica drafts with it.
+        return await service().rollback_persona(caller, _tenant(caller), brand_id, version)
 
     @router.post("/brands/{brand_id}/channels", status_code=201, response_model=ConnectionOut)
     async def connect_channel(

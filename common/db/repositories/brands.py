@@ -5,14 +5,15 @@ Part of :mod:`common.db.repositories` (the caller owns the transaction; see ther
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import domain
-from common.db.models import AutomationRule, Brand, PersonaProfile, Tenant
+from common.db.models import AutomationRule, Brand, PersonaProfile, PersonaVersion, Tenant
 from common.db.repositories._shared import POPULATE_EXISTING
 from common.errors import NotFound
 
@@ -35,8 +36,9 @@ async def upsert_brand(
     slug: str,
     name: str,
     persona: domain.Persona,
+    actor: str = "system",
 ) -> domain.BrandProfile:
-    """Create or update a brand and its persona."""
+    """Create or update a brand and its persona; a changed persona becomes a new version (by ``actor``)."""
     stmt = pg_insert(Brand).values(id=brand_id, tenant_id=tenant_id, slug=slug, name=name)
     stmt = stmt.on_conflict_do_update(
         index_elements=[Brand.id], set_={"tenant_id": tenant_id, "slug": slug, "name": name}
@@ -44,14 +46,60 @@ async def upsert_brand(
     brand = (await session.scalars(stmt.returning(Brand), execution_options=POPULATE_EXISTING)).one()
 
     values = _persona_values(persona)
-    persona_stmt = pg_insert(PersonaProfile).values(id=uuid.uuid4(), brand_id=brand_id, **values)
-    persona_stmt = persona_stmt.on_conflict_do_update(
-        index_elements=[PersonaProfile.brand_id], set_={**values, "updated_at": func.now()}
+    # Version 0 marks a row made just now; the row lock orders concurrent changes of one brand's persona.
+    await session.execute(
+        pg_insert(PersonaProfile)
+        .values(id=uuid.uuid4(), brand_id=brand_id, version=0, **values)
+        .on_conflict_do_nothing(index_elements=[PersonaProfile.brand_id])
     )
     profile = (
-        await session.scalars(persona_stmt.returning(PersonaProfile), execution_options=POPULATE_EXISTING)
+        await session.scalars(
+            select(PersonaProfile).where(PersonaProfile.brand_id == brand_id).with_for_update(),
+            execution_options=POPULATE_EXISTING,
+        )
     ).one()
+    if profile.version == 0 or _persona_values(_persona_of(profile)) != values:
+        for key, value in values.items():
+            setattr(profile, key, value)
+        profile.version += 1
+        session.add(
+            PersonaVersion(brand_id=brand_id, version=profile.version, persona=values, created_by=actor)
+        )
+        await session.flush()
     return _brand_profile(brand, profile)
+
+
+async def list_persona_versions(session: AsyncSession, *, brand_id: uuid.UUID) -> Sequence[PersonaVersion]:
+    """Every persona the brand has had, newest first."""
+    stmt = (
+        select(PersonaVersion)
+        .where(PersonaVersion.brand_id == brand_id)
+        .order_by(PersonaVersion.version.desc())
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def get_persona_version(
+    session: AsyncSession, *, brand_id: uuid.UUID, version: int
+) -> PersonaVersion | None:
+    """One version of the brand's persona, or None."""
+    stmt = select(PersonaVersion).where(
+        PersonaVersion.brand_id == brand_id, PersonaVersion.version == version
+    )
+    return (await session.scalars(stmt)).one_or_none()
+
+
+def persona_from_values(values: dict[str, Any]) -> domain.Persona:
+    """A stored persona (a version's JSON) as the domain object."""
+    return domain.Persona(
+        tone=values["tone"],
+        languages=tuple(values["languages"]),
+        greeting=values["greeting"],
+        sign_off=values["sign_off"],
+        avoid_topics=tuple(values["avoid_topics"]),
+        escalation_message=values["escalation_message"],
+        fallback_message=values["fallback_message"],
+    )
 
 
 def unknown_brand(brand_id: uuid.UUID) -> NotFound:
@@ -122,20 +170,19 @@ def _persona_values(persona: domain.Persona) -> dict[str, Any]:
     }
 
 
+def _persona_of(profile: PersonaProfile) -> domain.Persona:
+    return persona_from_values({key: getattr(profile, key) for key in _persona_values(domain.Persona())})
+
+
 def _brand_profile(brand: Brand, profile: PersonaProfile | None) -> domain.BrandProfile:
-    persona = domain.Persona()
-    if profile is not None:
-        persona = domain.Persona(
-            tone=profile.tone,
-            languages=tuple(profile.languages),
-            greeting=profile.greeting,
-            sign_off=profile.sign_off,
-            avoid_topics=tuple(profile.avoid_topics),
-            escalation_message=profile.escalation_message,
-            fallback_message=profile.fallback_message,
-        )
+    persona = domain.Persona() if profile is None else _persona_of(profile)
     return domain.BrandProfile(
-        id=brand.id, tenant_id=brand.tenant_id, slug=brand.slug, name=brand.name, persona=persona
+        id=brand.id,
+        tenant_id=brand.tenant_id,
+        slug=brand.slug,
+        name=brand.name,
+        persona=persona,
+        persona_version=0 if profile is None else profile.version,
     )
 
 

@@ -125,6 +125,7 @@ async def insert_outbound(
     prompt: list[dict[str, Any]] | None,
     llm_usage: dict[str, Any] | None,
     provider_message_id: str | None = None,
+    persona_version: int | None = None,
 ) -> MessageLog | None:
     """Log a reply; ``prompt`` and ``llm_usage`` are kept for audit.
 
@@ -145,6 +146,7 @@ async def insert_outbound(
         guardrails=guardrails,
         prompt=prompt,
         llm_usage=llm_usage,
+        persona_version=persona_version,
     )
     stmt = stmt.on_conflict_do_nothing(
         index_elements=[MessageLog.in_reply_to],

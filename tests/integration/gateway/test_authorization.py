@@ -207,6 +207,12 @@ REQUESTS: dict[tuple[str, str], Call] = {
     ("GET", "/v1/brands"): Call("/v1/brands", collection=True),
     ("GET", "/v1/brands/{brand_id}"): Call("/v1/brands/{brand_a}"),
     ("PATCH", "/v1/brands/{brand_id}"): Call("/v1/brands/{brand_a}", lambda w: {"name": "A shop"}),
+    ("GET", "/v1/brands/{brand_id}/personas"): Call("/v1/brands/{brand_a}/personas"),
+    ("GET", "/v1/brands/{brand_id}/personas/diff"): Call("/v1/brands/{brand_a}/personas/diff?from=1&to=1"),
+    ("GET", "/v1/brands/{brand_id}/personas/{version}"): Call("/v1/brands/{brand_a}/personas/1"),
+    ("POST", "/v1/brands/{brand_id}/personas/{version}/rollback"): Call(
+        "/v1/brands/{brand_a}/personas/1/rollback"
+    ),
     ("POST", "/v1/brands/{brand_id}/channels"): Call(
         "/v1/brands/{brand_a}/channels",
         lambda w: whatsapp_body(),

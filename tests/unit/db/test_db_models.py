@@ -20,6 +20,7 @@ EXPECTED_TABLES = {
     "tenants",
     "brands",
     "persona_profiles",
+    "persona_versions",
     "channel_configs",
     "conversations",
     "message_logs",
