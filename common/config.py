@@ -365,6 +365,9 @@ class ApiSettings(BaseModel):
     key_cache_ttl_s: float = Field(
         default=5.0, ge=0, description="How long a gateway replica trusts a looked-up key (revocation delay)"
     )
+    agent_session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="How long an agent's console sign-in lasts"
+    )
 
 
 class SecretsSettings(BaseModel):

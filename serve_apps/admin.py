@@ -21,6 +21,10 @@ Management (the same service as the management API; JSON on stdout; needs DATABA
                                  setWebhook with CHANNELS__PUBLIC_URL/webhooks/telegram/{connection id})
     channels list --tenant T --brand B
     channels enable|disable|delete --tenant T --connection C
+    agents create --tenant T --email E --display-name N [--role agent|supervisor|admin] [--brand B ...]
+                  --password-file F      an agent account (signs in at /agent); --brand limits it
+    agents list --tenant T
+    agents disable|enable --tenant T --agent A   (disabling signs it out everywhere)
     rotate-keys                  re-encrypt every connection's credentials with the first key of
                                  SECRETS__ENCRYPTION_KEYS (put the new key first, run this, drop the old)
     generate-key                 print a new key for SECRETS__ENCRYPTION_KEYS
@@ -243,7 +247,7 @@ def _reembed(store: VectorStore, embedder: Embedder, records: list[ChunkRecord])
         )
 
 
-MANAGEMENT_COMMANDS = ("tenants", "brands", "keys", "audit", "channels", "rotate-keys")
+MANAGEMENT_COMMANDS = ("tenants", "brands", "keys", "audit", "channels", "agents", "rotate-keys")
 
 
 def local_settings(settings: Settings) -> Settings:
@@ -290,6 +294,8 @@ async def _manage(opts: argparse.Namespace, settings: Settings, database_url: st
             if opts.command == "rotate-keys":
                 return {"reencrypted": await connections.rotate_keys(actor)}
             return await _channels(opts, connections, actor)
+        if opts.command == "agents":
+            return await _agents(opts, sessionmaker, settings, actor)
         if opts.command == "tenants":
             if opts.action == "list":
                 return await service.list_tenants()
@@ -317,6 +323,28 @@ async def _manage(opts: argparse.Namespace, settings: Settings, database_url: st
         return await service.list_audit(actor, opts.tenant, limit=opts.limit)
     finally:
         await engine.dispose()
+
+
+async def _agents(opts: argparse.Namespace, sessionmaker: Any, settings: Settings, actor: Any) -> Any:
+    from pydantic import SecretStr
+
+    from common.access import agents as a
+    from common.access.principal import Role
+
+    service = a.AgentAccounts(sessionmaker, session_hours=settings.api.agent_session_hours)
+    if opts.action == "list":
+        return await service.list_accounts(actor, opts.tenant)
+    if opts.action in ("enable", "disable"):
+        patch = a.AgentAccountPatch(disabled=opts.action == "disable")
+        return (await service.update(actor, opts.tenant, opts.agent, patch))[0]
+    body = a.AgentAccountIn(
+        email=opts.email,
+        display_name=opts.display_name,
+        role=Role(opts.role),
+        brand_ids=opts.brand or None,
+        password=SecretStr(read_secret(opts.password_file)),
+    )
+    return await service.create(actor, opts.tenant, body)
 
 
 async def _channels(opts: argparse.Namespace, connections: Any, actor: Any) -> Any:
@@ -537,6 +565,21 @@ def _management_parsers(sub: Any) -> None:
         cmd = channels.add_parser(action)
         cmd.add_argument("--tenant", type=uuid.UUID, required=True)
         cmd.add_argument("--connection", type=uuid.UUID, required=True)
+    agents = sub.add_parser("agents", help="a tenant's agent accounts").add_subparsers(
+        dest="action", required=True
+    )
+    create = agents.add_parser("create")
+    create.add_argument("--tenant", type=uuid.UUID, required=True)
+    create.add_argument("--email", required=True)
+    create.add_argument("--display-name", required=True)
+    create.add_argument("--role", choices=("agent", "supervisor", "admin"), default="agent")
+    create.add_argument("--brand", type=uuid.UUID, action="append", help="limit to this brand (repeat)")
+    create.add_argument("--password-file", required=True, help="file holding it ('-': standard input)")
+    agents.add_parser("list").add_argument("--tenant", type=uuid.UUID, required=True)
+    for action in ("enable", "disable"):
+        cmd = agents.add_parser(action)
+        cmd.add_argument("--tenant", type=uuid.UUID, required=True)
+        cmd.add_argument("--agent", type=uuid.UUID, required=True)
     sub.add_parser("rotate-keys", help="re-encrypt channel credentials with the first encryption key")
     sub.add_parser("generate-key", help="print a new key for SECRETS__ENCRYPTION_KEYS")
 

@@ -125,6 +125,8 @@ def simulated_channel_env(settings: Settings) -> dict[str, str]:
 OPERATOR_KEY_FILE = "operator.key"
 SECRETS_KEY_FILE = "secrets.key"
 DEMO_KEY_FILE = "demo.key"
+DEMO_AGENT_PASSWORD_FILE = "demo-agent.password"  # noqa: S105 - a file name
+DEMO_AGENT_EMAIL = "agent@demo.local"
 LOCAL_ENV_FILE = "local.env"
 
 
@@ -176,6 +178,30 @@ def write_local_env(settings: Settings, endpoints: ServiceEndpoints, generated: 
     lines = [f"DATABASE_URL={endpoints.database_url}", f"REDIS_URL={endpoints.redis_url}"]
     lines += [f"{k}={generated[k]}" for k in CLI_VARIABLES if k in generated]
     write_private(settings.data_dir / LOCAL_ENV_FILE, "\n".join(lines) + "\n")
+
+
+async def demo_agent(sessionmaker: Any, settings: Settings, demo: DemoBrand) -> None:
+    """The demo tenant's agent account for the console; its password is generated into
+    ``DATA_DIR/demo-agent.password`` (mode 600), set again when that file is missing."""
+    from pydantic import SecretStr
+
+    from common.access.agents import AgentAccountIn, AgentAccountPatch, AgentAccounts
+    from common.access.principal import operator_principal
+    from common.db import repositories as repo
+
+    path = settings.data_dir / DEMO_AGENT_PASSWORD_FILE
+    fresh = not path.is_file()
+    if fresh:
+        write_private(path, secrets.token_urlsafe(18) + "\n")
+    password = SecretStr(path.read_text(encoding="utf-8").strip())
+    service, actor = AgentAccounts(sessionmaker), operator_principal("operator:make-run")
+    async with sessionmaker() as session:
+        row = await repo.find_agent_account(session, tenant_id=demo.tenant.id, email=DEMO_AGENT_EMAIL)
+    if row is None:
+        body = AgentAccountIn(email=DEMO_AGENT_EMAIL, display_name="Demo agent", password=password)
+        await service.create(actor, demo.tenant.id, body)
+    elif fresh:
+        await service.update(actor, demo.tenant.id, row.id, AgentAccountPatch(password=password))
 
 
 async def demo_api_key(engine: AsyncEngine, settings: Settings, demo: DemoBrand) -> str:
@@ -295,7 +321,7 @@ def ingest_demo(base_url: str, demo: DemoBrand, api_key: str) -> int:
     return len(resp.json()["chunk_ids"])
 
 
-def banner(base_url: str, demo: DemoBrand, chunks: int, *, key_file: str) -> str:
+def banner(base_url: str, demo: DemoBrand, chunks: int, *, key_file: str, agent_file: str) -> str:
     """What a newcomer needs to start chatting."""
     curl = (
         f"curl -s -X POST {base_url}/v1/messages/inbound -H 'content-type: application/json' "
@@ -310,7 +336,8 @@ def banner(base_url: str, demo: DemoBrand, chunks: int, *, key_file: str) -> str
             f"  Web chat:  {base_url}/chat/{demo.brand.id}",
             f"  API base:  {base_url}/v1   (health: {base_url}/healthz, ready: {base_url}/readyz)",
             f"  API key:   {key_file} (the demo tenant's admin key; docs/SECURITY.md)",
-            f"  Agents:    {base_url}/agent (sign in with that key)",
+            f"  Agents:    {base_url}/agent (workspace {demo.tenant.slug}, {DEMO_AGENT_EMAIL}, "
+            f"password in {agent_file})",
             f"  Try:       {curl}",
             "  Simulated WhatsApp/Instagram/Telegram: `make simulate` (in another terminal) sends one "
             "question on each and prints the replies.",
@@ -427,7 +454,8 @@ def _run(argv: list[str] | None, interrupts: Interrupts) -> int:
             chunks = ingest_demo(base_url, demo, api_key) if demo is not None else 0
             if demo is not None:
                 key_file = os.path.relpath(settings.data_dir / DEMO_KEY_FILE)
-                print(banner(base_url, demo, chunks, key_file=key_file), flush=True)
+                agent_file = os.path.relpath(settings.data_dir / DEMO_AGENT_PASSWORD_FILE)
+                print(banner(base_url, demo, chunks, key_file=key_file, agent_file=agent_file), flush=True)
             else:
                 print(f"\n  API base: {base_url}/v1\n", flush=True)
             log.info("launcher.phase", phase="ready", base_url=base_url)
@@ -450,6 +478,7 @@ async def _seed(
         demo = await seed_demo_brand(sessionmaker)
         if telegram_bot_id:
             await seed_simulated_channels(sessionmaker, demo, telegram_bot_id=telegram_bot_id)
+        await demo_agent(sessionmaker, settings, demo)
         return demo, await demo_api_key(engine, settings, demo)
     finally:
         await engine.dispose()

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 TOKEN_PREFIX = "ema_"  # noqa: S105 - the public marker of our tokens, not a secret
-_TOKEN = re.compile(r"^ema_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+#: Marker of an agent's sign-in session token (same shape, another table).
+SESSION_PREFIX = "eas_"
+_SHAPE = r"([0-9a-f]{12})_([A-Za-z0-9_-]{43})$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +30,10 @@ class NewToken:
     token_hash: str
 
 
-def new_token() -> NewToken:
-    """A new random key token."""
+def new_token(marker: str = TOKEN_PREFIX) -> NewToken:
+    """A new random token: an API key (``ema_``) or an agent session (``eas_``)."""
     prefix = secrets.token_hex(6)
-    token = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    token = f"{marker}{prefix}_{secrets.token_urlsafe(32)}"
     return NewToken(prefix=prefix, token=token, token_hash=hash_token(token))
 
 
@@ -40,9 +42,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def token_prefix(token: str) -> str | None:
-    """The public prefix of a well-formed key token, else None (not one of our keys)."""
-    found = _TOKEN.fullmatch(token)
+def token_prefix(token: str, marker: str = TOKEN_PREFIX) -> str | None:
+    """The public prefix of a well-formed token with ``marker``, else None (not one of ours)."""
+    found = re.fullmatch(re.escape(marker) + _SHAPE, token)
     return found.group(1) if found else None
 
 

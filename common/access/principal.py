@@ -34,17 +34,41 @@ IMPLIED: dict[Scope, frozenset[Scope]] = {Scope.AGENTS: frozenset({Scope.BRANDS_
 TENANT_SCOPES: frozenset[Scope] = frozenset(Scope) - PLATFORM_SCOPES
 
 
+class Role(StrEnum):
+    """What a signed-in agent account may do."""
+
+    AGENT = "agent"  # work the queue: read, reply, take over, release
+    SUPERVISOR = "supervisor"  # and read any conversation and the knowledge jobs of its brands
+    ADMIN = "admin"  # everything a tenant admin key may do
+
+
+ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
+    Role.AGENT: frozenset({Scope.AGENTS}),
+    Role.SUPERVISOR: frozenset({Scope.AGENTS, Scope.CONVERSATIONS_READ, Scope.KNOWLEDGE_READ}),
+    Role.ADMIN: frozenset({Scope.ADMIN}),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the operator, a tenant's API key, or the metrics scraper.
+    """Who is calling: the operator, a tenant's API key, a signed-in agent, or the metrics scraper.
 
-    ``actor`` is what the audit log and the logs record: never the secret, only the key's public prefix.
+    ``actor`` is what the audit log and the logs record: never the secret, only the key's public prefix
+    or the agent's account. ``brand_ids`` limits a signed-in agent to some brands (None: all of its
+    tenant's); ``agent_id`` and ``session_id`` are set for a signed-in agent only.
     """
 
     actor: str
     scopes: frozenset[Scope]
     tenant_id: uuid.UUID | None = None
     key_id: uuid.UUID | None = None
+    agent_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
+    brand_ids: frozenset[uuid.UUID] | None = None
+
+    def sees_brand(self, brand_id: uuid.UUID) -> bool:
+        """Whether a brand of its tenant is within this caller's brands."""
+        return self.brand_ids is None or brand_id in self.brand_ids
 
     def allows(self, scope: Scope) -> bool:
         """Whether this caller holds ``scope`` (``admin`` covers every tenant scope of its tenant)."""

@@ -453,6 +453,45 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+class AgentAccount(Base):
+    """A person of a tenant who answers customers: signs in with a password (argon2id hash only).
+
+    ``brand_ids`` limits the account to some brands (None: every brand of the tenant).
+    """
+
+    __tablename__ = "agent_accounts"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "email"),
+        _one_of("role", ("agent", "supervisor", "admin"), "role"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    display_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    brand_ids: Mapped[list[str] | None] = mapped_column(JSONType, default=None)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class AgentSession(Base):
+    """A signed-in agent: ``eas_<prefix>_<secret>`` token, only its SHA-256 stored (as API keys)."""
+
+    __tablename__ = "agent_sessions"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    agent_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("agent_accounts.id", ondelete="CASCADE"), index=True
+    )
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+
+
 class AuditEntry(Base):
     """One management or agent action: who (``actor``), what, on which object, before and after.
 

@@ -2,12 +2,16 @@
 replies (delivered through the same outbox → ``outbound`` stream path, ``sender="agent"``), take over
 and release back to the bot.
 
-Authentication: a tenant API key with the ``agents`` scope (``Authorization: Bearer ema_...``) on every
-``/v1/agents`` call; it sees only its own tenant's brands and conversations (another tenant's → 404).
-``X-Agent-Id`` names the person for the audit log, which records it with the key's prefix
-(``key:<prefix>/agent:<id>``); per-person agent accounts with sign-in are the next slice of the
-control plane. The console page (``GET /agent``) is static and holds no data; it asks for the key and
-calls the API from the browser.
+Authentication, on every ``/v1/agents`` call:
+
+* a signed-in **agent account** (``Authorization: Bearer eas_...`` from ``POST /v1/agents/sessions``):
+  the agent of every reply, take-over and release is that account (``agent:<email>`` in the audit log);
+  an account limited to some brands sees only their queues and conversations (others → 404);
+* or a tenant API key with the ``agents`` scope, for integrations (a helpdesk bridge): ``X-Agent-Id``
+  names the person it acts for, recorded as declared by the key (``key:<prefix>/agent:<id>``).
+
+Either sees only its own tenant (another tenant's brand or conversation → 404). The console page
+(``GET /agent``) is static and holds no data: it signs the agent in and calls the API from the browser.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.access.agents import AgentAccounts, SessionOut, SignInIn
 from common.access.management import Management
 from common.access.principal import Principal, Scope
 from common.conversation.agents import AGENT_RULE
@@ -31,7 +36,7 @@ from common.domain import Channel, ConversationState, Direction, OutboundRespons
 from common.errors import InvalidInput, NotFound
 from common.logging import get_logger
 from common.schemas import CitationOut, GuardrailOut
-from serve_apps.gateway.auth import PUBLIC, requires
+from serve_apps.gateway.auth import PUBLIC, authenticator, requires
 from serve_apps.gateway.backend import GatewayBackend
 from serve_apps.gateway.views import conversation_fields, message_fields
 
@@ -110,6 +115,14 @@ class AgentReplyOut(_Out):
     text: str
 
 
+class AgentMeOut(_Out):
+    """Who the console is signed in as."""
+
+    agent: str
+    signed_in: bool = Field(description="An agent account's session (false: an API key naming an agent)")
+    brand_ids: list[uuid.UUID] | None
+
+
 class StateOut(_Out):
     """A conversation's state after a take-over or release."""
 
@@ -126,7 +139,9 @@ class AgentCaller:
 
     @property
     def actor(self) -> Principal:
-        """The audit log's actor: the key's prefix and the agent."""
+        """The audit log's actor: the signed-in account, or the key's prefix and the agent it names."""
+        if self.principal.agent_id is not None:
+            return self.principal
         return replace(self.principal, actor=f"{self.principal.actor}/agent:{self.agent_id}")
 
 
@@ -135,6 +150,8 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
     router = APIRouter()
 
     def agent(request: Request, principal: Principal = requires(Scope.AGENTS)) -> AgentCaller:
+        if principal.agent_id is not None:  # signed in: the account is the agent, whatever a header says
+            return AgentCaller(principal=principal, agent_id=principal.actor.removeprefix("agent:"))
         agent_id = request.headers.get("x-agent-id", DEFAULT_AGENT_ID)
         if not _AGENT_ID.fullmatch(agent_id):
             raise InvalidInput("X-Agent-Id must be 1-64 characters of letters, digits, . _ @ -")
@@ -145,12 +162,34 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
     async def own_conversation(caller: AgentCaller, conversation_id: uuid.UUID) -> None:
         async with backend.sessionmaker() as session:
             conv = await repo.get_conversation(session, conversation_id=conversation_id)
-        if conv.tenant_id != caller.principal.tenant_id:  # the same 404 as an id that names nothing
+        if conv.tenant_id != caller.principal.tenant_id or not caller.principal.sees_brand(conv.brand_id):
+            # the same 404 as an id that names nothing
             raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
 
     async def record(caller: AgentCaller, action: str, conversation_id: uuid.UUID, **after: Any) -> None:
         await Management(backend.sessionmaker).record(
             caller.actor, action=action, target_type="conversation", target_id=conversation_id, after=after
+        )
+
+    def accounts() -> AgentAccounts:
+        return AgentAccounts(backend.sessionmaker, session_hours=backend.settings.api.agent_session_hours)
+
+    @router.post("/v1/agents/sessions", response_model=SessionOut, status_code=201, dependencies=[PUBLIC])
+    async def sign_in(body: SignInIn) -> SessionOut:
+        # Public by nature: the password is the credential (argon2id; the same 401 for every refusal).
+        return await accounts().sign_in(body)
+
+    @router.delete("/v1/agents/sessions/current", status_code=204)
+    async def sign_out(request: Request, principal: Principal = requires(Scope.AGENTS)) -> None:
+        for prefix in await accounts().sign_out(principal):
+            authenticator(request).forget(prefix)  # other replicas follow within API__KEY_CACHE_TTL_S
+
+    @router.get("/v1/agents/me", response_model=AgentMeOut)
+    async def me(caller: AgentCaller = require_agent) -> AgentMeOut:
+        return AgentMeOut(
+            agent=caller.agent_id,
+            signed_in=caller.principal.agent_id is not None,
+            brand_ids=None if caller.principal.brand_ids is None else sorted(caller.principal.brand_ids),
         )
 
     @router.get("/agent", response_class=HTMLResponse, include_in_schema=False, dependencies=[PUBLIC])
@@ -182,7 +221,11 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
     ) -> AgentConversationOut:
         async with backend.sessionmaker() as session:
             found = await repo.get_conversation_with_messages(session, conversation_id=conversation_id)
-            if found is None or found[0].tenant_id != caller.principal.tenant_id:
+            if (
+                found is None
+                or found[0].tenant_id != caller.principal.tenant_id
+                or not caller.principal.sees_brand(found[0].brand_id)
+            ):
                 raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
             conv, messages = found
             actions = await repo.list_action_logs(session, conversation_id=conversation_id)

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request
 
+from common.access.agents import AgentAccountIn, AgentAccountOut, AgentAccountPatch, AgentAccounts
 from common.access.connections import ConnectionIn, ConnectionOut, ConnectionPatch, Connections
 from common.access.management import (
     AuditOut,
@@ -30,6 +31,7 @@ from common.access.management import (
     TenantOut,
 )
 from common.access.principal import Principal, Scope
+from common.errors import NotFound
 from serve_apps.gateway.auth import authenticator, requires
 from serve_apps.gateway.backend import GatewayBackend
 
@@ -46,6 +48,9 @@ def build_management_router(backend: GatewayBackend) -> APIRouter:
 
     def service() -> Management:
         return Management(backend.sessionmaker)
+
+    def agent_accounts() -> AgentAccounts:
+        return AgentAccounts(backend.sessionmaker, session_hours=backend.settings.api.agent_session_hours)
 
     def connections() -> Connections:
         return Connections(backend.sessionmaker, backend.settings)
@@ -75,7 +80,8 @@ def build_management_router(backend: GatewayBackend) -> APIRouter:
 
     @router.get("/brands", response_model=list[BrandOut])
     async def list_brands(caller: Principal = requires(Scope.BRANDS_READ)) -> list[BrandOut]:
-        return await service().list_brands(caller, _tenant(caller))
+        # An agent limited to some brands sees only those (its console offers no other).
+        return [b for b in await service().list_brands(caller, _tenant(caller)) if caller.sees_brand(b.id)]
 
     @router.get("/brands/{brand_id}", response_model=BrandOut)
     async def get_brand(brand_id: uuid.UUID, caller: Principal = requires(Scope.BRANDS_READ)) -> BrandOut:
@@ -139,7 +145,10 @@ def build_management_router(backend: GatewayBackend) -> APIRouter:
     async def get_channel(
         connection_id: uuid.UUID, caller: Principal = requires(Scope.BRANDS_READ)
     ) -> ConnectionOut:
-        return await connections().get(caller, _tenant(caller), connection_id)
+        found = await connections().get(caller, _tenant(caller), connection_id)
+        if not caller.sees_brand(found.brand_id):  # as unknown as another tenant's
+            raise NotFound("unknown channel connection", details={"connection_id": str(connection_id)})
+        return found
 
     @router.patch("/channels/{connection_id}", response_model=ConnectionOut)
     async def update_channel(
@@ -155,6 +164,28 @@ def build_management_router(backend: GatewayBackend) -> APIRouter:
     ) -> ConnectionOut:
         out = await connections().delete(caller, _tenant(caller), connection_id)
         await backend.intake.forget_routes()
+        return out
+
+    @router.post("/agent-accounts", status_code=201, response_model=AgentAccountOut)
+    async def create_agent(
+        body: AgentAccountIn, caller: Principal = requires(Scope.ADMIN)
+    ) -> AgentAccountOut:
+        return await agent_accounts().create(caller, _tenant(caller), body)
+
+    @router.get("/agent-accounts", response_model=list[AgentAccountOut])
+    async def list_agents(caller: Principal = requires(Scope.ADMIN)) -> list[AgentAccountOut]:
+        return await agent_accounts().list_accounts(caller, _tenant(caller))
+
+    @router.patch("/agent-accounts/{agent_id}", response_model=AgentAccountOut)
+    async def update_agent(
+        agent_id: uuid.UUID,
+        body: AgentAccountPatch,
+        request: Request,
+        caller: Principal = requires(Scope.ADMIN),
+    ) -> AgentAccountOut:
+        out, signed_out = await agent_accounts().update(caller, _tenant(caller), agent_id, body)
+        for prefix in signed_out:  # disabled or new password: its sessions end here at once
+            authenticator(request).forget(prefix)
         return out
 
     @router.post("/keys", status_code=201, response_model=CreatedKeyOut)

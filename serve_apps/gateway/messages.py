@@ -47,6 +47,8 @@ def build_messages_router(backend: GatewayBackend) -> APIRouter:
                 "customer_id prefix is reserved for web chat visitors",
                 details={"reserved_prefixes": list(RESERVED_CUSTOMER_PREFIXES)},
             )
+        if not caller.sees_brand(body.brand_id):
+            raise repo.unknown_brand(body.brand_id)
         async with backend.sessionmaker() as session:
             await repo.require_brand(session, brand_id=body.brand_id, tenant_id=caller.tenant_id)
         with (
@@ -70,7 +72,11 @@ def build_messages_router(backend: GatewayBackend) -> APIRouter:
     ) -> ConversationOut:
         async with backend.sessionmaker() as session:
             found = await repo.get_conversation_with_messages(session, conversation_id=conversation_id)
-        if found is None or found[0].tenant_id != caller.tenant_id:
+        if (
+            found is None
+            or found[0].tenant_id != caller.tenant_id
+            or not caller.sees_brand(found[0].brand_id)
+        ):
             raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
         conv, messages = found
         return ConversationOut(

@@ -4,9 +4,10 @@ What runs for real: the gateway app under uvicorn, Postgres, Redis, Qdrant local
 model with the demo knowledge. Simulated, by name: ``ScriptedChatModel`` (a test double returning a
 fixed grounded sentence) is the chat model.
 
-Flow: a customer asks for a person → the conversation is in handoff → an agent opens ``/agent``, enters
-the token and brand, sees the conversation waiting, opens it, replies (the reply is stored and queued on
-the outbound stream with ``sender="agent"``) and releases it → the bot answers the customer again.
+Flow: a customer asks for a person → the conversation is in handoff → an agent opens ``/agent``, signs in
+with the workspace, email and password of an agent account, picks the brand from the list, sees the
+conversation waiting, opens it, replies (the reply is stored and queued on the outbound stream with
+``sender="agent"``, and audited as that account) and releases it → the bot answers the customer again.
 """
 
 from __future__ import annotations
@@ -21,18 +22,22 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from pydantic import SecretStr
 
-from common.access.principal import Scope
+from common.access.agents import AgentAccountIn, AgentAccounts
+from common.access.principal import Scope, operator_principal
 from common.config import ServiceEndpoints, Settings
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
-from tests.auth import key_headers, key_token
+from tests.auth import key_headers
 from tests.e2e.test_widget_browser import ARTIFACTS, WAIT_S, _free_port, _wait, browser  # noqa: F401
 from tests.fakes.chat import ScriptedChatModel
 from tests.integration.conversation.test_orchestration import RETURNS_ANSWER
 
 pytestmark = pytest.mark.integration
+
+AGENT_PASSWORD = "a long passphrase for Sam"
 
 
 class ConsoleServer:
@@ -41,7 +46,7 @@ class ConsoleServer:
     def __init__(self, endpoints: ServiceEndpoints) -> None:
         # answers.mode=generate: the scripted model stands in for a capable one and its answer is sent.
         self.settings = Settings(answers={"mode": "generate"})
-        self.agent_key = ""  # an agents-scope key of the demo tenant: what a person signs in with
+        self.agent_email = "sam@acme.test"  # an agent account of the demo tenant: what a person signs in with
         self.messages_headers: dict[str, str] = {}
         self.endpoints = endpoints
         self.port = _free_port()
@@ -80,7 +85,11 @@ class ConsoleServer:
         self.backend = backend
         self.demo = await seed_demo_brand(backend.sessionmaker)
         await backend.knowledge.ingest(self.demo.tenant.id, self.demo.brand.id, demo_documents())
-        self.agent_key = await key_token(backend.sessionmaker, self.demo.tenant.id, Scope.AGENTS)
+        await AgentAccounts(backend.sessionmaker).create(
+            operator_principal("operator:test"),
+            self.demo.tenant.id,
+            AgentAccountIn(email=self.agent_email, display_name="Sam", password=SecretStr(AGENT_PASSWORD)),
+        )
         self.messages_headers = await key_headers(
             backend.sessionmaker, self.demo.tenant.id, Scope.MESSAGES_WRITE
         )
@@ -133,8 +142,11 @@ def test_agent_takes_over_replies_and_releases_in_the_console(console: ConsoleSe
     conversation_id = str(first["conversation_id"])
 
     browser.get(f"{console.url}/agent")
-    browser.find_element(By.ID, "token").send_keys(console.agent_key)
-    browser.find_element(By.ID, "signin").click()  # lists the tenant's brands: no id typed by hand
+    browser.find_element(By.ID, "tenant").send_keys(console.demo.tenant.slug)
+    browser.find_element(By.ID, "email").send_keys(console.agent_email)
+    browser.find_element(By.ID, "password").send_keys(AGENT_PASSWORD)
+    browser.find_element(By.ID, "signin").click()  # lists the agent's brands: no id or token typed by hand
+    _wait(browser, lambda d: console.agent_email in d.find_element(By.ID, "who").text, "not signed in")
     _wait(
         browser,
         lambda d: (
@@ -189,6 +201,24 @@ def test_agent_takes_over_replies_and_releases_in_the_console(console: ConsoleSe
     sent = [p for p in asyncio.run(outbound()) if p["conversation_id"] == conversation_id]
     agent_sent = [p for p in sent if p.get("sender") == "agent"]
     assert [p["text"] for p in agent_sent] == ["Hi, this is Sam from Customer Care. How can I help?"]
+
+    # The reply, the release: done by the signed-in account, as the audit log says.
+    async def actors() -> list[tuple[str, str]]:
+        from sqlalchemy import select
+
+        from common.db.models import AuditEntry
+
+        assert console.backend is not None
+        async with console.backend.sessionmaker() as session:
+            rows = await session.execute(
+                select(AuditEntry.action, AuditEntry.actor).where(AuditEntry.target_id == conversation_id)
+            )
+            return sorted(rows.tuples())
+
+    assert asyncio.run(actors()) == [
+        ("agent.release", "agent:sam@acme.test"),
+        ("agent.reply", "agent:sam@acme.test"),
+    ]
 
     # Released: the bot answers again.
     again = ask("How long do I have to return an item?")

@@ -11,11 +11,16 @@ function lives in.
 """
 
 from common.db.repositories.access import (
+    find_agent_account,
+    find_agent_session,
     find_api_key,
+    get_agent_account,
     insert_api_key,
     insert_audit,
+    list_agent_accounts,
     list_api_keys,
     list_audit,
+    revoke_agent_sessions,
     revoke_api_key,
 )
 from common.db.repositories.actions import (
@@ -27,6 +32,7 @@ from common.db.repositories.actions import (
 )
 from common.db.repositories.brands import (
     add_automation_rule,
+    find_tenant_by_slug,
     get_brand_profile,
     get_persona_version,
     get_tenant,
@@ -98,6 +104,8 @@ __all__ = [
     "create_ingestion_job",
     "delete_channel_config",
     "encrypted_channel_configs",
+    "find_agent_account",
+    "find_agent_session",
     "find_api_key",
     "find_app_channel_configs",
     "find_brand_channel_config",
@@ -105,8 +113,10 @@ __all__ = [
     "find_conversation",
     "find_inbound",
     "find_reply_to",
+    "find_tenant_by_slug",
     "finish_action_log",
     "finish_delivery",
+    "get_agent_account",
     "get_brand_profile",
     "get_channel_config",
     "get_conversation",
@@ -124,6 +134,7 @@ __all__ = [
     "insert_inbound",
     "insert_outbound",
     "list_action_logs",
+    "list_agent_accounts",
     "list_api_keys",
     "list_audit",
     "list_automation_rules",
@@ -141,6 +152,7 @@ __all__ = [
     "recent_messages",
     "release_delivery",
     "require_brand",
+    "revoke_agent_sessions",
     "revoke_api_key",
     "route_of",
     "set_conversation_state",

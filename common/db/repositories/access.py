@@ -1,4 +1,4 @@
-"""Tenant API keys and the audit log.
+"""Tenant API keys, agent accounts and their sessions, and the audit log.
 
 Part of :mod:`common.db.repositories` (the caller owns the transaction; see there)."""
 
@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db.models import ApiKey, AuditEntry
+from common.db.models import AgentAccount, AgentSession, ApiKey, AuditEntry
 
 
 async def insert_api_key(
@@ -99,3 +99,51 @@ async def list_audit(
     if before is not None:
         stmt = stmt.where(AuditEntry.at < before)
     return list(await session.scalars(stmt.order_by(AuditEntry.at.desc()).limit(limit)))
+
+
+async def find_agent_account(
+    session: AsyncSession, *, tenant_id: uuid.UUID, email: str
+) -> AgentAccount | None:
+    """The tenant's account with this (lower-cased) email, or None."""
+    stmt = select(AgentAccount).where(AgentAccount.tenant_id == tenant_id, AgentAccount.email == email)
+    return (await session.scalars(stmt)).one_or_none()
+
+
+async def get_agent_account(
+    session: AsyncSession, *, agent_id: uuid.UUID, tenant_id: uuid.UUID | None = None
+) -> AgentAccount | None:
+    """An account by id; with ``tenant_id``, None for another tenant's."""
+    stmt = select(AgentAccount).where(AgentAccount.id == agent_id)
+    if tenant_id is not None:
+        stmt = stmt.where(AgentAccount.tenant_id == tenant_id)
+    return (await session.scalars(stmt)).one_or_none()
+
+
+async def list_agent_accounts(session: AsyncSession, *, tenant_id: uuid.UUID) -> list[AgentAccount]:
+    """The tenant's accounts, by email."""
+    stmt = select(AgentAccount).where(AgentAccount.tenant_id == tenant_id).order_by(AgentAccount.email)
+    return list((await session.scalars(stmt)).all())
+
+
+async def find_agent_session(
+    session: AsyncSession, *, prefix: str
+) -> tuple[AgentSession, AgentAccount] | None:
+    """A session by its token prefix, with its account."""
+    stmt = (
+        select(AgentSession, AgentAccount)
+        .join(AgentAccount, AgentAccount.id == AgentSession.agent_id)
+        .where(AgentSession.prefix == prefix)
+    )
+    found = (await session.execute(stmt)).one_or_none()
+    return None if found is None else found.tuple()
+
+
+async def revoke_agent_sessions(
+    session: AsyncSession, *, agent_id: uuid.UUID, session_id: uuid.UUID | None = None
+) -> list[str]:
+    """Revoke one session of an agent, or all of them; the prefixes revoked (to drop from caches)."""
+    stmt = update(AgentSession).where(AgentSession.agent_id == agent_id, AgentSession.revoked_at.is_(None))
+    if session_id is not None:
+        stmt = stmt.where(AgentSession.id == session_id)
+    rows = await session.execute(stmt.values(revoked_at=func.now()).returning(AgentSession.prefix))
+    return [r[0] for r in rows]

@@ -138,6 +138,12 @@ async def get_tenant(session: AsyncSession, *, tenant_id: uuid.UUID) -> domain.T
     return None if row is None else domain.Tenant(id=row.id, slug=row.slug, name=row.name)
 
 
+async def find_tenant_by_slug(session: AsyncSession, *, slug: str) -> domain.Tenant | None:
+    """The tenant with this slug, or None."""
+    row = (await session.scalars(select(Tenant).where(Tenant.slug == slug))).one_or_none()
+    return None if row is None else domain.Tenant(id=row.id, slug=row.slug, name=row.name)
+
+
 async def list_tenants(session: AsyncSession) -> list[domain.Tenant]:
     """Every tenant, by slug."""
     rows = await session.scalars(select(Tenant).order_by(Tenant.slug))

@@ -27,11 +27,13 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from fastapi import routing
+from pydantic import SecretStr
 from sqlalchemy import update
 
+from common.access.agents import AgentAccountIn, AgentAccounts, SignInIn
 from common.access.connections import Connections, WhatsAppConnectionIn
 from common.access.management import BrandIn, KeyIn, Management, TenantIn
-from common.access.principal import PLATFORM_SCOPES, Scope, operator_principal
+from common.access.principal import PLATFORM_SCOPES, ROLE_SCOPES, Principal, Role, Scope, operator_principal
 from common.config import Settings
 from common.crypto import generate_key
 from common.db import repositories as repo
@@ -46,6 +48,8 @@ from tests.auth import key_token
 pytestmark = pytest.mark.integration
 
 OPERATOR_KEY = "operator-" + "k" * 40
+#: What a signed-in supervisor may do (its brand limit aside).
+SUPERVISOR = Principal(actor="supervisor", scopes=ROLE_SCOPES[Role.SUPERVISOR], tenant_id=uuid.uuid4())
 METRICS_TOKEN = "metrics-" + "m" * 40
 
 
@@ -90,6 +94,7 @@ class World:
     victim_key_a: uuid.UUID
     connection_a: uuid.UUID
     victim_connection_a: uuid.UUID
+    agent_account_a: uuid.UUID
     keys: dict[str, str]  # name → token
     mint: Callable[..., Any]
 
@@ -129,6 +134,24 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
         database={"url": database_url},
         secrets={"encryption_keys": generate_key()},
     )
+    # A supervisor of tenant A limited to another of A's brands: the "agent of another brand" column.
+    brand_a2 = await service.create_brand(operator, a.tenant.id, BrandIn(slug="outlet", name="A outlet"))
+    accounts = AgentAccounts(sessionmaker)
+    supervisor = await accounts.create(
+        operator,
+        a.tenant.id,
+        AgentAccountIn(
+            email=f"sup-{tag}@a.test",
+            display_name="Sup",
+            role=Role.SUPERVISOR,
+            brand_ids=[brand_a2.id],
+            password=SecretStr("correct horse battery"),
+        ),
+    )
+    signed_in = await accounts.sign_in(
+        SignInIn(tenant=f"a-{tag}", email=supervisor.email, password=SecretStr("correct horse battery"))
+    )
+    keys["agent_other_brand"] = signed_in.token
     connections = Connections(sessionmaker, settings)
     connection_a, victim_connection_a = [
         await connections.connect(operator, a.tenant.id, brand_a.id, whatsapp_connection()) for _ in range(2)
@@ -152,6 +175,7 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
             victim_key_a=victim.id,
             connection_a=connection_a.id,
             victim_connection_a=victim_connection_a.id,
+            agent_account_a=supervisor.id,
             keys=keys,
             mint=mint,
         )
@@ -223,6 +247,17 @@ REQUESTS: dict[tuple[str, str], Call] = {
         "/v1/channels/{connection_a}", lambda w: {"enabled": True}
     ),
     ("DELETE", "/v1/channels/{connection_id}"): Call("/v1/channels/{victim_connection_a}", consumes=True),
+    ("POST", "/v1/agent-accounts"): Call(
+        "/v1/agent-accounts",
+        lambda w: {"email": f"{_slug()}@a.test", "display_name": "N", "password": "a long enough password"},
+        collection=True,
+    ),
+    ("GET", "/v1/agent-accounts"): Call("/v1/agent-accounts", collection=True),
+    ("PATCH", "/v1/agent-accounts/{agent_id}"): Call(
+        "/v1/agent-accounts/{agent_account_a}", lambda w: {"display_name": "S"}
+    ),
+    ("GET", "/v1/agents/me"): Call("/v1/agents/me", collection=True),
+    ("DELETE", "/v1/agents/sessions/current"): Call("/v1/agents/sessions/current", collection=True),
     ("POST", "/v1/keys"): Call(
         "/v1/keys", lambda w: {"name": "k", "scopes": ["knowledge:read"]}, collection=True
     ),
@@ -269,6 +304,7 @@ PUBLIC_ROUTES = {
     ("GET", "/widget.js"),
     ("GET", "/chat/{brand_id}"),
     ("GET", "/agent"),
+    ("POST", "/v1/agents/sessions"),
     ("OPTIONS", "/v1/webchat/{token}/{rest:path}"),
     ("GET", "/v1/webchat/{token}/config"),
     ("POST", "/v1/webchat/{token}/messages"),
@@ -371,6 +407,17 @@ async def test_authorization_matrix(world: World, method: str, path: str) -> Non
     else:
         assert other.status_code == 404, ("another tenant's key", other.text)
         assert other.json()["error"]["code"] == "not_found"
+
+    # A signed-in supervisor of tenant A limited to another brand: 403 beyond its role, else 404 for
+    # anything of brand A (its lists hold only its own brand), like another tenant's key.
+    limited = await _call(world, method, call, world.keys["agent_other_brand"])
+    if not SUPERVISOR.allows(scope):
+        assert limited.status_code == 403, ("agent of another brand", limited.text)
+    elif call.collection:
+        assert limited.is_success, limited.text
+        assert str(world.brand_a) not in limited.text
+    else:
+        assert limited.status_code == 404, ("agent of another brand", limited.text)
 
     right = await _call(world, method, call, await world.mint(world.tenant_a, scope))
     if path.endswith("/jobs/{job_id}"):  # an unknown job of its own brand: the job is unknown, not the brand

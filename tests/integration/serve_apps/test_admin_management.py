@@ -244,3 +244,45 @@ def test_connect_a_telegram_bot_and_rotate_the_key_from_the_command_line(
     code, out, _ = run("generate-key")
     assert code == 0 and parse_keys(out.strip())
     get_settings.cache_clear()
+
+
+def test_agent_accounts_from_the_command_line(cli: Any, tmp_path: Path, database_url: str) -> None:
+    code, out, _ = cli("tenants", "create", "--slug", f"ag-{uuid.uuid4().hex[:8]}", "--name", "T")
+    tenant = out["tenant"]["id"]
+    code, brand, _ = cli("brands", "create", "--tenant", tenant, "--slug", "b", "--name", "B")
+    password = tmp_path / "pw"
+    password.write_text("a long enough passphrase\n")
+    code, agent, err = cli(
+        "agents",
+        "create",
+        "--tenant",
+        tenant,
+        "--email",
+        "Ann@T.test",
+        "--display-name",
+        "Ann",
+        "--brand",
+        brand["id"],
+        "--password-file",
+        str(password),
+    )
+    assert code == 0, err
+    assert agent["email"] == "ann@t.test" and agent["brand_ids"] == [brand["id"]] and agent["role"] == "agent"
+    assert "passphrase" not in json.dumps(agent)
+    code, listed, _ = cli("agents", "list", "--tenant", tenant)
+    assert [a["id"] for a in listed] == [agent["id"]]
+    code, disabled, _ = cli("agents", "disable", "--tenant", tenant, "--agent", agent["id"])
+    assert code == 0 and disabled["disabled"] is True
+    code, _, err = cli(
+        "agents",
+        "create",
+        "--tenant",
+        str(uuid.uuid4()),
+        "--email",
+        "b@t.test",
+        "--display-name",
+        "B",
+        "--password-file",
+        str(password),
+    )
+    assert code == 2 and "unknown tenant" in err

@@ -13,6 +13,8 @@ from common.db.models import Base, MessageLog, OutboxMessage
 from common.domain import Channel, ConversationState
 
 EXPECTED_TABLES = {
+    "agent_accounts",
+    "agent_sessions",
     "api_keys",
     "audit_log",
     "deliveries",
