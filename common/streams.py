@@ -104,6 +104,22 @@ def _entries(reply: Any) -> list[tuple[str, dict[str, str] | None]]:
     return [(str(entry_id), fields) for entries in batches for entry_id, fields in entries]
 
 
+async def last_entry_id(redis: aioredis.Redis, key: str) -> str:
+    """The id of the newest entry of ``key`` (``0-0`` for an empty stream): where a reader that wants
+    only what comes next starts, without the gap that re-sending ``$`` on every read would leave."""
+    newest: Any = await redis.xrevrange(key, count=1)
+    return str(newest[0][0]) if newest else "0-0"
+
+
+async def read_after(
+    redis: aioredis.Redis, key: str, after: str, *, count: int, block_ms: int
+) -> list[StreamEntry]:
+    """Entries of ``key`` newer than ``after`` (plain ``XREAD``: every reader sees every entry, no group),
+    waiting up to ``block_ms`` for the first."""
+    reply: Any = await redis.xread({key: after}, count=count, block=block_ms)
+    return [StreamEntry(entry_id, fields) for entry_id, fields in _entries(reply) if fields]
+
+
 class StreamConsumer:
     """One consumer (``consumer``) of one consumer group (``group``) on one stream, with its dead letters.
 

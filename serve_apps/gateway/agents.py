@@ -24,7 +24,7 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.access.agents import AgentAccounts, SessionOut, SignInIn
@@ -36,6 +36,7 @@ from common.domain import Channel, ConversationState, Direction, OutboundRespons
 from common.errors import InvalidInput, NotFound
 from common.logging import get_logger
 from common.schemas import CitationOut, GuardrailOut
+from serve_apps.gateway.agent_events import queue_events
 from serve_apps.gateway.auth import PUBLIC, authenticator, requires
 from serve_apps.gateway.backend import GatewayBackend
 from serve_apps.gateway.views import conversation_fields, message_fields
@@ -215,6 +216,27 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
                 out.append(_summary(conv, recent))
         return out
 
+    @router.get("/v1/agents/brands/{brand_id}/events", response_class=StreamingResponse)
+    async def events(
+        brand_id: uuid.UUID, request: Request, caller: AgentCaller = require_agent
+    ) -> StreamingResponse:
+        # The queue, live: handoffs, replies, take-overs and releases of this brand as they commit.
+        async with backend.sessionmaker() as session:
+            await repo.require_brand(session, brand_id=brand_id, tenant_id=caller.principal.tenant_id)
+        stream = queue_events(
+            settings=backend.settings,
+            redis=backend.redis,
+            tenant_id=brand_tenant(caller),
+            brand_id=brand_id,
+            after=request.headers.get("last-event-id"),
+            is_disconnected=request.is_disconnected,
+        )
+        return StreamingResponse(
+            stream,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
     @router.get("/v1/agents/conversations/{conversation_id}", response_model=AgentConversationOut)
     async def conversation(
         conversation_id: uuid.UUID, caller: AgentCaller = require_agent
@@ -275,6 +297,13 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
         return StateOut(conversation_id=conversation_id, state=state)
 
     return router
+
+
+def brand_tenant(caller: AgentCaller) -> uuid.UUID:
+    """The caller's tenant (``agents`` is a tenant scope: there always is one)."""
+    if caller.principal.tenant_id is None:  # pragma: no cover - requires() lets no tenantless caller in
+        raise NotFound("unknown brand")
+    return caller.principal.tenant_id
 
 
 def _sender(row: Any) -> Literal["customer", "bot", "agent"]:

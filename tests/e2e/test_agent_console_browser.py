@@ -163,6 +163,22 @@ def test_agent_takes_over_replies_and_releases_in_the_console(console: ConsoleSe
         lambda d: customer in d.find_element(By.ID, "queue").text,
         "conversation not listed as waiting",
     )
+    # The queue is live: a customer who asks for a person now appears without a reload.
+    _wait(browser, lambda d: d.find_element(By.ID, "live").text == "live", "live queue not connected")
+    latecomer = f"late-{uuid.uuid4().hex[:8]}"
+    late = httpx.post(
+        f"{console.url}/v1/messages/inbound",
+        json={
+            "brand_id": brand_id,
+            "customer_id": latecomer,
+            "text": "A human agent please",
+            "channel": "whatsapp",
+        },
+        headers=console.messages_headers,
+        timeout=60,
+    )
+    assert late.json()["escalated"] is True, late.text
+    _wait(browser, lambda d: latecomer in d.find_element(By.ID, "queue").text, "queue did not update live")
 
     browser.find_element(By.CSS_SELECTOR, "#queue .conv").click()
     _wait(

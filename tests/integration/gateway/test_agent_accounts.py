@@ -8,6 +8,7 @@ Real Postgres and Redis; ``ScriptedChatModel`` and ``ConstantEmbedder`` are test
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -225,3 +226,42 @@ async def test_a_session_expires(world: World) -> None:
     assert (await world.client.get("/v1/agents/me", headers=me)).status_code == 200
     await asyncio.sleep(0.8)
     assert (await world.client.get("/v1/agents/me", headers=me)).status_code == 401
+
+
+async def test_the_queue_updates_live_over_sse_for_the_agents_brand_only(world: World) -> None:
+    from tests.integration.gateway.test_webchat import SseReader, served
+
+    await make_agent(world, "live@shop.test", brand_ids=[world.shop])
+    token = (await sign_in(world, "live@shop.test")).json()["token"]
+    me = {"authorization": f"Bearer {token}"}
+    app = build_gateway_api(world.backend)
+    async with served(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+        assert (await client.get(f"/v1/agents/brands/{world.outlet}/events", headers=me)).status_code == 404
+        async with client.stream("GET", f"/v1/agents/brands/{world.shop}/events", headers=me) as resp:
+            assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+            sse = SseReader(resp)
+            assert await sse.frame(5) == ["retry: 3000", ": connected"]
+            await handoff(world, world.outlet)  # another brand's: not on this stream
+            waiting = await handoff(world, world.shop)
+            frame = await sse.frame(10)
+            while frame[0].startswith(":"):  # heartbeats
+                frame = await sse.frame(10)
+            fields = dict(line.split(": ", 1) for line in frame)
+            assert fields["event"] == "handoff"
+            event = json.loads(fields["data"])
+            assert event["conversation_id"] == waiting and event["brand_id"] == world.shop
+            first_id = fields["id"]
+        # Reconnecting with Last-Event-ID resumes right after it: the take-over made meanwhile is there.
+        r = await client.post(f"/v1/agents/conversations/{waiting}/release", headers=me)
+        assert r.status_code == 200, r.text
+        resume = {**me, "last-event-id": first_id}
+        async with client.stream("GET", f"/v1/agents/brands/{world.shop}/events", headers=resume) as resp:
+            sse = SseReader(resp)
+            await sse.frame(5)
+            frame = await sse.frame(10)
+            while frame[0].startswith(":"):
+                frame = await sse.frame(10)
+            fields = dict(line.split(": ", 1) for line in frame)
+            assert (
+                fields["event"] == "released" and json.loads(fields["data"])["agent_id"] == "live@shop.test"
+            )

@@ -133,6 +133,7 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
         redis={"url": redis_url, "key_prefix": f"{redis_prefix}:{tag}"},
         database={"url": database_url},
         secrets={"encryption_keys": generate_key()},
+        webchat={"sse_max_s": 0.2},  # event streams end at once here: the matrix only needs their status
     )
     # A supervisor of tenant A limited to another of A's brands: the "agent of another brand" column.
     brand_a2 = await service.create_brand(operator, a.tenant.id, BrandIn(slug="outlet", name="A outlet"))
@@ -257,6 +258,7 @@ REQUESTS: dict[tuple[str, str], Call] = {
         "/v1/agent-accounts/{agent_account_a}", lambda w: {"display_name": "S"}
     ),
     ("GET", "/v1/agents/me"): Call("/v1/agents/me", collection=True),
+    ("GET", "/v1/agents/brands/{brand_id}/events"): Call("/v1/agents/brands/{brand_a}/events"),
     ("DELETE", "/v1/agents/sessions/current"): Call("/v1/agents/sessions/current", collection=True),
     ("POST", "/v1/keys"): Call(
         "/v1/keys", lambda w: {"name": "k", "scopes": ["knowledge:read"]}, collection=True
