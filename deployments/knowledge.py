@@ -76,3 +76,7 @@ class KnowledgeIndexDeployment(Delegating):
     ) -> IngestResult:
         """Index (or refresh) documents for one brand."""
         return await self._service.ingest(tenant_id, brand_id, upload)
+
+    async def delete_source(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, source_id: uuid.UUID) -> int:
+        """Remove one source of a brand, vectors and rows (this replica owns the embedded store)."""
+        return await self._service.delete_source(tenant_id, brand_id, source_id)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common import text as words
 from common.config import RetrievalSettings
 from common.db import repositories as repo
+from common.errors import NotFound
 from common.knowledge import sync as knowledge
 from common.knowledge.reranking import build_reranker
 from common.knowledge.vectorstore import VectorStore
@@ -166,6 +167,25 @@ class KnowledgeService:
             chunks_deleted=deleted,
             chunk_ids=chunk_ids,
         )
+
+    async def delete_source(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, source_id: uuid.UUID) -> int:
+        """Remove one source of the brand: its vectors, then its Postgres rows (chunks cascade); how many
+        chunks it had. Vectors first: if that fails nothing changed, and a retry after a later failure
+        finds the rows still there and deletes again (deleting absent points is a no-op)."""
+        async with self._sessionmaker() as session:
+            source = await repo.get_knowledge_source(
+                session, source_id=source_id, tenant_id=tenant_id, brand_id=brand_id
+            )
+            if source is None:
+                raise NotFound("unknown knowledge source", details={"source_id": str(source_id)})
+            uri = source.uri
+            chunks = await repo.count_source_chunks(session, source_id=source_id)
+        await asyncio.to_thread(self._store.delete_source, tenant_id=tenant_id, brand_id=brand_id, source=uri)
+        async with self._sessionmaker() as session:
+            await repo.delete_knowledge_source(session, source_id=source_id)
+            await session.commit()
+        self._vocabularies.invalidate((tenant_id, brand_id))
+        return chunks
 
     async def source_chunk_ids(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, source: str) -> list[str]:
         """Ids stored for one source (the bulk pipeline's diff), sorted."""

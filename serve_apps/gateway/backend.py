@@ -67,6 +67,8 @@ class KnowledgeIndex(Protocol):
         self, tenant_id: uuid.UUID, brand_id: uuid.UUID, query: str, top_k: int
     ) -> list[RetrievedChunk]: ...
 
+    async def delete_source(self, tenant_id: uuid.UUID, brand_id: uuid.UUID, source_id: uuid.UUID) -> int: ...
+
 
 class GatewayBackend(Protocol):
     """What the gateway app and every route group mounted on it use."""

@@ -6,6 +6,8 @@
   the rest.
 * ``GET /v1/brands/{brand_id}/knowledge/jobs/{job_id}``: status, attempts, counts, error.
 * ``GET /v1/brands/{brand_id}/knowledge/dead-letters``: jobs given up on, newest first.
+* ``GET /v1/brands/{brand_id}/knowledge/sources``: the brand's documents with their chunk counts, and its
+  latest ingestion job; ``DELETE .../sources/{source_id}``: remove one document, its vectors and chunks.
 
 Uploaded bytes are stored as **Postgres large objects** (``lo_from_bytea``) in the same transaction as
 the job row and the job's outbox row: durable before the 202, readable by a worker on any node, no extra
@@ -25,6 +27,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
+from common.access.management import Management
 from common.access.principal import Principal, Scope
 from common.db import repositories as repo
 from common.domain import BrandProfile
@@ -75,6 +78,32 @@ class JobOut(_Model):
     updated_at: datetime
 
 
+class SourceOut(_Model):
+    """One document of the brand's knowledge."""
+
+    id: uuid.UUID
+    uri: str
+    title: str
+    content_type: str
+    chunks: int
+    updated_at: datetime
+
+
+class SourcesOut(_Model):
+    """``GET .../sources``: the documents, and the brand's latest ingestion job (None before any)."""
+
+    sources: list[SourceOut]
+    last_job: JobOut | None
+
+
+class SourceDeletedOut(_Model):
+    """``DELETE .../sources/{id}``: what was removed."""
+
+    id: uuid.UUID
+    uri: str
+    chunks_deleted: int
+
+
 class DeadLettersOut(_Model):
     """``GET .../dead-letters``."""
 
@@ -109,17 +138,50 @@ def build_knowledge_router(backend: GatewayBackend) -> APIRouter:
             row = await repo.get_ingestion_job(session, job_id=job_id, brand_id=brand_id)
         if row is None:
             raise NotFound("unknown ingestion job", details={"job_id": str(job_id)})
-        return JobOut(
-            job_id=row.id,
-            brand_id=row.brand_id,
-            status=row.status,
-            source=row.source,
-            attempts=row.attempts,
-            counts=row.counts or {},
-            error=row.error,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
+        return _job_out(row)
+
+    @router.get("/sources", response_model=SourcesOut)
+    async def sources(brand_id: uuid.UUID, caller: Principal = requires(Scope.KNOWLEDGE_READ)) -> SourcesOut:
+        brand = await _brand(backend, caller, brand_id)
+        async with backend.sessionmaker() as session:
+            rows = await repo.list_knowledge_sources(session, tenant_id=brand.tenant_id, brand_id=brand_id)
+            latest = await repo.latest_ingestion_job(session, brand_id=brand_id)
+        return SourcesOut(
+            sources=[
+                SourceOut(
+                    id=s.id,
+                    uri=s.uri,
+                    title=s.title,
+                    content_type=s.content_type,
+                    chunks=count,
+                    updated_at=s.updated_at,
+                )
+                for s, count in rows
+            ],
+            last_job=None if latest is None else _job_out(latest),
         )
+
+    @router.delete("/sources/{source_id}", response_model=SourceDeletedOut)
+    async def delete_source(
+        brand_id: uuid.UUID, source_id: uuid.UUID, caller: Principal = requires(Scope.KNOWLEDGE_WRITE)
+    ) -> SourceDeletedOut:
+        brand = await _brand(backend, caller, brand_id)
+        async with backend.sessionmaker() as session:
+            source = await repo.get_knowledge_source(
+                session, source_id=source_id, tenant_id=brand.tenant_id, brand_id=brand_id
+            )
+        if source is None:
+            raise NotFound("unknown knowledge source", details={"source_id": str(source_id)})
+        deleted = await backend.knowledge.delete_source(brand.tenant_id, brand_id, source_id)
+        out = SourceDeletedOut(id=source_id, uri=source.uri, chunks_deleted=deleted)
+        await Management(backend.sessionmaker).record(
+            caller,
+            action="knowledge.source_delete",
+            target_type="knowledge_source",
+            target_id=source_id,
+            after=out,
+        )
+        return out
 
     @router.get("/dead-letters", response_model=DeadLettersOut)
     async def dead_letters(
@@ -130,6 +192,20 @@ def build_knowledge_router(backend: GatewayBackend) -> APIRouter:
         return DeadLettersOut(dead_letters=letters)
 
     return router
+
+
+def _job_out(row: Any) -> JobOut:
+    return JobOut(
+        job_id=row.id,
+        brand_id=row.brand_id,
+        status=row.status,
+        source=row.source,
+        attempts=row.attempts,
+        counts=row.counts or {},
+        error=row.error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
 async def _brand(backend: GatewayBackend, caller: Principal, brand_id: uuid.UUID) -> BrandProfile:

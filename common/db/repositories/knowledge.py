@@ -149,3 +149,49 @@ async def chunk_texts(session: AsyncSession, *, tenant_id: uuid.UUID, brand_id: 
         KnowledgeChunk.tenant_id == tenant_id, KnowledgeChunk.brand_id == brand_id
     )
     return [f"{heading} {text}" for heading, text in (await session.execute(stmt)).all()]
+
+
+async def list_knowledge_sources(
+    session: AsyncSession, *, tenant_id: uuid.UUID, brand_id: uuid.UUID
+) -> list[tuple[KnowledgeSource, int]]:
+    """The brand's sources with their chunk counts, by uri."""
+    chunks = func.count(KnowledgeChunk.id)
+    stmt = (
+        select(KnowledgeSource, chunks)
+        .outerjoin(KnowledgeChunk, KnowledgeChunk.source_id == KnowledgeSource.id)
+        .where(KnowledgeSource.tenant_id == tenant_id, KnowledgeSource.brand_id == brand_id)
+        .group_by(KnowledgeSource.id)
+        .order_by(KnowledgeSource.uri)
+    )
+    return [(source, int(count)) for source, count in (await session.execute(stmt)).tuples()]
+
+
+async def get_knowledge_source(
+    session: AsyncSession, *, source_id: uuid.UUID, tenant_id: uuid.UUID, brand_id: uuid.UUID
+) -> KnowledgeSource | None:
+    """One source of the brand, or None (another brand's is None too)."""
+    stmt = select(KnowledgeSource).where(
+        KnowledgeSource.id == source_id,
+        KnowledgeSource.tenant_id == tenant_id,
+        KnowledgeSource.brand_id == brand_id,
+    )
+    return (await session.scalars(stmt)).one_or_none()
+
+
+async def delete_knowledge_source(session: AsyncSession, *, source_id: uuid.UUID) -> None:
+    """Remove a source row; its chunk rows go with it (ON DELETE CASCADE)."""
+    await session.execute(delete(KnowledgeSource).where(KnowledgeSource.id == source_id))
+
+
+async def latest_ingestion_job(session: AsyncSession, *, brand_id: uuid.UUID) -> IngestionJob | None:
+    """The brand's most recently changed ingestion job, or None."""
+    stmt = (
+        select(IngestionJob).where(IngestionJob.brand_id == brand_id).order_by(IngestionJob.updated_at.desc())
+    )
+    return (await session.scalars(stmt.limit(1))).first()
+
+
+async def count_source_chunks(session: AsyncSession, *, source_id: uuid.UUID) -> int:
+    """How many chunks a source has."""
+    stmt = select(func.count()).select_from(KnowledgeChunk).where(KnowledgeChunk.source_id == source_id)
+    return int(await session.scalar(stmt) or 0)

@@ -95,6 +95,7 @@ class World:
     connection_a: uuid.UUID
     victim_connection_a: uuid.UUID
     agent_account_a: uuid.UUID
+    source_a: uuid.UUID
     keys: dict[str, str]  # name → token
     mint: Callable[..., Any]
 
@@ -113,6 +114,15 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
     async with sessionmaker() as session:
         conv = await repo.get_or_create_conversation(
             session, tenant_id=a.tenant.id, brand_id=brand_a.id, channel=Channel.WEBCHAT, customer_id="c1"
+        )
+        source = await repo.upsert_knowledge_source(
+            session,
+            tenant_id=a.tenant.id,
+            brand_id=brand_a.id,
+            uri="a.md",
+            title="A",
+            content_type="text/markdown",
+            content_hash="0",
         )
         await session.commit()
     keys = {"admin_a": a.admin_key.token, "admin_b": b.admin_key.token}
@@ -177,6 +187,7 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
             connection_a=connection_a.id,
             victim_connection_a=victim_connection_a.id,
             agent_account_a=supervisor.id,
+            source_a=source.id,
             keys=keys,
             mint=mint,
         )
@@ -281,6 +292,10 @@ REQUESTS: dict[tuple[str, str], Call] = {
     ),
     ("GET", "/v1/brands/{brand_id}/knowledge/jobs/{job_id}"): Call(
         "/v1/brands/{brand_a}/knowledge/jobs/" + str(uuid.uuid4())
+    ),
+    ("GET", "/v1/brands/{brand_id}/knowledge/sources"): Call("/v1/brands/{brand_a}/knowledge/sources"),
+    ("DELETE", "/v1/brands/{brand_id}/knowledge/sources/{source_id}"): Call(
+        "/v1/brands/{brand_a}/knowledge/sources/{source_a}"
     ),
     ("GET", "/v1/brands/{brand_id}/knowledge/dead-letters"): Call(
         "/v1/brands/{brand_a}/knowledge/dead-letters"
