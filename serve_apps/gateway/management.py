@@ -31,6 +31,7 @@ from common.access.management import (
     TenantOut,
 )
 from common.access.principal import Principal, Scope
+from common.access.rules import RuleIn, RuleOut, RulePatch, Rules
 from common.errors import NotFound
 from serve_apps.gateway.auth import authenticator, requires
 from serve_apps.gateway.backend import GatewayBackend
@@ -123,6 +124,31 @@ def build_management_router(backend: GatewayBackend) -> APIRouter:
     ) -> BrandOut:
         # A new version equal to `version`: the next message of every replica drafts with it.
         return await service().rollback_persona(caller, _tenant(caller), brand_id, version)
+
+    @router.get("/brands/{brand_id}/rules", response_model=list[RuleOut])
+    async def list_rules(
+        brand_id: uuid.UUID, caller: Principal = requires(Scope.BRANDS_READ)
+    ) -> list[RuleOut]:
+        return await Rules(backend.sessionmaker).list_rules(_tenant(caller), brand_id)
+
+    @router.post("/brands/{brand_id}/rules", status_code=201, response_model=RuleOut)
+    async def add_rule(
+        brand_id: uuid.UUID, body: RuleIn, caller: Principal = requires(Scope.ADMIN)
+    ) -> RuleOut:
+        # Validated against its kind here: a rule that would be skipped at read time is refused now.
+        return await Rules(backend.sessionmaker).add(caller, _tenant(caller), brand_id, body)
+
+    @router.patch("/brands/{brand_id}/rules/{rule_id}", response_model=RuleOut)
+    async def update_rule(
+        brand_id: uuid.UUID, rule_id: uuid.UUID, body: RulePatch, caller: Principal = requires(Scope.ADMIN)
+    ) -> RuleOut:
+        return await Rules(backend.sessionmaker).update(caller, _tenant(caller), brand_id, rule_id, body)
+
+    @router.delete("/brands/{brand_id}/rules/{rule_id}", response_model=RuleOut)
+    async def delete_rule(
+        brand_id: uuid.UUID, rule_id: uuid.UUID, caller: Principal = requires(Scope.ADMIN)
+    ) -> RuleOut:
+        return await Rules(backend.sessionmaker).delete(caller, _tenant(caller), brand_id, rule_id)
 
     @router.post("/brands/{brand_id}/channels", status_code=201, response_model=ConnectionOut)
     async def connect_channel(

@@ -192,14 +192,14 @@ def _brand_profile(brand: Brand, profile: PersonaProfile | None) -> domain.Brand
     )
 
 
-async def list_automation_rules(session: AsyncSession, *, brand_id: uuid.UUID) -> list[AutomationRule]:
-    """The brand's enabled automation rules, lowest ``priority`` first."""
-    stmt = (
-        select(AutomationRule)
-        .where(AutomationRule.brand_id == brand_id, AutomationRule.enabled.is_(True))
-        .order_by(AutomationRule.priority, AutomationRule.name)
-    )
-    return list(await session.scalars(stmt))
+async def list_automation_rules(
+    session: AsyncSession, *, brand_id: uuid.UUID, include_disabled: bool = False
+) -> list[AutomationRule]:
+    """The brand's enabled automation rules (all with ``include_disabled``), lowest ``priority`` first."""
+    stmt = select(AutomationRule).where(AutomationRule.brand_id == brand_id)
+    if not include_disabled:
+        stmt = stmt.where(AutomationRule.enabled.is_(True))
+    return list(await session.scalars(stmt.order_by(AutomationRule.priority, AutomationRule.name)))
 
 
 async def add_automation_rule(
@@ -211,10 +211,17 @@ async def add_automation_rule(
     kind: str,
     config: dict[str, Any],
     priority: int = 100,
+    enabled: bool = True,
 ) -> AutomationRule:
     """Store a brand rule (``kind`` ``escalate`` or ``actions``; see ``common.conversation.escalation``)."""
     rule = AutomationRule(
-        tenant_id=tenant_id, brand_id=brand_id, name=name, kind=kind, config=config, priority=priority
+        tenant_id=tenant_id,
+        brand_id=brand_id,
+        name=name,
+        kind=kind,
+        config=config,
+        priority=priority,
+        enabled=enabled,
     )
     session.add(rule)
     await session.flush()

@@ -96,6 +96,8 @@ class World:
     victim_connection_a: uuid.UUID
     agent_account_a: uuid.UUID
     source_a: uuid.UUID
+    rule_a: uuid.UUID
+    victim_rule_a: uuid.UUID
     keys: dict[str, str]  # name → token
     mint: Callable[..., Any]
 
@@ -114,6 +116,17 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
     async with sessionmaker() as session:
         conv = await repo.get_or_create_conversation(
             session, tenant_id=a.tenant.id, brand_id=brand_a.id, channel=Channel.WEBCHAT, customer_id="c1"
+        )
+        rule = await repo.add_automation_rule(
+            session,
+            tenant_id=a.tenant.id,
+            brand_id=brand_a.id,
+            name="vip",
+            kind="escalate",
+            config={"keywords": ["vip"]},
+        )
+        victim_rule = await repo.add_automation_rule(
+            session, tenant_id=a.tenant.id, brand_id=brand_a.id, name="old", kind="escalate", config={}
         )
         source = await repo.upsert_knowledge_source(
             session,
@@ -188,6 +201,8 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
             victim_connection_a=victim_connection_a.id,
             agent_account_a=supervisor.id,
             source_a=source.id,
+            rule_a=rule.id,
+            victim_rule_a=victim_rule.id,
             keys=keys,
             mint=mint,
         )
@@ -248,6 +263,17 @@ REQUESTS: dict[tuple[str, str], Call] = {
     ("GET", "/v1/brands/{brand_id}/personas/{version}"): Call("/v1/brands/{brand_a}/personas/1"),
     ("POST", "/v1/brands/{brand_id}/personas/{version}/rollback"): Call(
         "/v1/brands/{brand_a}/personas/1/rollback"
+    ),
+    ("GET", "/v1/brands/{brand_id}/rules"): Call("/v1/brands/{brand_a}/rules"),
+    ("POST", "/v1/brands/{brand_id}/rules"): Call(
+        "/v1/brands/{brand_a}/rules",
+        lambda w: {"name": "r", "kind": "escalate", "config": {"keywords": ["x"]}},
+    ),
+    ("PATCH", "/v1/brands/{brand_id}/rules/{rule_id}"): Call(
+        "/v1/brands/{brand_a}/rules/{rule_a}", lambda w: {"priority": 5}
+    ),
+    ("DELETE", "/v1/brands/{brand_id}/rules/{rule_id}"): Call(
+        "/v1/brands/{brand_a}/rules/{victim_rule_a}", consumes=True
     ),
     ("POST", "/v1/brands/{brand_id}/channels"): Call(
         "/v1/brands/{brand_a}/channels",
