@@ -35,6 +35,7 @@ from common.access.rules import RuleIn, RuleOut, RulePatch, Rules
 from common.errors import NotFound
 from serve_apps.gateway.auth import authenticator, requires
 from serve_apps.gateway.backend import GatewayBackend
+from serve_apps.webchat.manage import CreatedWidgetOut, WidgetIn, WidgetOut, Widgets
 
 
 def _tenant(caller: Principal) -> uuid.UUID:
@@ -149,6 +150,44 @@ def build_management_router(backend: GatewayBackend) -> APIRouter:
         brand_id: uuid.UUID, rule_id: uuid.UUID, caller: Principal = requires(Scope.ADMIN)
     ) -> RuleOut:
         return await Rules(backend.sessionmaker).delete(caller, _tenant(caller), brand_id, rule_id)
+
+    def widgets() -> Widgets:
+        return Widgets(backend.sessionmaker, backend.settings)
+
+    @router.post("/brands/{brand_id}/widgets", status_code=201, response_model=CreatedWidgetOut)
+    async def create_widget(
+        brand_id: uuid.UUID, body: WidgetIn, caller: Principal = requires(Scope.ADMIN)
+    ) -> CreatedWidgetOut:
+        out = await widgets().create(caller, _tenant(caller), brand_id, body)
+        await backend.intake.forget_routes()
+        return out
+
+    @router.get("/brands/{brand_id}/widgets", response_model=list[WidgetOut])
+    async def list_widgets(
+        brand_id: uuid.UUID, caller: Principal = requires(Scope.BRANDS_READ)
+    ) -> list[WidgetOut]:
+        return await widgets().list_widgets(_tenant(caller), brand_id)
+
+    @router.get("/widgets/{widget_id}", response_model=WidgetOut)
+    async def get_widget(widget_id: uuid.UUID, caller: Principal = requires(Scope.BRANDS_READ)) -> WidgetOut:
+        found = await widgets().get(_tenant(caller), widget_id)
+        if not caller.sees_brand(found.brand_id):
+            raise NotFound("unknown widget", details={"widget_id": str(widget_id)})
+        return found
+
+    @router.put("/widgets/{widget_id}", response_model=WidgetOut)
+    async def update_widget(
+        widget_id: uuid.UUID, body: WidgetIn, caller: Principal = requires(Scope.ADMIN)
+    ) -> WidgetOut:
+        out = await widgets().update(caller, _tenant(caller), widget_id, body)
+        await backend.intake.forget_routes()
+        return out
+
+    @router.delete("/widgets/{widget_id}", response_model=WidgetOut)
+    async def delete_widget(widget_id: uuid.UUID, caller: Principal = requires(Scope.ADMIN)) -> WidgetOut:
+        out = await widgets().delete(caller, _tenant(caller), widget_id)
+        await backend.intake.forget_routes()
+        return out
 
     @router.post("/brands/{brand_id}/channels", status_code=201, response_model=ConnectionOut)
     async def connect_channel(

@@ -224,7 +224,12 @@ def build_webchat_router(backend: GatewayBackend) -> APIRouter:
             "TOKEN": widget.token,
         }.items():
             page = page.replace("{{" + name + "}}", _html(value))
-        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store"}
+        if widget.display.allowed_origins:  # only the brand's own sites may frame its chat page
+            headers["Content-Security-Policy"] = "frame-ancestors 'self' " + " ".join(
+                widget.display.allowed_origins
+            )
+        return HTMLResponse(page, headers=headers)
 
     return router
 

@@ -97,6 +97,8 @@ class World:
     agent_account_a: uuid.UUID
     source_a: uuid.UUID
     rule_a: uuid.UUID
+    widget_a: uuid.UUID
+    victim_widget_a: uuid.UUID
     victim_rule_a: uuid.UUID
     keys: dict[str, str]  # name → token
     mint: Callable[..., Any]
@@ -127,6 +129,22 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
         )
         victim_rule = await repo.add_automation_rule(
             session, tenant_id=a.tenant.id, brand_id=brand_a.id, name="old", kind="escalate", config={}
+        )
+        widget = await repo.upsert_channel_config(
+            session,
+            tenant_id=a.tenant.id,
+            brand_id=brand_a.id,
+            channel=Channel.WEBCHAT,
+            external_id=f"w-{tag}-1",
+            settings={},
+        )
+        victim_widget = await repo.upsert_channel_config(
+            session,
+            tenant_id=a.tenant.id,
+            brand_id=brand_a.id,
+            channel=Channel.WEBCHAT,
+            external_id=f"w-{tag}-2",
+            settings={},
         )
         source = await repo.upsert_knowledge_source(
             session,
@@ -202,6 +220,8 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
             agent_account_a=supervisor.id,
             source_a=source.id,
             rule_a=rule.id,
+            widget_a=widget.id,
+            victim_widget_a=victim_widget.id,
             victim_rule_a=victim_rule.id,
             keys=keys,
             mint=mint,
@@ -275,6 +295,11 @@ REQUESTS: dict[tuple[str, str], Call] = {
     ("DELETE", "/v1/brands/{brand_id}/rules/{rule_id}"): Call(
         "/v1/brands/{brand_a}/rules/{victim_rule_a}", consumes=True
     ),
+    ("POST", "/v1/brands/{brand_id}/widgets"): Call("/v1/brands/{brand_a}/widgets", lambda w: {"title": "W"}),
+    ("GET", "/v1/brands/{brand_id}/widgets"): Call("/v1/brands/{brand_a}/widgets"),
+    ("GET", "/v1/widgets/{widget_id}"): Call("/v1/widgets/{widget_a}"),
+    ("PUT", "/v1/widgets/{widget_id}"): Call("/v1/widgets/{widget_a}", lambda w: {"title": "W2"}),
+    ("DELETE", "/v1/widgets/{widget_id}"): Call("/v1/widgets/{victim_widget_a}", consumes=True),
     ("POST", "/v1/brands/{brand_id}/channels"): Call(
         "/v1/brands/{brand_a}/channels",
         lambda w: whatsapp_body(),
