@@ -62,6 +62,16 @@ class ReplyOut(_Strict):
     duplicate: bool
 
 
+class DeliveryOut(_Strict):
+    """How a reply fared: our side (``status``: pending/sent/failed/skipped) and the provider's receipts
+    (``receipt``: sent/delivered/read/failed, with its reason in ``error``)."""
+
+    status: str
+    receipt: str | None
+    receipt_at: datetime | None
+    error: str | None
+
+
 class MessageOut(_Strict):
     """One logged message in a conversation."""
 
@@ -72,6 +82,7 @@ class MessageOut(_Strict):
     provider_message_id: str | None
     citations: list[CitationOut] = Field(default_factory=list)
     guardrails: list[GuardrailOut] = Field(default_factory=list)
+    delivery: DeliveryOut | None = None
 
 
 class ConversationOut(_Strict):

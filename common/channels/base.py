@@ -58,7 +58,18 @@ class IgnoredEvent:
     account_id: str | None = None
 
 
-ParsedEvent = ChannelEvent | IgnoredEvent
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """A provider's receipt for a message the brand sent: ``sent``, ``delivered``, ``read`` or ``failed``
+    (``error``: the provider's code and reason)."""
+
+    account_id: str
+    provider_message_id: str
+    status: str
+    error: str | None = None
+
+
+ParsedEvent = ChannelEvent | IgnoredEvent | StatusEvent
 
 
 class ChannelAdapter(Protocol):

@@ -7,7 +7,8 @@ Shape: ``entry[].changes[].value`` with ``metadata.phone_number_id`` (the brand'
 of our own sends). Every entry and every change is read; Meta batches several per POST.
 
 Read as a question: ``text``, and the titles of ``interactive`` (button/list reply) and ``button``
-(template quick reply) taps. Ignored: ``statuses`` (sent/delivered/read/failed) and ``reaction``.
+(template quick reply) taps. Receipts: ``statuses`` (sent/delivered/read/failed with ``errors``) update
+the delivery of the brand's message. Ignored: ``reaction``.
 Recorded as unsupported: every other type (image, sticker, location, audio, video, document, contacts...).
 
 Sending: ``POST {graph}/{version}/{phone_number_id}/messages`` (text, contextual reply).
@@ -28,6 +29,7 @@ from common.channels.base import (
     IgnoredEvent,
     ParsedEvent,
     RecipientConfig,
+    StatusEvent,
     unsupported_text,
 )
 from common.channels.meta import GraphSender, Loose, MetaAdapter, MetaEnvelope
@@ -90,13 +92,35 @@ def _change_events(change: _Change) -> list[ParsedEvent]:
     if change.field != "messages" or value.metadata is None:
         return [IgnoredEvent(reason=f"change field {change.field!r} is not handled")]
     number = value.metadata.phone_number_id
-    events: list[ParsedEvent] = [
-        IgnoredEvent(reason=f"status {s.get('status', '?')} of our own message", account_id=number)
-        for s in value.statuses
-    ]
+    events: list[ParsedEvent] = [_status_event(number, s) for s in value.statuses]
     for message in value.messages:
         events.append(_message_event(number, message))
     return events
+
+
+#: Receipts the Cloud API sends for a message we sent.
+RECEIPTS = frozenset({"sent", "delivered", "read", "failed"})
+
+
+def _status_event(number: str, status: dict[str, Any]) -> ParsedEvent:
+    """A receipt for one of our messages (the provider's error code and reason when it failed)."""
+    kind, message_id = status.get("status"), status.get("id")
+    if kind not in RECEIPTS or not isinstance(message_id, str) or not message_id:
+        return IgnoredEvent(reason=f"status {kind!r} of our own message", account_id=number)
+    error = None
+    errors = status.get("errors")
+    if kind == "failed" and isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        details = (
+            (first.get("error_data") or {}).get("details")
+            if isinstance(first.get("error_data"), dict)
+            else None
+        )
+        error = f"{first.get('code', '?')}: {first.get('title') or first.get('message') or ''}".strip()
+        if details:
+            error = f"{error} ({details})"
+        error = error[:500]
+    return StatusEvent(account_id=number, provider_message_id=message_id, status=str(kind), error=error)
 
 
 def _message_event(number: str, message: _Message) -> ParsedEvent:

@@ -353,6 +353,8 @@ class OutboxMessage(Base):
 
 
 DELIVERY_STATUSES: tuple[str, ...] = ("pending", "sent", "failed", "skipped")
+#: What the provider reported after accepting a message (status webhooks), in the order they happen.
+RECEIPTS: tuple[str, ...] = ("sent", "delivered", "read", "failed")
 
 
 class Delivery(Base):
@@ -371,6 +373,7 @@ class Delivery(Base):
         _one_of("channel", _enum_values(Channel), "channel"),
         _brand_fk(),
         Index("ix_deliveries_brand_id_status", "brand_id", "status"),
+        Index("ix_deliveries_provider_message_id", "provider_message_id"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -390,6 +393,10 @@ class Delivery(Base):
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The provider's own receipts (WhatsApp status webhooks): never downgraded; failed with its reason.
+    receipt: Mapped[str | None] = mapped_column(String(16))
+    receipt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    receipt_error: Mapped[str | None] = mapped_column(Text)
 
 
 ACTION_STATUSES: tuple[str, ...] = (

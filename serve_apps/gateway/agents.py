@@ -35,11 +35,11 @@ from common.db import repositories as repo
 from common.domain import Channel, ConversationState, Direction, OutboundResponse
 from common.errors import InvalidInput, NotFound
 from common.logging import get_logger
-from common.schemas import CitationOut, GuardrailOut
+from common.schemas import CitationOut, DeliveryOut, GuardrailOut
 from serve_apps.gateway.agent_events import queue_events
 from serve_apps.gateway.auth import PUBLIC, authenticator, requires
 from serve_apps.gateway.backend import GatewayBackend
-from serve_apps.gateway.views import conversation_fields, message_fields
+from serve_apps.gateway.views import conversation_fields, delivery_out, message_fields
 
 log = get_logger(__name__)
 
@@ -74,6 +74,7 @@ class AgentMessageOut(_Out):
     created_at: datetime
     citations: list[CitationOut]
     guardrails: list[GuardrailOut]
+    delivery: DeliveryOut | None = None
 
 
 class ActionOut(_Out):
@@ -251,9 +252,10 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
                 raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
             conv, messages = found
             actions = await repo.list_action_logs(session, conversation_id=conversation_id)
+            deliveries = await repo.deliveries_for(session, message_ids=[m.id for m in messages])
         return AgentConversationOut(
             **conversation_fields(conv),
-            messages=[_message(m) for m in messages],
+            messages=[_message(m, deliveries.get(m.id)) for m in messages],
             actions=[
                 ActionOut(
                     id=a.id,
@@ -312,8 +314,8 @@ def _sender(row: Any) -> Literal["customer", "bot", "agent"]:
     return "agent" if any(g.get("rule") == AGENT_RULE for g in (row.guardrails or [])) else "bot"
 
 
-def _message(row: Any) -> AgentMessageOut:
-    return AgentMessageOut(**message_fields(row), sender=_sender(row))
+def _message(row: Any, delivery: Any | None = None) -> AgentMessageOut:
+    return AgentMessageOut(**message_fields(row), sender=_sender(row), delivery=delivery_out(delivery))
 
 
 def _summary(conv: Any, recent: list[Any]) -> ConversationSummaryOut:

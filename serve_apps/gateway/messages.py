@@ -25,7 +25,7 @@ from common.schemas import (
 )
 from serve_apps.gateway.auth import requires
 from serve_apps.gateway.backend import GatewayBackend
-from serve_apps.gateway.views import conversation_fields, message_fields
+from serve_apps.gateway.views import conversation_fields, delivery_out, message_fields
 
 log = get_logger(__name__)
 
@@ -72,17 +72,23 @@ def build_messages_router(backend: GatewayBackend) -> APIRouter:
     ) -> ConversationOut:
         async with backend.sessionmaker() as session:
             found = await repo.get_conversation_with_messages(session, conversation_id=conversation_id)
-        if (
-            found is None
-            or found[0].tenant_id != caller.tenant_id
-            or not caller.sees_brand(found[0].brand_id)
-        ):
-            raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
-        conv, messages = found
+            if (
+                found is None
+                or found[0].tenant_id != caller.tenant_id
+                or not caller.sees_brand(found[0].brand_id)
+            ):
+                raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
+            conv, messages = found
+            deliveries = await repo.deliveries_for(session, message_ids=[m.id for m in messages])
         return ConversationOut(
             **conversation_fields(conv),
             messages=[
-                MessageOut(**message_fields(m), provider_message_id=m.provider_message_id) for m in messages
+                MessageOut(
+                    **message_fields(m),
+                    provider_message_id=m.provider_message_id,
+                    delivery=delivery_out(deliveries.get(m.id)),
+                )
+                for m in messages
             ],
         )
 

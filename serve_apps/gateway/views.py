@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.domain import Channel, ConversationState, Direction
-from common.schemas import CitationOut, GuardrailOut
+from common.schemas import CitationOut, DeliveryOut, GuardrailOut
 
 
 def conversation_fields(conv: Any) -> dict[str, Any]:
@@ -29,3 +29,13 @@ def message_fields(row: Any) -> dict[str, Any]:
         "citations": [CitationOut(**c) for c in (row.citations or [])],
         "guardrails": [GuardrailOut(**g) for g in (row.guardrails or [])],
     }
+
+
+def delivery_out(row: Any | None) -> DeliveryOut | None:
+    """A reply's delivery record as shown with the message (None: inbound, or not queued for sending)."""
+    if row is None:
+        return None
+    error = (
+        row.receipt_error if row.receipt == "failed" else (row.last_error if row.status == "failed" else None)
+    )
+    return DeliveryOut(status=row.status, receipt=row.receipt, receipt_at=row.receipt_at, error=error)

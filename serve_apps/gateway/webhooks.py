@@ -34,9 +34,10 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import SecretStr
 
-from common.channels.base import ChannelEvent, IgnoredEvent, ParsedEvent
+from common.channels.base import ChannelEvent, IgnoredEvent, ParsedEvent, StatusEvent
 from common.channels.meta import verify_meta_signature
 from common.channels.registry import get_adapter
+from common.db import repositories as repo
 from common.db.session import is_connection_error
 from common.domain import Channel, ChannelRoute, InboundMessage
 from common.errors import AssistantError, DatabaseUnavailable, InvalidInput, PayloadTooLarge, Unauthorized
@@ -64,6 +65,7 @@ class WebhookResult:
     accepted: int = 0
     duplicates: int = 0
     ignored: int = 0
+    receipts: int = 0  # provider receipts applied to the brand's deliveries
 
     def body(self) -> dict[str, Any]:
         """JSON body of the acknowledgement."""
@@ -291,6 +293,11 @@ async def _record(
             log.info("webhook_event_ignored", reason=event.reason, account_id=event.account_id)
             result.ignored += 1
             continue
+        if isinstance(event, StatusEvent):
+            applied = await _receipt(backend, channel, event, admit)
+            result.receipts += applied
+            result.ignored += not applied
+            continue
         route = await backend.intake.channel_route(channel, event.account_id)
         message = _message(backend, channel, route if route is not None and admit(route) else None, event)
         if message is None:
@@ -302,6 +309,31 @@ async def _record(
         else:
             result.accepted += 1
     return result
+
+
+async def _receipt(
+    backend: GatewayBackend, channel: Channel, event: StatusEvent, admit: Callable[[ChannelRoute], bool]
+) -> bool:
+    """Apply a receipt to a delivery of the brand this URL verifiably speaks for; False when it matches
+    none (another brand's message, one sent before receipts were kept, or an unrouted account)."""
+    route = await backend.intake.channel_route(channel, event.account_id)
+    if route is None or not admit(route):
+        return False
+    async with backend.sessionmaker() as session:
+        found = await repo.record_receipt(
+            session,
+            brand_id=route.brand_id,
+            channel=channel,
+            provider_message_id=event.provider_message_id,
+            receipt=event.status,
+            error=event.error,
+        )
+        await session.commit()
+    if event.status == "failed":
+        log.warning(
+            "delivery_failed_at_provider", provider_message_id=event.provider_message_id, error=event.error
+        )
+    return found
 
 
 def _message(

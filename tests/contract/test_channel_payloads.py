@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.channels.base import ChannelEvent, IgnoredEvent
+from common.channels.base import ChannelEvent, IgnoredEvent, StatusEvent
 from common.channels.registry import ADAPTERS, get_adapter
 from common.domain import Channel
 from common.errors import InvalidInput, Unauthorized
@@ -30,8 +30,15 @@ def ignored(reason: str) -> tuple[str, str]:
     return ("ignored", reason)
 
 
+def status(mid: str, kind: str, error: str | None = None) -> StatusEvent:
+    return StatusEvent(WA, mid, kind, error)
+
+
+STATUS_WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI3MEY3RkQ0QkVDQ0MxQjgxNDcA"
+
+
 #: (channel, fixture) → expected events; ("ignored", substring of the reason) for skipped ones.
-EXPECTED: dict[tuple[Channel, str], list[ChannelEvent | tuple[str, str]]] = {
+EXPECTED: dict[tuple[Channel, str], list[ChannelEvent | StatusEvent | tuple[str, str]]] = {
     (Channel.WHATSAPP, "text"): [
         msg(WA, "16505551234", f"{WAMID}1", "How long do I have to return an item?")
     ],
@@ -39,12 +46,20 @@ EXPECTED: dict[tuple[Channel, str], list[ChannelEvent | tuple[str, str]]] = {
         msg(WA, "16505551234", f"{WAMID}2", "Do you ship to Canada?"),
         msg(WA, "16505550000", f"{WAMID}3", "And how much is shipping?"),
         msg(WA, "16505551234", f"{WAMID}4", "Where is your store?"),
-        ignored("status delivered"),
+        status("wamid.OUT1", "delivered"),
     ],
     (Channel.WHATSAPP, "statuses"): [
-        ignored("status sent"),
-        ignored("status delivered"),
-        ignored("status read"),
+        status(STATUS_WAMID, "sent"),
+        status(STATUS_WAMID, "delivered"),
+        status(STATUS_WAMID, "read"),
+    ],
+    (Channel.WHATSAPP, "status_failed"): [
+        status(
+            "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJGQUlMRUQ",
+            "failed",
+            "131047: Re-engagement message (Message failed to send because more than 24 hours have passed"
+            " since the customer last replied to this number.)",
+        )
     ],
     (Channel.WHATSAPP, "unsupported_media"): [
         msg(WA, "16505551234", "wamid.IMG1", "[unsupported: image]", "image"),
@@ -103,7 +118,7 @@ def test_fixture_parses_to_expected_events(channel: Channel, name: str) -> None:
     expected = EXPECTED[(channel, name)]
     assert len(events) == len(expected), events
     for event, want in zip(events, expected, strict=True):
-        if isinstance(want, ChannelEvent):
+        if isinstance(want, ChannelEvent | StatusEvent):
             assert event == want
         else:
             assert isinstance(event, IgnoredEvent), event

@@ -75,9 +75,11 @@ from common.db.repositories.conversations import (
 )
 from common.db.repositories.deliveries import (
     claim_delivery,
+    deliveries_for,
     finish_delivery,
     get_delivery,
     mark_delivery_sending,
+    record_receipt,
     release_delivery,
 )
 from common.db.repositories.knowledge import (
@@ -110,6 +112,7 @@ __all__ = [
     "create_ingestion_job",
     "delete_channel_config",
     "delete_knowledge_source",
+    "deliveries_for",
     "encrypted_channel_configs",
     "find_agent_account",
     "find_agent_session",
@@ -160,6 +163,7 @@ __all__ = [
     "pending_action",
     "persona_from_values",
     "recent_messages",
+    "record_receipt",
     "release_delivery",
     "require_brand",
     "revoke_agent_sessions",

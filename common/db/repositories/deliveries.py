@@ -5,9 +5,11 @@ Part of :mod:`common.db.repositories` (the caller owns the transaction; see ther
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import cast, func, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -128,3 +130,55 @@ async def finish_delivery(
         .values(**values)
     )
     await session.execute(stmt)
+
+
+async def record_receipt(
+    session: AsyncSession,
+    *,
+    brand_id: uuid.UUID,
+    channel: domain.Channel,
+    provider_message_id: str,
+    receipt: str,
+    error: str | None = None,
+    at: datetime | None = None,
+) -> bool:
+    """Apply a provider's receipt to the delivery of one of the brand's messages; False when none matches.
+
+    Receipts arrive out of order and repeated: ``sent`` < ``delivered`` < ``read`` never goes back, and
+    ``failed`` (with the provider's reason) wins over any of them. Only the brand's own deliveries can
+    match (the webhook already proved which connection, and so which brand, it speaks for).
+    """
+    stmt = (
+        select(Delivery)
+        .where(
+            Delivery.brand_id == brand_id,
+            Delivery.channel == channel.value,
+            or_(
+                Delivery.provider_message_id == provider_message_id,
+                # jsonb "?": the id is one of the string elements (a later part of a split reply)
+                func.jsonb_exists(cast(Delivery.provider_message_ids, JSONB), provider_message_id),
+            ),
+        )
+        .with_for_update()
+    )
+    row = (await session.scalars(stmt.limit(1))).first()
+    if row is None:
+        return False
+    current = RECEIPT_RANK.get(row.receipt or "", 0)
+    if receipt == "failed" or (row.receipt != "failed" and RECEIPT_RANK[receipt] > current):
+        row.receipt, row.receipt_at = receipt, at or datetime.now(UTC)
+        row.receipt_error = error if receipt == "failed" else None
+        await session.flush()
+    return True
+
+
+async def deliveries_for(session: AsyncSession, *, message_ids: list[uuid.UUID]) -> dict[uuid.UUID, Delivery]:
+    """The delivery records of some messages, by message id."""
+    if not message_ids:
+        return {}
+    rows = await session.scalars(select(Delivery).where(Delivery.message_id.in_(message_ids)))
+    return {r.message_id: r for r in rows}
+
+
+#: Order of the receipts that can only move forward.
+RECEIPT_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from sqlalchemy import select, text
 
 from common.access.connections import Connections
-from common.access.principal import operator_principal
+from common.access.principal import Scope, operator_principal
 from common.channels.registry import build_registry
 from common.config import (
     ApiSettings,
@@ -41,7 +41,8 @@ from common.delivery import OutboundDispatcher
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from serve_apps.simulator import SimulatorServer, sign_meta
-from serve_apps.simulator.webhooks import telegram_update, whatsapp_message, whatsapp_update
+from serve_apps.simulator.webhooks import telegram_update, whatsapp_message, whatsapp_status, whatsapp_update
+from tests.auth import key_headers
 from tests.fakes.chat import ScriptedChatModel
 from tests.fakes.embedding import ConstantEmbedder
 
@@ -414,3 +415,68 @@ async def test_stored_credentials_without_their_key_are_a_503_not_a_crash(
         )
     assert r.status_code == 503 and r.json()["error"]["code"] == "credentials_unavailable"
     assert world.a.telegram_secret not in r.text
+
+
+async def post_statuses(
+    world: World, spec: TenantSpec, *, secret: str, number: str, statuses: list[dict]
+) -> httpx.Response:
+    body = json.dumps(whatsapp_update(phone_number_id=number, statuses=statuses)).encode()
+    headers = {"content-type": "application/json", "x-hub-signature-256": sign_meta(body, secret)}
+    return await world.client.post(f"/webhooks/meta/{spec.app_id}", content=body, headers=headers)
+
+
+async def test_provider_receipts_update_the_brands_own_deliveries_only(world: World) -> None:
+    a, b = world.a, world.b
+    for tenant in (a, b):
+        spec = tenant.spec
+        r = await post_whatsapp(
+            world, app_id=spec.app_id, number=spec.phone_number_id, secret=spec.app_secret, text_="hi"
+        )
+        assert r.json()["accepted"] == 1, r.text
+    await answer_and_deliver(world)
+    wamid = {m.account: m.provider_message_id for m in world.sim.state.sent("whatsapp")}
+    a_id, b_id = wamid[A.phone_number_id], wamid[B.phone_number_id]
+
+    def status(mid: str, kind: str, **extra: object) -> dict:
+        return {**whatsapp_status(recipient="15551230000", message_id=mid, status=kind), **extra}
+
+    # Out of order and repeated: read wins over a late "delivered"; B's app cannot touch A's message.
+    r = await post_statuses(
+        world,
+        A,
+        secret=A.app_secret,
+        number=A.phone_number_id,
+        statuses=[status(a_id, "read"), status(a_id, "delivered")],
+    )
+    assert r.json()["receipts"] == 2, r.text
+    r = await post_statuses(
+        world, B, secret=B.app_secret, number=A.phone_number_id, statuses=[status(a_id, "failed")]
+    )
+    assert r.json()["receipts"] == 0 and r.json()["ignored"] == 1
+    r = await post_statuses(
+        world, B, secret=B.app_secret, number=B.phone_number_id, statuses=[status(a_id, "failed")]
+    )
+    assert r.json()["receipts"] == 0  # B's number, A's message id: not one of B's deliveries
+    failure = status(b_id, "failed", errors=[{"code": 131047, "title": "Re-engagement message"}])
+    r = await post_statuses(world, B, secret=B.app_secret, number=B.phone_number_id, statuses=[failure])
+    assert r.json()["receipts"] == 1
+
+    async def reply_delivery(tenant: Tenant) -> dict:
+        async with world.backend.sessionmaker() as s:
+            conversation = await s.scalar(
+                select(MessageLog.conversation_id).where(
+                    MessageLog.brand_id == tenant.brand_id, MessageLog.channel == "whatsapp"
+                )
+            )
+        key = await key_headers(world.backend.sessionmaker, tenant.id, Scope.CONVERSATIONS_READ)
+        found = (await world.client.get(f"/v1/conversations/{conversation}", headers=key)).json()
+        [reply] = [m for m in found["messages"] if m["direction"] == "outbound"]
+        return reply["delivery"]
+
+    assert (await reply_delivery(a))["receipt"] == "read"
+    failed = await reply_delivery(b)
+    assert (
+        failed["status"] == "sent"
+        and failed["receipt"] == "failed"
+        and failed["error"] == "131047: Re-engagement message"
+    )

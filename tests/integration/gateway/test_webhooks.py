@@ -242,7 +242,7 @@ async def test_unknown_or_disabled_accounts_are_ignored_alike(env: Env) -> None:
     assert (
         r_unknown.json()
         == r_disabled.json()
-        == {"status": "ok", "accepted": 0, "duplicates": 0, "ignored": 1}
+        == {"status": "ok", "accepted": 0, "duplicates": 0, "ignored": 1, "receipts": 0}
     )
     # A Telegram bot nobody configured answers exactly like any ignored update.
     tg = await env.client.post(
@@ -259,7 +259,7 @@ async def test_unsupported_media_policy_ignore(env: Env) -> None:
         env.backend, settings_by_channel={Channel.WHATSAPP: {"unsupported": "ignore"}}
     )
     r = await deliver(env.client, Channel.WHATSAPP, raw(Channel.WHATSAPP, "unsupported_media"))
-    assert r.json() == {"status": "ok", "accepted": 0, "duplicates": 0, "ignored": 3}
+    assert r.json() == {"status": "ok", "accepted": 0, "duplicates": 0, "ignored": 3, "receipts": 0}
     async with env.backend.sessionmaker() as s:
         count = await s.scalar(select(func.count()).where(MessageLog.brand_id == brand_id))
     assert count == 0
