@@ -37,7 +37,10 @@ from common.crypto import CredentialCipher
 from common.db import repositories as repo
 from common.db.models import ChannelConfig
 from common.db.repositories.channels import META_CHANNELS
-from common.errors import Conflict, Forbidden, InvalidInput, NotFound
+from common.errors import Conflict, CredentialsUnavailable, DependencyError, Forbidden, InvalidInput, NotFound
+from common.logging import get_logger
+
+log = get_logger(__name__)
 
 #: Provider account ids: Meta's are numeric, the simulator's have letters and '-'.
 ACCOUNT_ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -375,10 +378,35 @@ class Connections:
         async with self._sessionmaker() as session:
             row = await self._row(session, actor, tenant_id, connection_id)
             out = self.out(row)
+            if row.channel == domain.Channel.TELEGRAM.value and row.credentials is not None:
+                await self._unregister_telegram(row.credentials)
             await repo.delete_channel_config(session, connection_id=connection_id)
             await audit(session, actor, tenant_id, "channel.delete", "channel", connection_id, before=out)
             await session.commit()
         return out
+
+    async def _unregister_telegram(self, sealed: str) -> None:
+        """Best effort ``deleteWebhook``: Telegram stops delivering to a URL that now answers 401. A
+        failure (Telegram unreachable, token revoked, the key gone) does not keep the connection: it is
+        logged, and removing a connection always works."""
+        try:
+            token = self._cipher.decrypt(sealed).get("bot_token")
+        except CredentialsUnavailable as exc:
+            log.warning("telegram_delete_webhook_skipped", error=exc.message)
+            return
+        if token is None:
+            return
+        try:
+            async with httpx.AsyncClient(transport=self._transport, timeout=10.0) as client:
+                await telegram.bot_api(
+                    client,
+                    api_url=self._settings.channels.telegram_api_url,
+                    token=token.get_secret_value(),
+                    method="deleteWebhook",
+                    body={},
+                )
+        except (InvalidInput, DependencyError) as exc:
+            log.warning("telegram_delete_webhook_failed", error=exc.message)
 
     async def rotate_keys(self, actor: Principal) -> int:
         """Re-encrypt every connection's credentials with the first key (operator); how many rows.

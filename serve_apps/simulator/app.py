@@ -5,7 +5,7 @@ the demo end to end without the internet. Emulated endpoints:
 
 * ``POST /{version}/{account_id}/messages``: WhatsApp Cloud API (body with ``messaging_product``) and
   Instagram messaging (body with ``recipient``); Graph error bodies ``{"error": {message, type, code}}``.
-* ``POST /bot{token}/sendMessage``, ``/bot{token}/setWebhook`` and ``/bot{token}/getMe``: Telegram,
+* ``POST /bot{token}/sendMessage``, ``/bot{token}/setWebhook``, ``deleteWebhook`` and ``getMe``: Telegram,
   ``{"ok": ...}`` envelopes.
 * ``GET /_sim/sent`` (``?channel=``), ``DELETE /_sim/sent``, ``POST /_sim/faults`` (``FaultSpec``),
   ``GET /_sim/faults``: inspection and fault injection (429 with Retry-After, 500, 400, timeouts).
@@ -146,6 +146,9 @@ def build_simulator_app(
         if method == "getMe":
             me = {"id": int(bot_id) if bot_id.isdigit() else 0, "is_bot": True, "first_name": "Sim"}
             return JSONResponse({"ok": True, "result": {**me, "username": f"sim_{bot_id}_bot"}})
+        if method == "deleteWebhook":
+            state.telegram_webhooks.pop(bot_id, None)
+            return JSONResponse({"ok": True, "result": True, "description": "Webhook was deleted"})
         if method == "setWebhook":
             state.telegram_webhooks[token.split(":", 1)[0]] = body
             return JSONResponse({"ok": True, "result": True, "description": "Webhook was set"})

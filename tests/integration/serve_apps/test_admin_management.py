@@ -243,6 +243,12 @@ def test_connect_a_telegram_bot_and_rotate_the_key_from_the_command_line(
     assert CredentialCipher(parse_keys(new)).decrypt(sealed)["bot_token"].get_secret_value() == bot_token
     code, out, _ = run("generate-key")
     assert code == 0 and parse_keys(out.strip())
+    # Telegram is gone now (the simulator stopped): deleteWebhook fails, the connection is removed anyway.
+    monkeypatch.setenv("SECRETS__ENCRYPTION_KEYS", new)
+    code, out, err = run("channels", "delete", "--tenant", tenant, "--connection", connection["id"])
+    assert code == 0, err
+    code, out, _ = run("channels", "list", "--tenant", tenant, "--brand", brand)
+    assert json.loads(out) == []
     get_settings.cache_clear()
 
 
