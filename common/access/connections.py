@@ -37,6 +37,7 @@ from common.crypto import CredentialCipher
 from common.db import repositories as repo
 from common.db.models import ChannelConfig
 from common.db.repositories.channels import META_CHANNELS
+from common.delivery.window import TEMPLATE_KEY, WindowTemplate
 from common.errors import Conflict, CredentialsUnavailable, DependencyError, Forbidden, InvalidInput, NotFound
 from common.logging import get_logger
 
@@ -90,9 +91,13 @@ ConnectionIn = Annotated[
 
 
 class ConnectionPatch(_Model):
-    """``PATCH /v1/channels/{id}``."""
+    """``PATCH /v1/channels/{id}``: the fields to change."""
 
-    enabled: bool
+    enabled: bool | None = None
+    window_template: WindowTemplate | None = Field(
+        default=None, description="WhatsApp: the approved template replies outside the 24-hour window go as"
+    )
+    clear_window_template: bool = False
 
 
 class ConnectionOut(_Model):
@@ -353,11 +358,21 @@ class Connections:
     async def update(
         self, actor: Principal, tenant_id: uuid.UUID, connection_id: uuid.UUID, patch: ConnectionPatch
     ) -> ConnectionOut:
-        """Enable or disable a connection (a disabled one is acknowledged but not answered)."""
+        """Enable or disable a connection (a disabled one is acknowledged but not answered), or set its
+        WhatsApp out-of-window template."""
         async with self._sessionmaker() as session:
             row = await self._row(session, actor, tenant_id, connection_id)
             before = self.out(row)
-            row.enabled = patch.enabled
+            if patch.enabled is not None:
+                row.enabled = patch.enabled
+            if patch.window_template is not None or patch.clear_window_template:
+                if row.channel != domain.Channel.WHATSAPP.value:
+                    raise InvalidInput("a window template is for WhatsApp connections")
+                extra = dict(row.settings or {})
+                extra.pop(TEMPLATE_KEY, None)
+                if patch.window_template is not None:
+                    extra[TEMPLATE_KEY] = patch.window_template.model_dump()
+                row.settings = extra
             await session.flush()
             out = self.out(row)
             await audit(

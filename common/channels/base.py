@@ -112,6 +112,10 @@ class RecipientConfig:
     external_id: str
     settings: dict[str, Any] = field(default_factory=dict)
     credentials: dict[str, SecretStr] | None = None
+    #: How the provider's window lets this reply go (:mod:`common.delivery.window`): ``open`` (free
+    #: form), ``template`` (WhatsApp, as ``template`` = ``{name, language}``), ``human_agent`` (Instagram).
+    window: str = "open"
+    template: dict[str, str] | None = None
 
     def secret(self, name: str, default: SecretStr | None) -> SecretStr | None:
         """The connection's own secret ``name``, else ``default`` (only when it has no credentials at all:

@@ -56,7 +56,7 @@ class HttpSender:
         self, payload: OutboundPayload, *, recipient_config: RecipientConfig, start_part: int = 0
     ) -> SendResult:
         """Send every part from ``start_part`` on; the first part quotes the customer's message."""
-        parts = split_text(payload.text, limit=self.max_chars)
+        parts = split_text(payload.text, limit=self.part_limit(recipient_config))
         if not parts:
             raise PermanentSendError("empty reply")
         if not 0 <= start_part < len(parts):
@@ -68,6 +68,10 @@ class HttpSender:
             except SendError as exc:
                 raise _with_progress(exc, parts_sent=index, ids=tuple(ids)) from exc
         return SendResult(provider_message_id=ids[0], provider_message_ids=tuple(ids), parts=len(parts))
+
+    def part_limit(self, account: RecipientConfig) -> int:
+        """Longest part for this send (a channel may send some kinds of message with a lower limit)."""
+        return self.max_chars
 
     async def _send_part(
         self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int

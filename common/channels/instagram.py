@@ -111,7 +111,11 @@ class InstagramSender(GraphSender):
     async def _send_part(
         self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
     ) -> str:
-        body = {"recipient": {"id": payload.customer_id}, "message": {"text": text}}
+        body: dict[str, Any] = {"recipient": {"id": payload.customer_id}, "message": {"text": text}}
+        if account.window == "human_agent":
+            # A person's reply after 24 hours (up to 7 days): allowed with Meta's HUMAN_AGENT tag.
+            body["messaging_type"] = "MESSAGE_TAG"
+            body["tag"] = "HUMAN_AGENT"
         answer = await self._post_message(account, body)
         message_id = answer.get("message_id")
         if not message_id:

@@ -155,6 +155,8 @@ def _text_of(message: _Message) -> str | None:
 # --- Sending --------------------------------------------------------------------------------------
 
 MAX_CHARS = 4096
+#: A template body parameter is at most 1024 characters: a reply sent as one is split to that.
+TEMPLATE_MAX_CHARS = 1024
 
 
 class WhatsAppSender(GraphSender):
@@ -162,6 +164,10 @@ class WhatsAppSender(GraphSender):
 
     channel: ClassVar[Channel] = Channel.WHATSAPP
     max_chars: ClassVar[int] = MAX_CHARS
+
+    def part_limit(self, account: RecipientConfig) -> int:
+        """A template's body parameter holds 1024 characters; a free-form text 4096."""
+        return TEMPLATE_MAX_CHARS if account.window == "template" else MAX_CHARS
 
     async def _send_part(
         self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
@@ -173,6 +179,15 @@ class WhatsAppSender(GraphSender):
             "type": "text",
             "text": {"body": text, "preview_url": False},
         }
+        if account.window == "template" and account.template is not None:
+            # Outside the 24-hour window only an approved template may go; the reply is its parameter.
+            body.pop("text")
+            body["type"] = "template"
+            body["template"] = {
+                "name": account.template["name"],
+                "language": {"code": account.template["language"]},
+                "components": [{"type": "body", "parameters": [{"type": "text", "text": text}]}],
+            }
         if index == 0 and payload.in_reply_to:
             body["context"] = {"message_id": payload.in_reply_to}
         answer = await self._post_message(account, body)

@@ -352,7 +352,7 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
-DELIVERY_STATUSES: tuple[str, ...] = ("pending", "sent", "failed", "skipped")
+DELIVERY_STATUSES: tuple[str, ...] = ("pending", "sent", "failed", "skipped", "held")
 #: What the provider reported after accepting a message (status webhooks), in the order they happen.
 RECEIPTS: tuple[str, ...] = ("sent", "delivered", "read", "failed")
 

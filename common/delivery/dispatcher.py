@@ -23,6 +23,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import redis.asyncio as aioredis
@@ -38,6 +39,7 @@ from common.config import Settings
 from common.crypto import CredentialCipher
 from common.db import repositories as repo
 from common.db.models import Delivery
+from common.delivery.window import decide as window_decision
 from common.domain import ConversationState
 from common.errors import CredentialsUnavailable, NotFound, PermanentSendError, RetryableSendError, SendError
 from common.logging import get_logger
@@ -59,7 +61,16 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # a bot reply in a conversation a human owns: not sent, acked
     DEAD_LETTERED = "dead_lettered"
     DEFERRED = "deferred"  # retryable failure: left pending for a later pass
+    HELD = "held"  # outside the provider's window with no template: kept with the reason, acked
     BUSY = "busy"  # another dispatcher holds the lease: left pending
+
+
+class _Held(Exception):
+    """Internal: the provider's window forbids this reply now; record ``reason`` and stop."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Permanent(Exception):
@@ -183,6 +194,12 @@ class OutboundDispatcher:
             account = await self._prepare(payload, row)
         except _Permanent as exc:
             return await self._fail(entry_id, fields, payload, reason=exc.reason)
+        except _Held as held:
+            # Never sent and never dead-lettered: the agents see the reason on the message.
+            log.warning("delivery_held", message_id=str(payload.message_id), reason=held.reason)
+            await self._finish(payload, status="held", error=held.reason)
+            await self._ack(entry_id)
+            return Outcome.HELD
         except CredentialsUnavailable as exc:
             # A configuration fault (the key that encrypted the connection is missing): the reply waits
             # for the operator instead of being dead-lettered; its lease expires and a later pass retries.
@@ -236,11 +253,24 @@ class OutboundDispatcher:
         if payload.channel not in self._senders.channels:
             raise _Permanent(f"no sender for channel {payload.channel}")
         route = repo.route_of(config, self._cipher)  # the connection's own access token / bot token
+        async with self._sessionmaker() as session:
+            last = await repo.last_inbound_at(session, conversation_id=payload.conversation_id)
+        verdict = window_decision(
+            channel=payload.channel,
+            sender=payload.sender,
+            last_inbound_at=last,
+            now=datetime.now(UTC),
+            settings=dict(config.settings or {}),
+        )
+        if verdict.mode == "held":
+            raise _Held(verdict.reason)
         return RecipientConfig(
             channel=payload.channel,
             external_id=config.external_id,
             settings=config.settings,
             credentials=route.credentials,
+            window=verdict.mode,
+            template=None if verdict.template is None else verdict.template.model_dump(),
         )
 
     async def _send(

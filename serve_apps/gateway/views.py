@@ -36,6 +36,8 @@ def delivery_out(row: Any | None) -> DeliveryOut | None:
     if row is None:
         return None
     error = (
-        row.receipt_error if row.receipt == "failed" else (row.last_error if row.status == "failed" else None)
+        row.receipt_error
+        if row.receipt == "failed"
+        else (row.last_error if row.status in ("failed", "held") else None)
     )
     return DeliveryOut(status=row.status, receipt=row.receipt, receipt_at=row.receipt_at, error=error)

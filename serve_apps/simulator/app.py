@@ -199,6 +199,8 @@ async def _apply_fault(state: SimulatorState, channel: SimChannel) -> FaultSpec 
 
 
 def _parse_whatsapp(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
+    if body.get("type") == "template":
+        return _parse_template(body)
     text = body.get("text")
     if body.get("type") != "text" or not isinstance(text, dict) or not isinstance(text.get("body"), str):
         return "(#100) only type=text with text.body is simulated"
@@ -208,6 +210,27 @@ def _parse_whatsapp(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
     context = body.get("context")
     reply_to = context.get("message_id") if isinstance(context, dict) else None
     return to, text["body"], reply_to if isinstance(reply_to, str) else None
+
+
+def _parse_template(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
+    """A template message: recorded as ``template:<name>:<language>|<body parameters>``."""
+    template = body.get("template")
+    to = body.get("to")
+    if not isinstance(template, dict) or not isinstance(template.get("name"), str):
+        return "(#132000) template.name is required"
+    language = template.get("language")
+    code = language.get("code") if isinstance(language, dict) else None
+    if not isinstance(code, str) or not isinstance(to, str) or not to:
+        return "(#132001) template.language.code and to are required"
+    params: list[str] = []
+    for component in template.get("components") or []:
+        if isinstance(component, dict) and component.get("type") == "body":
+            params += [
+                str(p.get("text", "")) for p in component.get("parameters") or [] if isinstance(p, dict)
+            ]
+    if any(len(p) > 1024 for p in params):
+        return "(#132005) a template parameter is longer than 1024 characters"
+    return to, f"template:{template['name']}:{code}|" + "|".join(params), None
 
 
 def _parse_instagram(body: dict[str, Any]) -> tuple[str, str, str | None] | str:

@@ -5,6 +5,7 @@ Part of :mod:`common.db.repositories` (the caller owns the transaction; see ther
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -268,3 +269,11 @@ async def list_conversations(
         .limit(limit)
     )
     return list(await session.scalars(stmt))
+
+
+async def last_inbound_at(session: AsyncSession, *, conversation_id: uuid.UUID) -> datetime | None:
+    """When the customer last wrote in this conversation (the providers' windows start there)."""
+    stmt = select(func.max(MessageLog.created_at)).where(
+        MessageLog.conversation_id == conversation_id, MessageLog.direction == domain.Direction.INBOUND.value
+    )
+    return await session.scalar(stmt)

@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
@@ -22,6 +23,7 @@ from common.channels.registry import build_registry
 from common.config import ChannelSecrets, DeliverySettings, RedisSettings, Settings
 from common.db import migrate
 from common.db import repositories as repo
+from common.db.models import MessageLog
 from common.db.session import make_engine, make_sessionmaker
 from common.delivery import OutboundDispatcher, OutboxRelay, Outcome
 from common.domain import Channel, ConversationState, Persona
@@ -100,11 +102,29 @@ class World:
         *,
         customer: str | None = None,
         sender: str = "bot",
+        wrote_ago: timedelta | None = timedelta(seconds=1),
     ) -> OutboundPayload:
+        """A reply to ``customer``, who last wrote ``wrote_ago`` (None: never; the providers' windows)."""
         customer = customer or ("4242" if channel is Channel.TELEGRAM else f"cust-{uuid.uuid4().hex[:8]}")
+        conversation_id = await self.conversation(channel, customer)
+        if wrote_ago is not None:
+            async with self.sessionmaker() as session:
+                session.add(
+                    MessageLog(
+                        conversation_id=conversation_id,
+                        tenant_id=self.tenant_id,
+                        brand_id=self.brand_id,
+                        channel=channel.value,
+                        direction="inbound",
+                        provider_message_id=f"in-{uuid.uuid4().hex}",
+                        text="a question",
+                        created_at=datetime.now(UTC) - wrote_ago,
+                    )
+                )
+                await session.commit()
         return OutboundPayload(
             message_id=uuid.uuid4(),
-            conversation_id=await self.conversation(channel, customer),
+            conversation_id=conversation_id,
             tenant_id=self.tenant_id,
             brand_id=self.brand_id,
             channel=channel,
@@ -423,3 +443,82 @@ async def test_worker_loops_relay_and_deliver_until_stopped(world: World) -> Non
     assert [s.text for s in sent] == ["From the outbox, through the loops."]
     assert (await world.delivery(p.message_id)).status == "sent"
     assert not worker.healthy()
+
+
+# --- the providers' customer-service windows ----------------------------------------------------------
+
+
+async def _set_whatsapp_template(world: World, template: dict | None) -> None:
+    from sqlalchemy import update
+
+    from common.db.models import ChannelConfig
+
+    settings = {} if template is None else {"window_template": template}
+    async with world.sessionmaker() as session:
+        await session.execute(
+            update(ChannelConfig)
+            .where(ChannelConfig.brand_id == world.brand_id, ChannelConfig.channel == "whatsapp")
+            .values(settings=settings)
+        )
+        await session.commit()
+
+
+@pytest.mark.parametrize(
+    ("channel", "sender", "ago", "expected"),
+    [
+        (Channel.WHATSAPP, "bot", timedelta(hours=23, minutes=59), Outcome.SENT),  # inside
+        (Channel.WHATSAPP, "bot", timedelta(hours=24, minutes=1), Outcome.HELD),  # just outside
+        (Channel.WHATSAPP, "agent", timedelta(days=2), Outcome.HELD),  # an agent's reply outside, no template
+        (Channel.WHATSAPP, "bot", None, Outcome.HELD),  # the customer never wrote
+        (Channel.INSTAGRAM, "bot", timedelta(hours=23), Outcome.SENT),
+        (Channel.INSTAGRAM, "bot", timedelta(hours=25), Outcome.HELD),
+        (Channel.INSTAGRAM, "agent", timedelta(days=6), Outcome.SENT),  # HUMAN_AGENT tag, up to 7 days
+        (Channel.INSTAGRAM, "agent", timedelta(days=8), Outcome.HELD),
+        (Channel.TELEGRAM, "bot", timedelta(days=30), Outcome.SENT),  # no window
+    ],
+)
+async def test_each_window_rule(
+    world: World, channel: Channel, sender: str, ago: timedelta | None, expected: Outcome
+) -> None:
+    await _set_whatsapp_template(world, None)
+    if sender == "agent":
+        conv_payload = await world.payload(channel, sender=sender, wrote_ago=ago)
+        async with world.sessionmaker() as session:  # a person owns it: the agent's reply is what goes
+            await repo.set_conversation_state(
+                session, conversation_id=conv_payload.conversation_id, state=ConversationState.HANDOFF
+            )
+            await session.commit()
+        payload = conv_payload
+    else:
+        payload = await world.payload(channel, wrote_ago=ago)
+    await world.publish(payload)
+    assert await drain(world.dispatcher("d1")) == [expected]
+    row = await world.delivery(payload.message_id)
+    sent = world.sent_for(payload)
+    if expected is Outcome.HELD:
+        assert row.status == "held" and "window" in row.last_error and sent == []
+        assert await world.pending() == 0 and await world.dead_letters() == []  # acked, not dead-lettered
+    else:
+        assert row.status == "sent" and len(sent) == 1
+        if (
+            channel is Channel.INSTAGRAM
+            and sender == "agent"
+            and ago is not None
+            and ago > timedelta(hours=24)
+        ):
+            assert sent[0].body["tag"] == "HUMAN_AGENT" and sent[0].body["messaging_type"] == "MESSAGE_TAG"
+
+
+async def test_outside_the_window_a_reply_goes_as_the_connections_template(world: World) -> None:
+    await _set_whatsapp_template(world, {"name": "support_followup", "language": "en_US"})
+    payload = await world.payload(Channel.WHATSAPP, "Your refund was approved.", wrote_ago=timedelta(days=3))
+    await world.publish(payload)
+    assert await drain(world.dispatcher("d1")) == [Outcome.SENT]
+    [sent] = world.sent_for(payload)
+    assert sent.body["type"] == "template" and "text" not in sent.body
+    assert sent.text == "template:support_followup:en_US|Your refund was approved."
+    # Inside the window the same connection sends free-form text.
+    inside = await world.payload(Channel.WHATSAPP, "Thirty days.")
+    await world.publish(inside)
+    assert await drain(world.dispatcher("d1")) == [Outcome.SENT]
+    assert world.sent_for(inside)[0].body["type"] == "text"

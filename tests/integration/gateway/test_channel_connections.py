@@ -492,3 +492,24 @@ async def test_removing_a_bot_deletes_its_webhook_at_telegram(world: World) -> N
         world, path=f"/webhooks/telegram/{world.a.telegram_id}", secret=world.a.telegram_secret, text_="x"
     )
     assert r.status_code == 401
+
+
+async def test_a_whatsapp_connection_takes_its_out_of_window_template(world: World) -> None:
+    url, key = f"/v1/channels/{world.a.whatsapp_id}", world.a.headers
+    ok = await world.client.patch(
+        url, json={"window_template": {"name": "support_followup", "language": "en_US"}}, headers=key
+    )
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["settings"]["window_template"] == {"name": "support_followup", "language": "en_US"}
+    bad = await world.client.patch(
+        url, json={"window_template": {"name": "Has Spaces", "language": "en"}}, headers=key
+    )
+    assert bad.status_code in (400, 422) and "error" in bad.json()
+    telegram = await world.client.patch(
+        f"/v1/channels/{world.a.telegram_id}",
+        json={"window_template": {"name": "x", "language": "en"}},
+        headers=key,
+    )
+    assert telegram.status_code == 400
+    cleared = await world.client.patch(url, json={"clear_window_template": True}, headers=key)
+    assert "window_template" not in cleared.json()["settings"] and cleared.json()["enabled"] is True
