@@ -196,6 +196,11 @@ class OutboundPayload(_Strict):
     sender: Literal["bot", "agent"] = Field(
         default="bot", description="bot replies are dropped at send time when a human owns the conversation"
     )
+    quick_replies: list[str] = Field(
+        default_factory=list,
+        max_length=3,
+        description="Reply buttons under the last part (an action's yes/no): a tap comes back as that text",
+    )
     trace: dict[str, str] | None = Field(
         default=None, description="W3C trace context (traceparent, baggage) the dispatcher continues"
     )

@@ -32,6 +32,7 @@ from common.channels.base import (
     unsupported_text,
 )
 from common.channels.meta import GraphSender, Loose, MetaAdapter, MetaEnvelope
+from common.channels.splitting import split_text
 from common.domain import Channel
 from common.errors import PermanentSendError
 from common.schemas import OutboundPayload
@@ -112,6 +113,12 @@ class InstagramSender(GraphSender):
         self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
     ) -> str:
         body: dict[str, Any] = {"recipient": {"id": payload.customer_id}, "message": {"text": text}}
+        if payload.quick_replies and index == len(split_text(payload.text, limit=self.max_chars)) - 1:
+            # Quick replies under the last part; a tap arrives as a message with the title as its text.
+            body["message"]["quick_replies"] = [
+                {"content_type": "text", "title": title[:20], "payload": title}
+                for title in payload.quick_replies
+            ]
         if account.window == "human_agent":
             # A person's reply after 24 hours (up to 7 days): allowed with Meta's HUMAN_AGENT tag.
             body["messaging_type"] = "MESSAGE_TAG"

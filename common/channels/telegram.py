@@ -5,10 +5,11 @@ Authenticity: Telegram sends the ``secret_token`` given to ``setWebhook`` in the
 ``ChannelConfig.external_id``; the idempotency key is ``"{bot_id}:{update_id}"`` (update ids are
 per bot).
 
-Read as a question: ``message.text`` in a private chat from a person. Ignored: ``edited_message`` (an edit
+Read as a question: ``message.text`` in a private chat from a person, and ``callback_query`` taps on our
+inline buttons (their ``data`` is the answer). Ignored: ``edited_message`` (an edit
 of a message already answered is not a new question; answering it would reply twice to one thought),
-messages from bots, group/supergroup chats (the assistant answers one-to-one only), ``channel_post``,
-``callback_query`` and every other update type. Recorded as unsupported: private messages without text
+messages from bots, group/supergroup chats (the assistant answers one-to-one only), ``channel_post``
+and every other update type. Recorded as unsupported: private messages without text
 (photo, sticker, location, voice, document, ...).
 
 Sending: Telegram Bot API sender: ``POST {api}/bot{token}/sendMessage`` ``{chat_id, text, reply_parameters}``.
@@ -38,6 +39,7 @@ from common.channels.base import (
     unsupported_text,
 )
 from common.channels.http import HttpSender, body_json
+from common.channels.splitting import split_text
 from common.domain import Channel
 from common.errors import DependencyError, InvalidInput, PermanentSendError, RetryableSendError, Unauthorized
 from common.schemas import OutboundPayload
@@ -83,10 +85,18 @@ class _Message(_Loose):
     text: str | None = None
 
 
+class _Callback(_Loose):
+    id: str
+    sender: _User = Field(alias="from")
+    message: dict[str, Any] | None = None
+    data: str | None = None
+
+
 class _Update(_Loose):
     update_id: int
     message: _Message | None = None
     edited_message: dict[str, Any] | None = None
+    callback_query: _Callback | None = None
 
 
 class TelegramAdapter:
@@ -110,10 +120,23 @@ class TelegramAdapter:
             update = _Update.model_validate(payload)
         except ValidationError as exc:
             raise invalid_payload(exc) from exc
+        if update.message is None and update.callback_query is not None:
+            return [_callback_event(account_id, update.update_id, update.callback_query)]
         if update.message is None:
             kind = "edited_message" if update.edited_message is not None else _update_type(update)
             return [IgnoredEvent(reason=f"{kind} update is not handled", account_id=account_id)]
         return [_message_event(account_id, update.update_id, update.message)]
+
+
+def _callback_event(bot_id: str, update_id: int, callback: _Callback) -> ParsedEvent:
+    """A tap on one of our inline buttons: the button's data is the customer's answer."""
+    if callback.sender.is_bot or not callback.data or not callback.data.strip():
+        return IgnoredEvent(reason="callback_query without data", account_id=bot_id)
+    chat = (callback.message or {}).get("chat")
+    if isinstance(chat, dict) and chat.get("type") not in (None, "private"):
+        return IgnoredEvent(reason=f"{chat.get('type')} chats are not answered", account_id=bot_id)
+    customer = str(chat["id"]) if isinstance(chat, dict) and "id" in chat else str(callback.sender.id)
+    return ChannelEvent(bot_id, customer, f"{bot_id}:{update_id}", callback.data)
 
 
 def _update_type(update: _Update) -> str:
@@ -170,6 +193,11 @@ class TelegramSender(HttpSender):
         if index == 0 and reply_id is not None:
             # Still answer when the customer deleted the message we reply to.
             body["reply_parameters"] = {"message_id": reply_id, "allow_sending_without_reply": True}
+        if payload.quick_replies and index == len(split_text(payload.text, limit=self.max_chars)) - 1:
+            # An inline keyboard; a tap arrives as a callback_query whose data is the button's text.
+            body["reply_markup"] = {
+                "inline_keyboard": [[{"text": t, "callback_data": t[:64]} for t in payload.quick_replies]]
+            }
         api = self._secrets.telegram_api_url.rstrip("/")
         response = await self._post(f"{api}/bot{token.get_secret_value()}/sendMessage", json=body, headers={})
         data = body_json(response)

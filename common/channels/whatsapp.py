@@ -33,6 +33,7 @@ from common.channels.base import (
     unsupported_text,
 )
 from common.channels.meta import GraphSender, Loose, MetaAdapter, MetaEnvelope
+from common.channels.splitting import split_text
 from common.domain import Channel
 from common.errors import PermanentSendError
 from common.schemas import OutboundPayload
@@ -155,6 +156,8 @@ def _text_of(message: _Message) -> str | None:
 # --- Sending --------------------------------------------------------------------------------------
 
 MAX_CHARS = 4096
+#: An interactive message's body holds 1024 characters: a longer last part goes without buttons.
+BUTTON_BODY_MAX = 1024
 #: A template body parameter is at most 1024 characters: a reply sent as one is split to that.
 TEMPLATE_MAX_CHARS = 1024
 
@@ -187,6 +190,21 @@ class WhatsAppSender(GraphSender):
                 "name": account.template["name"],
                 "language": {"code": account.template["language"]},
                 "components": [{"type": "body", "parameters": [{"type": "text", "text": text}]}],
+            }
+        last = index == len(split_text(payload.text, limit=self.part_limit(account))) - 1
+        if last and payload.quick_replies and account.window == "open" and len(text) <= BUTTON_BODY_MAX:
+            # Reply buttons (max 3, titles <= 20 chars); a tap comes back as an interactive button_reply.
+            body.pop("text")
+            body["type"] = "interactive"
+            body["interactive"] = {
+                "type": "button",
+                "body": {"text": text},
+                "action": {
+                    "buttons": [
+                        {"type": "reply", "reply": {"id": f"qr{i}", "title": title[:20]}}
+                        for i, title in enumerate(payload.quick_replies[:3])
+                    ]
+                },
             }
         if index == 0 and payload.in_reply_to:
             body["context"] = {"message_id": payload.in_reply_to}

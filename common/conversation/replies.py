@@ -234,9 +234,17 @@ def outbound_payload(
         in_reply_to=response.in_reply_to or None,
         text=response.text,
         sender=sender,
+        # A confirmation question gets yes/no buttons: the tap comes back as the answer, no typing needed.
+        quick_replies=list(CONFIRM_BUTTONS)
+        if any(d.action == "confirm" for d in response.guardrails)
+        else [],
         trace=carrier(),  # the dispatcher continues this trace (through outbox and relay too)
     )
     return stream_payload(payload)
+
+
+#: The buttons of an action confirmation; the engine reads "Yes" as yes and anything else as no.
+CONFIRM_BUTTONS = ("Yes", "No")
 
 
 def response_from_log(message: InboundMessage, reply: Any, *, duplicate: bool) -> OutboundResponse:

@@ -201,6 +201,8 @@ async def _apply_fault(state: SimulatorState, channel: SimChannel) -> FaultSpec 
 def _parse_whatsapp(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
     if body.get("type") == "template":
         return _parse_template(body)
+    if body.get("type") == "interactive":
+        return _parse_interactive(body)
     text = body.get("text")
     if body.get("type") != "text" or not isinstance(text, dict) or not isinstance(text.get("body"), str):
         return "(#100) only type=text with text.body is simulated"
@@ -210,6 +212,23 @@ def _parse_whatsapp(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
     context = body.get("context")
     reply_to = context.get("message_id") if isinstance(context, dict) else None
     return to, text["body"], reply_to if isinstance(reply_to, str) else None
+
+
+def _parse_interactive(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
+    """Reply buttons: recorded as the body text (the buttons stay in the recorded body)."""
+    interactive = body.get("interactive")
+    to = body.get("to")
+    text = interactive.get("body", {}).get("text") if isinstance(interactive, dict) else None
+    buttons = (interactive.get("action") or {}).get("buttons") if isinstance(interactive, dict) else None
+    if not isinstance(text, str) or not isinstance(to, str) or not isinstance(buttons, list):
+        return "(#100) interactive.body.text, interactive.action.buttons and to are required"
+    if not 1 <= len(buttons) <= 3:
+        return "(#131009) 1 to 3 buttons are allowed"
+    if len(text) > 1024:
+        return "(#131009) interactive body text longer than 1024 characters"
+    context = body.get("context")
+    reply_to = context.get("message_id") if isinstance(context, dict) else None
+    return to, text, reply_to if isinstance(reply_to, str) else None
 
 
 def _parse_template(body: dict[str, Any]) -> tuple[str, str, str | None] | str:

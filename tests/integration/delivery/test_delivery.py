@@ -522,3 +522,23 @@ async def test_outside_the_window_a_reply_goes_as_the_connections_template(world
     await world.publish(inside)
     assert await drain(world.dispatcher("d1")) == [Outcome.SENT]
     assert world.sent_for(inside)[0].body["type"] == "text"
+
+
+@pytest.mark.parametrize("channel", [Channel.WHATSAPP, Channel.INSTAGRAM, Channel.TELEGRAM])
+async def test_a_confirmation_goes_with_yes_no_buttons(world: World, channel: Channel) -> None:
+    await _set_whatsapp_template(world, None)
+    payload = (await world.payload(channel, "Shall I open a ticket for you?")).model_copy(
+        update={"quick_replies": ["Yes", "No"]}
+    )
+    await world.publish(payload)
+    assert await drain(world.dispatcher("d1")) == [Outcome.SENT]
+    [sent] = world.sent_for(payload)
+    body = sent.body
+    if channel is Channel.WHATSAPP:
+        assert body["type"] == "interactive" and sent.text == "Shall I open a ticket for you?"
+        titles = [b["reply"]["title"] for b in body["interactive"]["action"]["buttons"]]
+    elif channel is Channel.INSTAGRAM:
+        titles = [q["title"] for q in body["message"]["quick_replies"]]
+    else:
+        titles = [b["callback_data"] for b in body["reply_markup"]["inline_keyboard"][0]]
+    assert titles == ["Yes", "No"]

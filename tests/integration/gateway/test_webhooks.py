@@ -150,7 +150,7 @@ async def test_each_fixture_three_times_concurrently_gives_one_row_per_message(e
         for e in events
         if isinstance(e, ChannelEvent)
     )
-    assert len(expected) == 16
+    assert len(expected) == 18
     assert await inbound_rows(env) == expected
     # One queued entry per unique message: the losers of each race queued nothing.
     assert await stream_len(env, "inbound") == len(expected)
