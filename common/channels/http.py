@@ -64,7 +64,11 @@ class HttpSender:
         ids: list[str] = []
         for index in range(start_part, len(parts)):
             try:
-                ids.append(await self._send_part(payload, recipient_config, parts[index], index))
+                ids.append(
+                    await self._send_part(
+                        payload, recipient_config, parts[index], index, last=index == len(parts) - 1
+                    )
+                )
             except SendError as exc:
                 raise _with_progress(exc, parts_sent=index, ids=tuple(ids)) from exc
         return SendResult(provider_message_id=ids[0], provider_message_ids=tuple(ids), parts=len(parts))
@@ -74,8 +78,9 @@ class HttpSender:
         return self.max_chars
 
     async def _send_part(
-        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
+        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int, *, last: bool
     ) -> str:
+        """Send part ``index`` (``last``: the final part, which carries any reply buttons)."""
         raise NotImplementedError
 
     async def _post(self, url: str, *, json: dict[str, Any], headers: dict[str, str]) -> httpx.Response:

@@ -32,7 +32,6 @@ from common.channels.base import (
     unsupported_text,
 )
 from common.channels.meta import GraphSender, Loose, MetaAdapter, MetaEnvelope
-from common.channels.splitting import split_text
 from common.domain import Channel
 from common.errors import PermanentSendError
 from common.schemas import OutboundPayload
@@ -110,10 +109,10 @@ class InstagramSender(GraphSender):
     max_chars: ClassVar[int] = MAX_CHARS
 
     async def _send_part(
-        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
+        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int, *, last: bool
     ) -> str:
         body: dict[str, Any] = {"recipient": {"id": payload.customer_id}, "message": {"text": text}}
-        if payload.quick_replies and index == len(split_text(payload.text, limit=self.max_chars)) - 1:
+        if payload.quick_replies and last:
             # Quick replies under the last part; a tap arrives as a message with the title as its text.
             body["message"]["quick_replies"] = [
                 {"content_type": "text", "title": title[:20], "payload": title}

@@ -39,7 +39,6 @@ from common.channels.base import (
     unsupported_text,
 )
 from common.channels.http import HttpSender, body_json
-from common.channels.splitting import split_text
 from common.domain import Channel
 from common.errors import DependencyError, InvalidInput, PermanentSendError, RetryableSendError, Unauthorized
 from common.schemas import OutboundPayload
@@ -181,7 +180,7 @@ class TelegramSender(HttpSender):
     max_chars: ClassVar[int] = MAX_CHARS
 
     async def _send_part(
-        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
+        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int, *, last: bool
     ) -> str:
         token = account.secret("bot_token", self._secrets.telegram_bot_token)
         if token is None:
@@ -193,7 +192,7 @@ class TelegramSender(HttpSender):
         if index == 0 and reply_id is not None:
             # Still answer when the customer deleted the message we reply to.
             body["reply_parameters"] = {"message_id": reply_id, "allow_sending_without_reply": True}
-        if payload.quick_replies and index == len(split_text(payload.text, limit=self.max_chars)) - 1:
+        if payload.quick_replies and last:
             # An inline keyboard; a tap arrives as a callback_query whose data is the button's text.
             body["reply_markup"] = {
                 "inline_keyboard": [[{"text": t, "callback_data": t[:64]} for t in payload.quick_replies]]

@@ -33,7 +33,6 @@ from common.channels.base import (
     unsupported_text,
 )
 from common.channels.meta import GraphSender, Loose, MetaAdapter, MetaEnvelope
-from common.channels.splitting import split_text
 from common.domain import Channel
 from common.errors import PermanentSendError
 from common.schemas import OutboundPayload
@@ -173,7 +172,7 @@ class WhatsAppSender(GraphSender):
         return TEMPLATE_MAX_CHARS if account.window == "template" else MAX_CHARS
 
     async def _send_part(
-        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int
+        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int, *, last: bool
     ) -> str:
         body: dict[str, Any] = {
             "messaging_product": "whatsapp",
@@ -191,7 +190,6 @@ class WhatsAppSender(GraphSender):
                 "language": {"code": account.template["language"]},
                 "components": [{"type": "body", "parameters": [{"type": "text", "text": text}]}],
             }
-        last = index == len(split_text(payload.text, limit=self.part_limit(account))) - 1
         if last and payload.quick_replies and account.window == "open" and len(text) <= BUTTON_BODY_MAX:
             # Reply buttons (max 3, titles <= 20 chars); a tap comes back as an interactive button_reply.
             body.pop("text")

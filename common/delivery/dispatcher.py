@@ -39,6 +39,7 @@ from common.config import Settings
 from common.crypto import CredentialCipher
 from common.db import repositories as repo
 from common.db.models import Delivery
+from common.delivery.window import WINDOWED_CHANNELS
 from common.delivery.window import decide as window_decision
 from common.domain import ConversationState
 from common.errors import CredentialsUnavailable, NotFound, PermanentSendError, RetryableSendError, SendError
@@ -248,13 +249,17 @@ class OutboundDispatcher:
             config = await repo.find_brand_channel_config(
                 session, brand_id=payload.brand_id, channel=payload.channel
             )
+            # Only channels with a customer-service window need the customer's last message.
+            last = (
+                await repo.last_inbound_at(session, conversation_id=payload.conversation_id)
+                if payload.channel in WINDOWED_CHANNELS
+                else None
+            )
         if config is None or config.tenant_id != payload.tenant_id:
             raise _Permanent(f"brand has no enabled {payload.channel} account")
         if payload.channel not in self._senders.channels:
             raise _Permanent(f"no sender for channel {payload.channel}")
         route = repo.route_of(config, self._cipher)  # the connection's own access token / bot token
-        async with self._sessionmaker() as session:
-            last = await repo.last_inbound_at(session, conversation_id=payload.conversation_id)
         verdict = window_decision(
             channel=payload.channel,
             sender=payload.sender,

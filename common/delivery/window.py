@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.domain import Channel
 
+#: The channels whose providers limit when a free-form reply may go.
+WINDOWED_CHANNELS = frozenset({Channel.WHATSAPP, Channel.INSTAGRAM})
 WHATSAPP_WINDOW = timedelta(hours=24)
 INSTAGRAM_WINDOW = timedelta(hours=24)
 INSTAGRAM_HUMAN_AGENT_WINDOW = timedelta(days=7)
@@ -58,7 +60,7 @@ def decide(
     settings: dict[str, Any],
 ) -> Decision:
     """The decision for one reply (``last_inbound_at``: None when the customer never wrote)."""
-    if channel not in (Channel.WHATSAPP, Channel.INSTAGRAM):
+    if channel not in WINDOWED_CHANNELS:
         return Decision("open")
     age = None if last_inbound_at is None else now - last_inbound_at
     if channel is Channel.WHATSAPP:
