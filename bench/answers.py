@@ -1,22 +1,24 @@
 """Answer-quality evaluation on labelled question sets (``make eval-answers``).
 
-    python -m bench.answers                         # test split, embedded model and fixed-answer stub
+    python -m bench.answers                         # test split + held-out brand, embedded model and stub
     python -m bench.answers --split dev --errors    # calibrate on dev; list every miss
     python -m bench.answers --model stub --brand harbor-fitness
-    python -m bench.answers --base-url http://127.0.0.1:8000 --database-url postgresql://...  # running system
+    python -m bench.answers --base-url http://127.0.0.1:8000          # a running system (make run's key)
 
-Two brands, each a ``brand.yaml`` with its documents: the demo (``pipelines/demo``) and Harbor Fitness
-(``tests/eval/answers/brands/harbor-fitness``), written for this evaluation in another domain. Their
-question sets (``tests/eval/answers/sets/*.jsonl``) hold answerable questions with the facts a correct
-answer must contain and the source that holds them, near-miss questions the knowledge does not cover,
-questions whose honest answer is "no", paraphrases, typos and follow-ups; each question belongs to the
-``dev`` split (thresholds are calibrated on it) or the ``test`` split (the figures reported).
+Three brands, each a ``brand.yaml`` with its documents: the demo (``pipelines/demo``), Harbor Fitness
+(``tests/eval/answers/brands/harbor-fitness``), written for this evaluation in another domain, and
+Saltmarsh Inn (a hotel), written blind by someone who had not seen the answering code and held out:
+nothing is tuned on it. Their question sets (``tests/eval/answers/sets/*.jsonl``) hold answerable
+questions with the facts a correct answer must contain and the source that holds them, near-miss
+questions the knowledge does not cover, questions whose honest answer is "no", paraphrases, typos and
+follow-ups; each question of the first two belongs to the ``dev`` split (thresholds are calibrated on it)
+or the ``test`` split (the figures reported); Saltmarsh Inn's are all ``holdout``.
 
 In process, each brand is seeded into a fresh Postgres database and indexed through the knowledge
 service, and every question is asked by a new customer through ``MessageOrchestrator.handle`` (the
 same pipeline as ``POST /v1/messages/inbound``); follow-ups first send their history in the same
-conversation. ``--base-url`` asks a running system over HTTP instead (the brand rows are written through
-``--database-url`` until the management API exists; the documents go through the public upload API).
+conversation. ``--base-url`` asks a running system over HTTP instead, each brand onboarded through the
+public API as a new business (operator key → tenant → brand → documents).
 
 Figures: correct answers (every fact present, nothing forbidden, not declined), source hit@5 (the
 labelled source among the top five retrieved passages for the question as the pipeline searched it;
@@ -48,6 +50,7 @@ import httpx
 
 from bench.llm_stub import FixedLatencyQuoteModel
 from common import text
+from common.access.management import PersonaIn
 from common.config import Settings
 from common.conversation import answering, guardrails
 from common.domain import Channel, InboundMessage
@@ -55,8 +58,14 @@ from common.schemas import KnowledgeUploadIn, RetrievedChunk
 from pipelines.demo import BRAND_FILE, brand_documents, load_demo_brand
 
 HERE = Path(__file__).resolve().parent.parent / "tests" / "eval" / "answers"
-BRANDS = {"acme-outdoor": BRAND_FILE, "harbor-fitness": HERE / "brands" / "harbor-fitness" / "brand.yaml"}
+BRANDS = {
+    "acme-outdoor": BRAND_FILE,
+    "harbor-fitness": HERE / "brands" / "harbor-fitness" / "brand.yaml",
+    "saltmarsh-inn": HERE / "brands" / "saltmarsh-inn" / "brand.yaml",
+}
 SETS = HERE / "sets"
+#: What ``--split report`` (the default) holds: the test split and the held-out brand.
+REPORTED = ("test", "holdout")
 ANSWERABLE_KINDS = ("answerable", "negative", "paraphrase", "typo", "followup")
 #: What a customer must never see in a reply: a storage URI instead of a document's name.
 INTERNAL_URI = re.compile(r"\b(?:upload|s3|file|gs)://\S+")
@@ -126,7 +135,7 @@ def load_questions(brand: str, split: str) -> list[Question]:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             q = Question(**json.loads(line))
-            if split == "all" or q.split == split:
+            if split == "all" or q.split == split or (split == "report" and q.split in REPORTED):
                 out.append(q)
     return out
 
@@ -286,6 +295,9 @@ async def run_in_process(model: str, brands: Sequence[str], split: str, data_dir
         backend = InProcessBackend(settings, stack.endpoints, chat_model=chat_model)
         try:
             for name in brands:
+                questions = load_questions(name, split)
+                if not questions:
+                    continue
                 seeded = await seed_brand(backend.sessionmaker, BRANDS[name])
                 brand = seeded.brand
                 await backend.knowledge.ingest(brand.tenant_id, brand.id, uploaded(BRANDS[name]))
@@ -327,77 +339,88 @@ async def run_in_process(model: str, brands: Sequence[str], split: str, data_dir
                         latency_ms=latency,
                     )
 
-                outcomes += await run_questions(
-                    load_questions(name, split), ask, brand=name, run_id=uuid.uuid4().hex[:8]
-                )
+                outcomes += await run_questions(questions, ask, brand=name, run_id=uuid.uuid4().hex[:8])
         finally:
             await backend.aclose()
     return outcomes
 
 
-async def run_over_http(base_url: str, database_url: str, brands: Sequence[str], split: str) -> list[Outcome]:
+async def run_over_http(
+    base_url: str,
+    operator_key: str,
+    brands: Sequence[str],
+    split: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[Outcome]:
     """Every brand's questions through ``POST /v1/messages/inbound`` of a running system.
 
-    Each brand is written into ``database_url`` with the management service, which also mints the key
-    of its tenant that the questions are asked with (the running system checks it like any other).
+    Each brand is onboarded as a new business would be, through the public API only: the operator key
+    creates its tenant (``POST /v1/tenants``, a fresh slug per run), the tenant's admin key creates the
+    brand with its persona (``POST /v1/brands``) and uploads its documents
+    (``POST /v1/brands/{id}/knowledge``), and every question comes from a new customer. ``transport``:
+    another way to reach the system (the tests' in-process gateway).
     """
-    from common.access.management import KeyIn, Management
-    from common.access.principal import Scope, operator_principal
-    from common.db.session import make_engine, make_sessionmaker
-    from pipelines.demo import seed_brand
+    from pipelines.demo import load_demo_brand
 
-    engine = make_engine(database_url, pool_size=2)
     outcomes: list[Outcome] = []
-    try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
-            for name in brands:
-                seeded = await seed_brand(make_sessionmaker(engine), BRANDS[name])
-                key = await Management(make_sessionmaker(engine)).create_key(
-                    operator_principal("operator:eval"),
-                    seeded.tenant.id,
-                    KeyIn(
-                        name="eval-answers",
-                        scopes=[Scope.MESSAGES_WRITE, Scope.KNOWLEDGE_WRITE],
-                        expires_in_days=1,
-                    ),
-                )
-                client.headers["authorization"] = f"Bearer {key.token}"
-                upload = uploaded(BRANDS[name]).model_dump(mode="json")
-                response = await client.post(f"/v1/brands/{seeded.brand.id}/knowledge", json=upload)
-                response.raise_for_status()
+    run_id = uuid.uuid4().hex[:8]
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, transport=transport) as client:
+        for name in brands:
+            questions = load_questions(name, split)
+            if not questions:
+                continue
+            data = load_demo_brand(BRANDS[name])
+            created = await client.post(
+                "/v1/tenants",
+                json={
+                    "slug": f"{data.tenant.slug}-eval-{run_id}",
+                    "name": f"{data.tenant.name} (evaluation)",
+                },
+                headers={"authorization": f"Bearer {operator_key}"},
+            )
+            _raise_for(
+                created, "creating the evaluation tenant (is --operator-key the system's operator key?)"
+            )
+            admin = {"authorization": f"Bearer {created.json()['admin_key']['token']}"}
+            persona = PersonaIn.from_domain(data.brand.persona).model_dump(mode="json")
+            brand = await client.post(
+                "/v1/brands", json={"slug": data.brand.slug, "name": data.brand.name, "persona": persona},
+                headers=admin,
+            )  # fmt: skip
+            _raise_for(brand, "creating the evaluation brand")
+            brand_id = uuid.UUID(brand.json()["id"])
+            upload = uploaded(BRANDS[name]).model_dump(mode="json")
+            ingested = await client.post(f"/v1/brands/{brand_id}/knowledge", json=upload, headers=admin)
+            _raise_for(ingested, "uploading the evaluation documents")
 
-                async def ask(q: Question, customer: str, brand_id: uuid.UUID = seeded.brand.id) -> Reply:
-                    body = {"brand_id": str(brand_id), "customer_id": customer, "text": q.question}
-                    started = time.perf_counter()
-                    response = await client.post("/v1/messages/inbound", json=body)
-                    latency = (time.perf_counter() - started) * 1000
-                    response.raise_for_status()
-                    data = response.json()
-                    cited = [
-                        RetrievedChunk(
-                            chunk_id=c["chunk_id"],
-                            text="",
-                            source=c["source"],
-                            heading_path=c["heading_path"],
-                            score=c["score"],
-                        )
-                        for c in data["citations"]
-                    ]
-                    return Reply(
-                        text=data["text"],
-                        cited=[c.source for c in cited],
-                        cited_texts=[],  # passage texts are not exposed over HTTP: forbidden phrases only
-                        decisions=[(d["rule"], d["action"], d.get("reason", "")) for d in data["guardrails"]],
-                        retrieved=[],
-                        latency_ms=latency,
-                    )
-
-                outcomes += await run_questions(
-                    load_questions(name, split), ask, brand=name, run_id=uuid.uuid4().hex[:8]
+            async def ask(
+                q: Question, customer: str, brand_id: uuid.UUID = brand_id, admin: dict[str, str] = admin
+            ) -> Reply:
+                body = {"brand_id": str(brand_id), "customer_id": customer, "text": q.question}
+                started = time.perf_counter()
+                response = await client.post("/v1/messages/inbound", json=body, headers=admin)
+                latency = (time.perf_counter() - started) * 1000
+                _raise_for(response, "asking a question")
+                data = response.json()
+                cited = [c["source"] for c in data["citations"]]
+                return Reply(
+                    text=data["text"],
+                    cited=cited,
+                    cited_texts=[],  # passage texts are not exposed over HTTP: forbidden phrases only
+                    decisions=[(d["rule"], d["action"], d.get("reason", "")) for d in data["guardrails"]],
+                    retrieved=[],
+                    latency_ms=latency,
                 )
-    finally:
-        await engine.dispose()
+
+            outcomes += await run_questions(questions, ask, brand=name, run_id=run_id)
     return outcomes
+
+
+def _raise_for(response: httpx.Response, doing: str) -> None:
+    """A failed call ends the evaluation with what the system said, not a traceback."""
+    if response.is_error:
+        raise SystemExit(f"eval-answers: {doing} failed: HTTP {response.status_code} {response.text[:300]}")
 
 
 # --- calibration ---------------------------------------------------------------------------------------
@@ -472,11 +495,19 @@ def table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("dev", "test", "all"), default="test")
+    parser.add_argument(
+        "--split", choices=("report", "dev", "test", "holdout", "all"), default="report",
+        help="report (default): the test split and the held-out brand",
+    )  # fmt: skip
     parser.add_argument("--model", choices=("embedded", "stub", "both"), default="both")
     parser.add_argument("--brand", action="append", choices=sorted(BRANDS), help="default: every brand")
     parser.add_argument("--base-url", help="ask a running system over HTTP instead of in process")
-    parser.add_argument("--database-url", help="with --base-url: where to write the evaluation brands")
+    parser.add_argument(
+        "--operator-key",
+        default=os.environ.get("API__OPERATOR_KEY"),
+        help="with --base-url: the system's operator key (default: $API__OPERATOR_KEY, else "
+        ".data/operator.key as make run writes it)",
+    )
     parser.add_argument("--json", type=Path, default=Path("test-artifacts/eval-answers.json"))
     parser.add_argument("--errors", action="store_true", help="list every wrong answer")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -498,14 +529,13 @@ def main(argv: list[str] | None = None) -> int:
         load_demo_brand(BRANDS[name])  # fail early on a broken brand file
     runs: list[tuple[str, list[Outcome]]] = []
     if opts.base_url:
-        if not opts.database_url:
-            parser.error("--base-url needs --database-url (the evaluation brands are written there)")
-        runs.append(
-            (
-                "http",
-                asyncio.run(run_over_http(opts.base_url, opts.database_url, brands, opts.split)),
-            )
-        )
+        key = opts.operator_key
+        local = Path(".data") / "operator.key"
+        if not key and local.is_file():
+            key = local.read_text(encoding="utf-8").strip()
+        if not key:
+            parser.error("--base-url needs --operator-key (or API__OPERATOR_KEY, or .data/operator.key)")
+        runs.append(("http", asyncio.run(run_over_http(opts.base_url, key, brands, opts.split))))
     else:
         models = ("embedded", "stub") if opts.model == "both" else (opts.model,)
         for model in models:
@@ -517,7 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, dict[str, Any]]] = []
     for label, outcomes in runs:
         for name in brands:
-            rows.append((f"{label} · {name}", summarise([o for o in outcomes if o.brand == name])))
+            mine = [o for o in outcomes if o.brand == name]
+            if mine:  # the holdout brand has no dev or test questions, the others no holdout ones
+                rows.append((f"{label} · {name}", summarise(mine)))
         rows.append((f"**{label} · all**", summarise(outcomes)))
     print(f"split: {opts.split}\n")
     print(table(rows))

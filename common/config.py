@@ -150,6 +150,9 @@ class RetrievalSettings(BaseModel):
     hybrid: bool = Field(default=True, description="Fuse dense and sparse (BM25-style) rankings with RRF")
     candidates: int = Field(default=20, ge=1, le=200, description="Chunks each ranking (and a reranker) sees")
     reranker: Literal["none", "lexical"] = Field(default="none", description="Reorder the fused candidates")
+    synonyms: bool = Field(
+        default=True, description="Add the brand's words for the query's synonyms (common/synonyms.txt)"
+    )
 
 
 class AnswerSettings(BaseModel):

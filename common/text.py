@@ -8,8 +8,10 @@ passage, question and passage) go through the same functions, so they agree on w
 
 from __future__ import annotations
 
+import functools
 import re
 from difflib import get_close_matches
+from pathlib import Path
 
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W\d_]+)?", re.UNICODE)
@@ -78,7 +80,8 @@ def stem(word: str) -> str:
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 4:
             return word[: -len(suffix)]
-    return word
+    # "reimburse" and "reimbursed" (cut to "reimburs") must meet: a final silent e goes too.
+    return word[:-1] if len(word) > 4 and word.endswith("e") and not word.endswith("ee") else word
 
 
 def words(text: str) -> list[str]:
@@ -249,9 +252,97 @@ def close_word(word: str, known: set[str] | frozenset[str]) -> str | None:
 
 
 def covered(term: str, known: set[str]) -> bool:
-    """``term`` (by its stem) is in ``known`` (a :func:`vocabulary`), or a typo of a word there."""
+    """``term`` (by its stem) is in ``known`` (a :func:`vocabulary`, with :func:`phrase_keys` for the
+    lexicon's phrases), a typo of a word there, or a customer-service synonym of one (:func:`synonyms`)."""
     term = stem(term)
-    return term in known or close_word(term, known) is not None
+    if term in known or close_word(term, known) is not None:
+        return True
+    return not synonyms(term).isdisjoint(known)
+
+
+#: The lexicon of customer-service synonyms (one group per line; see the file's header).
+SYNONYMS_FILE = Path(__file__).with_name("synonyms.txt")
+_PHRASE_PREFIX = "~"
+
+
+def _member_key(member: str) -> str:
+    """A lexicon member as :func:`vocabulary` or :func:`phrase_keys` would hold it."""
+    member = " ".join(member.lower().replace(_CURLY, "'").split())
+    if re.fullmatch(r"[^\W_]+(?:-[^\W_]+)*", member):
+        return stem(member.replace("-", ""))
+    return _PHRASE_PREFIX + member
+
+
+@functools.cache
+def _lexicon() -> tuple[dict[str, frozenset[str]], tuple[str, ...], dict[str, str]]:
+    """Each member's synonyms (as keys), every phrase member, and each key's words as written."""
+    groups: dict[str, set[str]] = {}
+    phrases: set[str] = set()
+    written: dict[str, str] = {}
+    for line in SYNONYMS_FILE.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        members = {_member_key(m): " ".join(m.lower().split()) for m in line.split(",") if m.strip()}
+        written.update(members)
+        keys = set(members)
+        phrases |= {k.removeprefix(_PHRASE_PREFIX) for k in keys if k.startswith(_PHRASE_PREFIX)}
+        for key in keys:
+            groups.setdefault(key, set()).update(keys - {key})
+    return {k: frozenset(v) for k, v in groups.items()}, tuple(sorted(phrases)), written
+
+
+#: At most this many synonyms are added to a search query (more would drown the question's own words).
+MAX_EXPANSIONS = 6
+
+
+def expand_query(text: str, known: set[str] | frozenset[str]) -> str:
+    """``text`` with the brand's words for the words it does not use itself ("do you take bitcoin" →
+    "... cryptocurrency" for a brand whose documents say "cryptocurrency"); ``known`` is the brand's
+    :func:`known_words`. Only what retrieval searches for is expanded, never what is answered."""
+    groups, _, written = _lexicon()
+    added: list[str] = []
+    for word in words(text):
+        if word in STOPWORDS or word in known or fold(word) in known:
+            continue
+        for key in sorted(groups.get(stem(word), ())):
+            surface = written[key]
+            if surface not in added and all(w in known or fold(w) in known for w in words(surface)):
+                added.append(surface)
+    return f"{text} {' '.join(added[:MAX_EXPANSIONS])}" if added else text
+
+
+def synonyms(term: str) -> frozenset[str]:
+    """The lexicon's synonyms of ``term`` (by stem), as keys of :func:`vocabulary` and :func:`phrase_keys`."""
+    return _lexicon()[0].get(stem(term.lower()), frozenset())
+
+
+def phrase_covered(text: str, known: set[str]) -> set[str]:
+    """Stems of the words of ``text`` that stand in a lexicon phrase whose meaning ``known`` holds:
+    "lost property" is covered by a passage that says "items found", so "property" is too."""
+    found: set[str] = set()
+    for key in phrase_keys(text):
+        if key in known or not _lexicon()[0].get(key, frozenset()).isdisjoint(known):
+            found |= {stem(w) for w in content_words(key.removeprefix(_PHRASE_PREFIX))}
+    return found
+
+
+def phrase_keys(text: str) -> set[str]:
+    """Keys of the lexicon's phrases that ``text`` contains ("10% off" holds "% off")."""
+    lowered = " ".join(text.lower().replace(_CURLY, "'").split())
+    found = set()
+    for phrase in _lexicon()[1]:
+        at = lowered.find(phrase)
+        while at >= 0:
+            before = lowered[at - 1] if at else " "
+            after = lowered[at + len(phrase)] if at + len(phrase) < len(lowered) else " "
+            edge_ok = not (phrase[0].isalnum() and before.isalnum()) and not (
+                phrase[-1].isalnum() and after.isalnum()
+            )
+            if edge_ok:
+                found.add(_PHRASE_PREFIX + phrase)
+                break
+            at = lowered.find(phrase, at + 1)
+    return found
 
 
 def correct_spelling(text: str, known: set[str] | frozenset[str]) -> str:

@@ -73,9 +73,17 @@ class Scored:
     lexical: float
     lexical_weight: float
 
+    typed: float = 0.0  # the bonus for giving the kind of answer asked for (a price, a duration, ...)
+
     @property
     def score(self) -> float:
+        """How well the sentence matches the question (what answerability reads)."""
         return self.semantic + self.lexical_weight * self.lexical
+
+    @property
+    def rank(self) -> float:
+        """What answer selection orders by: the score plus the answer-type bonus."""
+        return self.score + self.typed
 
 
 @dataclass(frozen=True)
@@ -185,7 +193,7 @@ def score(
     does not ("Core Annual" for "the Core plan") loses a share of its coverage. Without embeddings
     (``semantic`` is None) the lexical part decides alone.
     """
-    texts = [words.vocabulary(c.text) for c in found]
+    texts = [words.vocabulary(c.text) | words.phrase_keys(c.text) for c in found]
     # The question's numbers that some passage states count as terms ("under $75" picks the sentence
     # that says "$75"); an order number or an age is no topic the passages must cover.
     stated = set().union(*texts) if texts else set()
@@ -193,20 +201,28 @@ def score(
     terms = {t: 1.0 for t in (key_terms(question) or words.content_words(question)) | figures}
     for term in key_terms(earlier):
         terms.setdefault(term, 0.5)
-    headings = [words.vocabulary(c.chunk.heading_path) for c in found]
+    headings = [
+        words.vocabulary(c.chunk.heading_path) | words.phrase_keys(c.chunk.heading_path) for c in found
+    ]
     asked = words.vocabulary(f"{earlier} {question}")
+    kinds = asks_for(question)
     n = len(found)
     pairs = list(zip(texts, headings, strict=True))
     idf = {
-        t: w * (math.log((n + 1) / (1 + sum(words.stem(t) in a or words.stem(t) in b for a, b in pairs))) + 1)
+        t: w * (math.log((n + 1) / (1 + sum(_mentions(t, a) or _mentions(t, b) for a, b in pairs))) + 1)
         for t, w in terms.items()
     }
     total = sum(idf.values()) or 1.0
     scored = []
     for i, cand in enumerate(found):
         hit = 0.0
+        # "lost property" is answered by a sentence that says "items found": its words count as present.
+        by_phrase = words.phrase_covered(question, texts[i])
+        for kind in kinds:
+            if gives(cand.text, {kind}):
+                by_phrase |= TYPE_WORDS[kind]  # "what time": "3:00 pm" answers it without saying "time"
         for term in terms:
-            if words.covered(term, texts[i]):
+            if words.stem(term) in by_phrase or words.covered(term, texts[i]):
                 hit += idf[term]
             elif words.covered(term, headings[i]):
                 hit += idf[term] / 2
@@ -221,9 +237,97 @@ def score(
                 semantic=float(semantic[i]) if semantic is not None else 0.0,
                 lexical=lexical,
                 lexical_weight=lexical_weight,
+                typed=TYPE_BONUS if kinds and gives(cand.text, kinds) else 0.0,
             )
         )
     return scored
+
+
+def _mentions(term: str, known: set[str]) -> bool:
+    """``term`` or one of its synonyms is in ``known`` (no typo search: this runs for every pair)."""
+    return words.stem(term) in known or not words.synonyms(term).isdisjoint(known)
+
+
+#: What kind of answer a question asks for ("how long" → a duration) ...
+_ASKS = {
+    "duration": re.compile(
+        r"\bhow (?:long|soon|quickly|fast)\b|\bhow many (?:days|weeks|hours|minutes|months|years|nights)\b"
+    ),
+    "money": re.compile(
+        r"\bhow much\b|\b(?:cost|costs|price|prices|priced|fee|fees|charge|charges|rate|rates|pay|"
+        r"expensive)\b"
+    ),
+    "clock": re.compile(
+        r"\bwhat time\b|\bopening hours\b|\bhours\b|\bwhen (?:do|does|is|are)\b.*\b(?:open|opens|close|"
+        r"closes|start|starts|served|serve|end|ends)\b"
+    ),
+    "address": re.compile(r"\baddress\b|\bwhere (?:is|are)\b|\bwhere's\b|\blocated\b|\bfind you\b"),
+    "phone": re.compile(r"\bphone\b|\btelephone\b|\bcall you\b|\bnumber to call\b"),
+    "email": re.compile(r"\be-?mail\b"),
+    "count": re.compile(r"\bhow many\b"),
+    "when": re.compile(r"^(?:and |so |but )?when\b|\bwhat day\b|\bwhich day\b|\bwhat date\b"),
+}
+#: Kinds a "when" question does not ask for although its words say them ("when are the fees taken?").
+_NOT_WHEN = frozenset(("money", "count"))
+_NUMBER_WORDS = r"(?:\d+(?:[.,]\d+)?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
+#: ... and how a sentence that gives one looks.
+_GIVES = {
+    "duration": re.compile(
+        _NUMBER_WORDS
+        + r"(?:\s?(?:-|to|\u2013)\s?"
+        + _NUMBER_WORDS
+        + r")?\s?(?:business |working |calendar )?"
+        r"(?:seconds?|minutes?|mins?|hours?|hrs?|days?|nights?|weeks?|months?|years?)\b|\bsame[- ]day\b|"
+        r"\bovernight\b|\bnext[- ]day\b|\blifetime\b",
+        re.I,
+    ),
+    "money": re.compile(r"[$€£¥]\s?\d|\d\s?(?:usd|eur|gbp|dollars?|euros?)\b|\bfree\b|%|\bno charge\b", re.I),
+    "clock": re.compile(r"\b\d{1,2}:\d{2}\b|\b\d{1,2}\s?(?:am|pm|a\.m\.|p\.m\.)|\bnoon\b|\bmidnight\b", re.I),
+    "address": re.compile(
+        r"\b\d+[a-z]?\s+(?:[A-Z][\w'.-]*\s+){1,4}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Way|"
+        r"Drive|Dr|Square|Sq|Place|Pl|Plaza|Parkway|Pkwy|Court|Ct|Highway|Hwy|Wharf|Pier|Row|Terrace)\b"
+    ),
+    "phone": re.compile(r"\+?\(?\d[\d\s().-]{7,}\d"),
+    "email": re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"),
+    "count": re.compile(r"\b" + _NUMBER_WORDS + r"\b", re.I),
+    "when": re.compile(
+        r"\b\d{1,2}:\d{2}\b|\b\d{1,2}\s?(?:am|pm)\b|\b(?:mon|tues|wednes|thurs|fri|satur|sun)days?\b|"
+        r"\b(?:january|february|march|april|may|june|july|august|september|october|november|december)\b|"
+        r"\b\d{1,2}(?:st|nd|rd|th)\b|\b(?:daily|weekly|monthly|every day|each month|weekends?|weekdays?)\b|"
+        r"\b(?:before|after|within|until|by)\b",
+        re.I,
+    ),
+}
+#: Words that only say which kind of answer is asked for: "what time" is answered by "3:00 pm", which
+#: does not say "time"; they count as covered when a retrieved sentence gives that kind of answer.
+TYPE_WORDS = {
+    "clock": frozenset(("time", "hour", "hours", "open", "opening")),
+    "money": frozenset(("cost", "price", "fee", "charge", "rate", "pay", "expensive", "extra")),
+    "duration": frozenset(("long", "soon", "quickly", "fast")),
+    "address": frozenset(("address", "located", "location")),
+    "phone": frozenset(("phone", "telephone", "number", "call")),
+    "email": frozenset(("email", "mail")),
+    "count": frozenset(("many", "number")),
+    "when": frozenset(("day", "date")),
+}
+#: Added to the rank (not the score) of a sentence that gives the kind of answer the question asks for.
+TYPE_BONUS = 0.15
+
+
+def asks_for(question: str) -> set[str]:
+    """The kinds of answer ``question`` asks for: duration, money, clock, address, phone, email, count."""
+    lowered = " ".join(question.lower().replace("\u2019", "'").split())
+    kinds = {kind for kind, pattern in _ASKS.items() if pattern.search(lowered)}
+    if "duration" in kinds:
+        kinds.discard("count")  # "how many days" asks for a duration, which has its number
+    if "when" in kinds:
+        kinds -= _NOT_WHEN
+    return kinds
+
+
+def gives(sentence: str, kinds: set[str]) -> bool:
+    """``sentence`` holds an answer of one of ``kinds``."""
+    return any(_GIVES[kind].search(sentence) for kind in kinds)
 
 
 #: Share of a table row's coverage lost when none of its key's words are in the question.
@@ -243,7 +347,7 @@ def select(scored: Sequence[Scored]) -> Selection | None:
     """The best sentence and the neighbours that complete it, within :data:`MAX_CHARS`."""
     if not scored:
         return None
-    best = max(scored, key=lambda s: s.score)
+    best = max(scored, key=lambda s: s.rank)
     same = sorted(
         (s for s in scored if s.candidate.chunk.chunk_id == best.candidate.chunk.chunk_id),
         key=lambda s: s.candidate.position,
@@ -257,11 +361,11 @@ def select(scored: Sequence[Scored]) -> Selection | None:
     for neighbour in following[:1] + same[max(0, index - 1) : index]:
         if len(chosen) >= MAX_SENTENCES:
             break
-        if neighbour.score >= best.score - NEIGHBOUR_MARGIN and neighbour not in chosen:
+        if neighbour.rank >= best.rank - NEIGHBOUR_MARGIN and neighbour not in chosen:
             chosen.append(neighbour)
     chosen.sort(key=lambda s: s.candidate.position)
     while len(chosen) > 1 and sum(len(s.candidate.text) + 1 for s in chosen) > MAX_CHARS:
-        chosen.remove(min((s for s in chosen if s is not best), key=lambda s: s.score))
+        chosen.remove(min((s for s in chosen if s is not best), key=lambda s: s.rank))
     text = " ".join(_sentence(s.candidate.text) for s in chosen)
     return Selection(text=text, chunk=best.candidate.chunk, score=best.score)
 
@@ -292,10 +396,17 @@ def assess(
         return Answerability(False, "no sentence in the retrieved passages")
     vocabulary: set[str] = set()
     for chunk in chunks:
-        vocabulary |= words.vocabulary(f"{chunk.heading_path} {chunk.text}")
+        passage = f"{chunk.heading_path} {chunk.text}"
+        vocabulary |= words.vocabulary(passage) | words.phrase_keys(passage)
     terms = key_terms(question)
-    uncovered = tuple(sorted(t for t in terms if not words.covered(t, vocabulary)))
-    best = max(s.score for s in scored)
+    by_phrase = words.phrase_covered(question, vocabulary)
+    for kind in asks_for(question):
+        if any(s.typed for s in scored) and any(gives(s.candidate.text, {kind}) for s in scored):
+            by_phrase |= TYPE_WORDS[kind]
+    uncovered = tuple(
+        sorted(t for t in terms if words.stem(t) not in by_phrase and not words.covered(t, vocabulary))
+    )
+    best = max(s.rank for s in scored)
     semantic = max(s.semantic for s in scored)
     share = len(uncovered) / len(terms) if terms else 0.0
     names = tuple(sorted(n for n in words.names(question) if n in uncovered))

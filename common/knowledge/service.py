@@ -67,8 +67,13 @@ class KnowledgeService:
         """Top-k chunks of this tenant's brand for ``query`` (hybrid and reranked as settings say).
 
         Traced as two stages: ``knowledge.embed`` (the query vector) and ``knowledge.vector_search``
-        (search, fusion and reranking).
+        (search, fusion and reranking). With ``retrieval.synonyms`` the query is first given the brand's
+        words for the customer-service synonyms it uses ("bitcoin" → "cryptocurrency", common/synonyms.txt),
+        as a search engine's synonym filter does.
         """
+        if self._retrieval.synonyms:
+            known = await self._known_words(tenant_id, brand_id)
+            query = words.expand_query(query, known)
         with stage("knowledge.embed", chars=len(query)):
             vectors = await self._embed_query([query])
 
@@ -84,13 +89,18 @@ class KnowledgeService:
         """``text`` with misspelt words replaced by the brand's own word they are a typo of
         ("shiping to canda" → "shipping to canada"); unknown words that are not typos stay."""
 
+        known = await self._known_words(tenant_id, brand_id)
+        return await asyncio.to_thread(words.correct_spelling, text, known)
+
+    async def _known_words(self, tenant_id: uuid.UUID, brand_id: uuid.UUID) -> frozenset[str]:
+        """The brand's words (cached for ``VOCABULARY_TTL_S``: a new upload is seen within a minute)."""
+
         async def load() -> frozenset[str]:
             async with self._sessionmaker() as session:
                 texts = await repo.chunk_texts(session, tenant_id=tenant_id, brand_id=brand_id)
             return await asyncio.to_thread(words.known_words, texts)
 
-        known = await self._vocabularies.get_or_load((tenant_id, brand_id), load)
-        return await asyncio.to_thread(words.correct_spelling, text, known)
+        return await self._vocabularies.get_or_load((tenant_id, brand_id), load)
 
     async def rank_sentences(self, query: str, sentences: list[str]) -> list[float]:
         """Cosine similarity of each of ``sentences`` to ``query``, by the query model.

@@ -88,6 +88,14 @@ async def test_spelling_is_corrected_against_the_brand_words_and_sentences_are_r
         other = await service.correct_spelling(uuid.uuid4(), brand, f"Do you do {typo}?")
         assert other == f"Do you do {typo}?"  # another tenant's words are not this brand's
 
+        # The search-time synonym filter: the brand's word for a synonym the customer used is searched
+        # too ("money back" is a refund), a word the brand uses itself adds nothing.
+        assert "refund" in known and "reimburse" not in known
+        await service.retrieve(tenant, brand, "Can I get reimbursed?", 2)
+        assert queries.calls[-1][0].startswith("Can I get reimbursed? ") and "refund" in queries.calls[-1][0]
+        await service.retrieve(tenant, brand, "refund", 2)
+        assert queries.calls[-1] == ["refund"]
+
         scores = await service.rank_sentences("a question", ["first sentence", "second sentence"])
         assert scores == [1.0, 1.0]  # the constant test embedder: every text the same vector
         assert queries.calls[-1] == ["a question", "first sentence", "second sentence"]

@@ -190,3 +190,56 @@ def test_a_followup_about_another_thing_drops_the_earlier_names_but_keeps_a_refe
     assert answering.followup_context("Do you sell Trail tents?", "how much does it cost") == (
         "Do you sell Trail tents?"  # "it" is the tent
     )
+
+
+def test_customer_service_synonyms_cover_a_term_the_passages_say_in_other_words():
+    freeze = words.vocabulary("You can freeze your membership for 1 to 3 months.")
+    assert words.covered("hold", freeze) and words.covered("pause", freeze)
+    assert not words.covered("kayak", freeze)  # no synonym: a near miss stays uncovered
+    seniors = "Members aged 65 and over get 10% off the monthly price."
+    known = words.vocabulary(seniors) | words.phrase_keys(seniors)
+    assert words.phrase_keys(seniors) >= {"~aged 65", "~% off"}
+    assert words.covered("seniors", known) and words.covered("discount", known)
+    assert not words.phrase_keys("a kayak offer")  # "off" inside "offer" is no "% off"
+    # A phrase of the question is covered by a synonym of the whole phrase, and so are its words.
+    lost = "Items found in our clubs are kept for 30 days."
+    found = words.vocabulary(lost) | words.phrase_keys(lost)
+    assert words.phrase_covered("how long do you keep lost property", found) == {"lost", "property"}
+
+
+def test_a_search_query_gets_the_brands_words_for_its_synonyms():
+    known = words.known_words(["We do not accept cryptocurrency or checks. Dogs are welcome."])
+    assert words.expand_query("do you take bitcoin", known) == "do you take bitcoin cryptocurrency"
+    assert words.expand_query("do you accept cryptocurrency", known) == "do you accept cryptocurrency"
+    assert words.expand_query("do you sell kayaks", known) == "do you sell kayaks"
+
+
+def test_the_kind_of_answer_asked_for_decides_between_sentences_of_one_passage():
+    assert answering.asks_for("how long does standard shipping take") == {"duration"}
+    assert answering.asks_for("What's the address of the Seaport club?") == {"address"}
+    assert answering.asks_for("When are the monthly fees taken?") == {"when"}  # a date, not a price
+    assert answering.asks_for("How many guest passes do I get?") == {"count"}
+    assert answering.asks_for("Do you accept bitcoin?") == set()
+    assert answering.gives("Standard shipping takes 3-5 business days.", {"duration"})
+    assert answering.gives("88 Seaport Boulevard, Boston, MA 02210.", {"address"})
+    assert not answering.gives("Our only swimming pool is at the Seaport club.", {"address"})
+    club = RetrievedChunk(
+        chunk_id="club",
+        source="clubs.html",
+        heading_path="Our Clubs > Seaport",
+        score=0.5,
+        text="Our only swimming pool is at the Seaport club. 88 Seaport Boulevard, Boston, MA 02210.",
+    )
+    selection = answering.select(_scored("What's the address of the Seaport club?", [club]))
+    assert selection is not None and selection.text.startswith("88 Seaport Boulevard")
+    # "what time" is answered by a time, which does not say "time": the question is not uncovered.
+    checkin = club.model_copy(update={"text": "Check-in is from 3:00 pm."})
+    verdict = answering.assess(
+        "what time is check-in",
+        _scored("what time is check-in", [checkin]),
+        [checkin],
+        min_score=0.0,
+        max_uncovered_share=0.0,
+        sure_semantic=1.0,
+    )
+    assert verdict.answerable and verdict.uncovered == ()
