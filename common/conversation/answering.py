@@ -74,6 +74,7 @@ class Scored:
     lexical_weight: float
 
     typed: float = 0.0  # the bonus for giving the kind of answer asked for (a price, a duration, ...)
+    coverage: float = 0.0  # the key-term coverage before a table row's key penalty
 
     @property
     def score(self) -> float:
@@ -88,11 +89,18 @@ class Scored:
 
 @dataclass(frozen=True)
 class Selection:
-    """The extractive answer: sentences of one passage, in document order."""
+    """The extractive answer: sentences of one passage, in document order (or, for a "which ..."
+    question over a table, the rows that match, each of which is cited: ``also``)."""
 
     text: str
     chunk: RetrievedChunk
     score: float
+    also: tuple[RetrievedChunk, ...] = ()
+
+    @property
+    def chunks(self) -> tuple[RetrievedChunk, ...]:
+        """Every passage the answer states something of (its citations)."""
+        return (self.chunk, *self.also)
 
 
 @dataclass(frozen=True)
@@ -226,7 +234,7 @@ def score(
                 hit += idf[term]
             elif words.covered(term, headings[i]):
                 hit += idf[term] / 2
-        lexical = hit / total
+        lexical = coverage = hit / total
         key = _row_key(cand.text)
         if key:
             unasked = [w for w in key if not words.covered(w, asked)]
@@ -238,6 +246,7 @@ def score(
                 lexical=lexical,
                 lexical_weight=lexical_weight,
                 typed=TYPE_BONUS if kinds and gives(cand.text, kinds) else 0.0,
+                coverage=coverage,
             )
         )
     return scored
@@ -343,11 +352,73 @@ def _row_key(text: str) -> list[str]:
     return sorted(words.vocabulary(value)) if sep else []
 
 
-def select(scored: Sequence[Scored]) -> Selection | None:
-    """The best sentence and the neighbours that complete it, within :data:`MAX_CHARS`."""
+#: A "which ..." question over a table lists the rows scoring at least this share of the best row's
+#: key-term coverage, at most this many.
+ROW_LIST_SHARE = 0.9
+ROW_LIST_MAX = 5
+_WHICH = re.compile(
+    r"^\s*(?:and |so )?(?:which|what)\s+(?:\w+\s+)?(?:plans?|rooms?|products?|models?|options?|types?|kinds?|"
+    r"ones|items?|services?|tiers?|packages?|treatments?|classes|stores?|clubs?|locations?)\b",
+    re.I,
+)
+
+
+def list_rows(question: str, scored: Sequence[Scored], best: Scored) -> Selection | None:
+    """For "Which plans give access to all clubs?": the rows of the best row's table that match the
+    question about as well as it and hold the same value in the column it asks about ("Plan: All Clubs,
+    Premium (Club access: All 4 clubs)."), when there are two or more; else None (one row answers)."""
+    key = _row_cells(best.candidate.text)
+    if len(key) < 2 or not _WHICH.search(question) or best.coverage <= 0:
+        return None
+    terms = key_terms(question)
+
+    def asked(cell: tuple[str, str]) -> int:
+        return sum(words.covered(t, words.vocabulary(f"{cell[0]} {cell[1]}")) for t in terms)
+
+    column, value = max(key[1:], key=asked)
+    if not asked((column, value)):
+        return None
+    rows = []
+    for s in sorted(scored, key=lambda s: -s.rank):
+        cells = _row_cells(s.candidate.text)
+        if (
+            cells
+            and cells[0][0] == key[0][0]
+            and s.candidate.chunk.source == best.candidate.chunk.source
+            and dict(cells).get(column) == value
+            and s.coverage >= ROW_LIST_SHARE * best.coverage  # a row's key is not asked for: no penalty
+        ):
+            rows.append((cells[0][1], s.candidate.chunk))
+    names = list(dict.fromkeys(name for name, _ in rows))[:ROW_LIST_MAX]
+    if len(names) < 2:
+        return None
+    chunks = list({c.chunk_id: c for name, c in rows if name in names}.values())
+    text = f"{key[0][0]}: {', '.join(names)} ({column}: {value})."
+    return Selection(text=text, chunk=chunks[0], score=best.score, also=tuple(chunks[1:]))
+
+
+def _row_cells(text: str) -> list[tuple[str, str]]:
+    """The ``(column, value)`` cells of a table row chunk (``Plan: Core | Monthly price: $55``)."""
+    if " | " not in text:
+        return []
+    cells = []
+    for part in text.rstrip(".").split(" | "):
+        name, sep, value = part.partition(": ")
+        if not sep:
+            return []
+        cells.append((name.strip(), value.strip()))
+    return cells
+
+
+def select(scored: Sequence[Scored], question: str = "") -> Selection | None:
+    """The best sentence and the neighbours that complete it, within :data:`MAX_CHARS`; for a "which
+    ..." question over a table, the rows that match (:func:`list_rows`)."""
     if not scored:
         return None
     best = max(scored, key=lambda s: s.rank)
+    listed = list_rows(question, scored, best) if question else None
+    if listed is not None:
+        return listed
     same = sorted(
         (s for s in scored if s.candidate.chunk.chunk_id == best.candidate.chunk.chunk_id),
         key=lambda s: s.candidate.position,

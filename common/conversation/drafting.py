@@ -249,7 +249,7 @@ class Drafter:
                 screened.tainted,
                 (*screened.decisions, GuardrailDecision(answering.RULE, "pass", verdict.figures)),
             )
-            extractive = answering.select(scored)
+            extractive = answering.select(scored, question)
         if self._extract_first and extractive is not None and not offered:
             final = guardrails.extracted_answer(extractive)
             decisions = [*screened.decisions, *final.decisions]

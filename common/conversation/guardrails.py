@@ -208,18 +208,18 @@ def finalize_answer(
         return FinalAnswer(answer.strip(), citations, [GuardrailDecision(RULE, "pass", reason)])
     decisions = [GuardrailDecision(CONTRADICTION_RULE, "reject", c) for c in report.contradictions]
     if extractive is not None:
-        chunk, text = extractive.chunk, extractive.text
+        chunks, text = extractive.chunks, extractive.text
     else:
-        chunk = _best_passage(context)
-        text = _shorten(answering.clean(chunk.text))
+        chunks = (_best_passage(context),)
+        text = _shorten(answering.clean(chunks[0].text))
     decisions.append(GuardrailDecision(RULE, "replace", _why(report, answer=answer)))
-    return FinalAnswer(text, [_citation(chunk)], decisions)
+    return FinalAnswer(text, [_citation(c) for c in chunks], decisions)
 
 
 def extracted_answer(selection: Selection) -> FinalAnswer:
     """The passage sentences themselves as the answer (``answers.mode = extract``): stated by construction."""
     decision = GuardrailDecision(RULE, "pass", f"extractive answer, score={selection.score:.2f}")
-    return FinalAnswer(selection.text, [_citation(selection.chunk)], [decision])
+    return FinalAnswer(selection.text, [_citation(c) for c in selection.chunks], [decision])
 
 
 def persona_names(persona: Persona) -> frozenset[str]:

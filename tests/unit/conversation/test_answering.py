@@ -243,3 +243,24 @@ def test_the_kind_of_answer_asked_for_decides_between_sentences_of_one_passage()
         sure_semantic=1.0,
     )
     assert verdict.answerable and verdict.uncovered == ()
+
+
+def test_a_which_question_over_a_table_lists_every_matching_row_and_cites_each():
+    rows = [
+        RetrievedChunk(chunk_id=f"plan-{i}", source="plans.md", heading_path="Plans", score=0.5, text=text)
+        for i, text in enumerate(
+            (
+                "Plan: All Clubs | Monthly price: $72 | Club access: All 4 clubs",
+                "Plan: Premium | Monthly price: $109 | Club access: All 4 clubs",
+                "Plan: Core | Monthly price: $55 | Club access: Home club",
+            )
+        )
+    ]
+    question = "Which plans give access to all clubs?"
+    selection = answering.select(_scored(question, rows), question)
+    assert selection is not None
+    assert selection.text == "Plan: All Clubs, Premium (Club access: All 4 clubs)."
+    assert {c.chunk_id for c in selection.chunks} == {"plan-0", "plan-1"}  # the Core row does not match
+    # Not a "which" question: the best row alone.
+    single = answering.select(_scored("How much is the Premium plan?", rows), "How much is the Premium plan?")
+    assert single is not None and single.also == () and "$109" in single.text
