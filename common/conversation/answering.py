@@ -45,7 +45,7 @@ ANAPHORS = frozenset(("it", "its", "that", "this", "those", "these", "them", "th
 MAX_SENTENCES = 3
 MAX_CHARS = 300
 #: A neighbour of the best sentence joins the answer when it scores at least this close to it.
-NEIGHBOUR_MARGIN = 0.08
+NEIGHBOUR_MARGIN = 0.25
 _MARKUP = re.compile(r"\*\*|__|`|^#+\s*", re.MULTILINE)
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 
