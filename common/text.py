@@ -12,6 +12,7 @@ import functools
 import re
 from difflib import get_close_matches
 from pathlib import Path
+from typing import NamedTuple
 
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W\d_]+)?", re.UNICODE)
@@ -273,9 +274,15 @@ def _member_key(member: str) -> str:
     return _PHRASE_PREFIX + member
 
 
+class _Lexicon(NamedTuple):
+    groups: dict[str, frozenset[str]]  # each member's synonyms, as keys
+    phrases: tuple[str, ...]  # every phrase member
+    written: dict[str, str]  # each key's words as written in the file
+
+
 @functools.cache
-def _lexicon() -> tuple[dict[str, frozenset[str]], tuple[str, ...], dict[str, str]]:
-    """Each member's synonyms (as keys), every phrase member, and each key's words as written."""
+def _lexicon() -> _Lexicon:
+    """The lexicon of :data:`SYNONYMS_FILE`, read once."""
     groups: dict[str, set[str]] = {}
     phrases: set[str] = set()
     written: dict[str, str] = {}
@@ -288,7 +295,7 @@ def _lexicon() -> tuple[dict[str, frozenset[str]], tuple[str, ...], dict[str, st
         phrases |= {k.removeprefix(_PHRASE_PREFIX) for k in keys if k.startswith(_PHRASE_PREFIX)}
         for key in keys:
             groups.setdefault(key, set()).update(keys - {key})
-    return {k: frozenset(v) for k, v in groups.items()}, tuple(sorted(phrases)), written
+    return _Lexicon({k: frozenset(v) for k, v in groups.items()}, tuple(sorted(phrases)), written)
 
 
 #: At most this many synonyms are added to a search query (more would drown the question's own words).
@@ -299,7 +306,7 @@ def expand_query(text: str, known: set[str] | frozenset[str]) -> str:
     """``text`` with the brand's words for the words it does not use itself ("do you take bitcoin" →
     "... cryptocurrency" for a brand whose documents say "cryptocurrency"); ``known`` is the brand's
     :func:`known_words`. Only what retrieval searches for is expanded, never what is answered."""
-    groups, _, written = _lexicon()
+    groups, written = _lexicon().groups, _lexicon().written
     added: list[str] = []
     for word in words(text):
         if word in STOPWORDS or word in known or fold(word) in known:
@@ -313,15 +320,22 @@ def expand_query(text: str, known: set[str] | frozenset[str]) -> str:
 
 def synonyms(term: str) -> frozenset[str]:
     """The lexicon's synonyms of ``term`` (by stem), as keys of :func:`vocabulary` and :func:`phrase_keys`."""
-    return _lexicon()[0].get(stem(term.lower()), frozenset())
+    return _lexicon().groups.get(stem(term.lower()), frozenset())
 
 
-def phrase_covered(text: str, known: set[str]) -> set[str]:
-    """Stems of the words of ``text`` that stand in a lexicon phrase whose meaning ``known`` holds:
-    "lost property" is covered by a passage that says "items found", so "property" is too."""
+def meaning_vocabulary(text: str) -> set[str]:
+    """:func:`vocabulary` with the lexicon's phrases ``text`` holds (:func:`phrase_keys`): what
+    :func:`covered` reads a passage as."""
+    return vocabulary(text) | phrase_keys(text)
+
+
+def phrase_covered(keys: set[str], known: set[str]) -> set[str]:
+    """Stems of the words of the lexicon phrases ``keys`` (a question's :func:`phrase_keys`) whose
+    meaning ``known`` holds: "lost property" is covered by a passage that says "items found", so
+    "property" is too."""
     found: set[str] = set()
-    for key in phrase_keys(text):
-        if key in known or not _lexicon()[0].get(key, frozenset()).isdisjoint(known):
+    for key in keys:
+        if key in known or not _lexicon().groups.get(key, frozenset()).isdisjoint(known):
             found |= {stem(w) for w in content_words(key.removeprefix(_PHRASE_PREFIX))}
     return found
 
@@ -330,7 +344,7 @@ def phrase_keys(text: str) -> set[str]:
     """Keys of the lexicon's phrases that ``text`` contains ("10% off" holds "% off")."""
     lowered = " ".join(text.lower().replace(_CURLY, "'").split())
     found = set()
-    for phrase in _lexicon()[1]:
+    for phrase in _lexicon().phrases:
         at = lowered.find(phrase)
         while at >= 0:
             before = lowered[at - 1] if at else " "

@@ -73,8 +73,13 @@ class Scored:
     lexical: float
     lexical_weight: float
 
-    typed: float = 0.0  # the bonus for giving the kind of answer asked for (a price, a duration, ...)
+    gives: frozenset[str] = frozenset()  # the kinds of answer asked for that it holds (a price, ...)
     coverage: float = 0.0  # the key-term coverage before a table row's key penalty
+
+    @property
+    def typed(self) -> float:
+        """The bonus for giving the kind of answer the question asks for."""
+        return TYPE_BONUS if self.gives else 0.0
 
     @property
     def score(self) -> float:
@@ -201,7 +206,7 @@ def score(
     does not ("Core Annual" for "the Core plan") loses a share of its coverage. Without embeddings
     (``semantic`` is None) the lexical part decides alone.
     """
-    texts = [words.vocabulary(c.text) | words.phrase_keys(c.text) for c in found]
+    texts = [words.meaning_vocabulary(c.text) for c in found]
     # The question's numbers that some passage states count as terms ("under $75" picks the sentence
     # that says "$75"); an order number or an age is no topic the passages must cover.
     stated = set().union(*texts) if texts else set()
@@ -209,11 +214,10 @@ def score(
     terms = {t: 1.0 for t in (key_terms(question) or words.content_words(question)) | figures}
     for term in key_terms(earlier):
         terms.setdefault(term, 0.5)
-    headings = [
-        words.vocabulary(c.chunk.heading_path) | words.phrase_keys(c.chunk.heading_path) for c in found
-    ]
+    headings = [words.meaning_vocabulary(c.chunk.heading_path) for c in found]
     asked = words.vocabulary(f"{earlier} {question}")
     kinds = asks_for(question)
+    phrases = words.phrase_keys(question)
     n = len(found)
     pairs = list(zip(texts, headings, strict=True))
     idf = {
@@ -225,10 +229,10 @@ def score(
     for i, cand in enumerate(found):
         hit = 0.0
         # "lost property" is answered by a sentence that says "items found": its words count as present.
-        by_phrase = words.phrase_covered(question, texts[i])
-        for kind in kinds:
-            if gives(cand.text, {kind}):
-                by_phrase |= TYPE_WORDS[kind]  # "what time": "3:00 pm" answers it without saying "time"
+        by_phrase = words.phrase_covered(phrases, texts[i])
+        given = frozenset(kind for kind in kinds if gives(cand.text, {kind}))
+        for kind in given:
+            by_phrase |= TYPE_WORDS[kind]  # "what time": "3:00 pm" answers it without saying "time"
         for term in terms:
             if words.stem(term) in by_phrase or words.covered(term, texts[i]):
                 hit += idf[term]
@@ -245,7 +249,7 @@ def score(
                 semantic=float(semantic[i]) if semantic is not None else 0.0,
                 lexical=lexical,
                 lexical_weight=lexical_weight,
-                typed=TYPE_BONUS if kinds and gives(cand.text, kinds) else 0.0,
+                gives=given,
                 coverage=coverage,
             )
         )
@@ -467,13 +471,11 @@ def assess(
         return Answerability(False, "no sentence in the retrieved passages")
     vocabulary: set[str] = set()
     for chunk in chunks:
-        passage = f"{chunk.heading_path} {chunk.text}"
-        vocabulary |= words.vocabulary(passage) | words.phrase_keys(passage)
+        vocabulary |= words.meaning_vocabulary(f"{chunk.heading_path} {chunk.text}")
     terms = key_terms(question)
-    by_phrase = words.phrase_covered(question, vocabulary)
-    for kind in asks_for(question):
-        if any(s.typed for s in scored) and any(gives(s.candidate.text, {kind}) for s in scored):
-            by_phrase |= TYPE_WORDS[kind]
+    by_phrase = words.phrase_covered(words.phrase_keys(question), vocabulary)
+    for kind in set().union(*(s.gives for s in scored)):
+        by_phrase |= TYPE_WORDS[kind]
     uncovered = tuple(
         sorted(t for t in terms if words.stem(t) not in by_phrase and not words.covered(t, vocabulary))
     )
