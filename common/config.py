@@ -233,6 +233,27 @@ class S3Settings(BaseModel):
     region: str = "us-east-1"
 
 
+class MediaSettings(BaseModel):
+    """Media customers send: how big it may be, how it is fetched, where voice notes are transcribed
+    (``docs/CHANNELS.md#media-in``)."""
+
+    max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1,
+        description="Largest file fetched and stored (WhatsApp's own limit for audio and video is 16 MB)",
+    )
+    fetch_timeout_s: float = Field(default=20.0, gt=0, description="Per provider call while fetching")
+    fetch_attempts: int = Field(default=3, ge=1, description="Tries per provider call (5xx, 429, timeouts)")
+    transcription_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible API (like LLM_BASE_URL, e.g. http://whisper:8000/v1): "
+        "POST {url}/audio/transcriptions; unset → voice notes get the persona's media message and a person",
+    )
+    transcription_api_key: SecretStr | None = None
+    transcription_model: str = "whisper-1"
+    transcription_language: str | None = Field(default=None, description="ISO-639-1 hint, e.g. 'en'")
+
+
 class IngestionSettings(BaseModel):
     """Bulk knowledge ingestion: upload limits, worker retries, Ray Data concurrency."""
 
@@ -416,6 +437,7 @@ class Settings(BaseSettings):
     ray: RaySettings = Field(default_factory=RaySettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)

@@ -65,6 +65,8 @@ class Persona:
     avoid_topics: tuple[str, ...] = ()
     escalation_message: str = "Let me connect you with a member of our team."
     fallback_message: str = "I'm not sure about that one."
+    #: Said for a picture, file or voice note the assistant cannot read (a person takes over).
+    media_message: str = "I can only read text messages, so a member of our team will look at this."
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,30 @@ class ChannelRoute:
         return value.get_secret_value() if value is not None else None
 
 
+#: Media kinds a channel adapter reads (fetched and stored; audio is transcribed when configured).
+MEDIA_KINDS = ("image", "audio", "video", "document", "location")
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """A picture, voice note, video, file or location a customer sent, as the provider names it.
+
+    ``ref`` is what fetches the bytes: the WhatsApp media id, the Telegram ``file_id``, the Instagram
+    attachment URL; empty for a location (nothing to fetch: ``details`` holds its coordinates).
+    ``connection_id`` is the channel connection whose credentials fetch it (set by the webhook route).
+    """
+
+    kind: str = Field(pattern="^(image|audio|video|document|location)$")
+    ref: str = Field(default="", max_length=2048)
+    mime_type: str | None = Field(default=None, max_length=200)
+    filename: str | None = Field(default=None, max_length=300)
+    declared_bytes: int | None = None
+    voice: bool = False  # a voice note (recorded in the app), not a music or audio file
+    caption: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    connection_id: uuid.UUID | None = None
+
+
 @dataclass(frozen=True)
 class InboundMessage:
     """One customer message, normalised from any channel."""
@@ -129,6 +155,8 @@ class InboundMessage:
     provider_message_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=256)
     received_at: datetime = field(default_factory=utcnow)
     metadata: dict[str, str] = field(default_factory=dict)
+    #: What came with (or instead of) the text; ``text`` is then the caption or a placeholder.
+    media: MediaRef | None = None
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,12 @@ _SPECS: dict[str, _Spec] = {
             "Provider send attempts by outcome",
             ("channel", "outcome"),
         ),
+        _Spec(
+            "counter",
+            "ema_media_total",
+            "Media customers sent, by outcome (stored, too_large, failed, transcribed, untranscribed)",
+            ("channel", "kind", "outcome"),
+        ),
         _Spec("counter", "ema_dead_letters_total", "Entries moved to a dead-letter stream", ("stream",)),
         _Spec("counter", "ema_ingestion_documents_total", "Ingested documents by outcome", ("outcome",)),
         _Spec("counter", "ema_ingestion_jobs_total", "Ingestion jobs finished, by outcome", ("outcome",)),

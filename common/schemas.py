@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,6 +72,24 @@ class DeliveryOut(_Strict):
     error: str | None
 
 
+class MediaOut(_Strict):
+    """What a customer sent besides text: fetched (``stored``), refused (``too_large``), ``failed`` or
+    still ``pending``; ``content_url`` downloads the bytes (None when none are stored)."""
+
+    id: uuid.UUID
+    kind: str
+    voice: bool
+    status: str
+    mime_type: str | None
+    filename: str | None
+    size_bytes: int | None
+    sha256: str | None
+    error: str | None
+    transcript: str | None
+    details: dict[str, Any] = Field(default_factory=dict)
+    content_url: str | None = None
+
+
 class MessageOut(_Strict):
     """One logged message in a conversation."""
 
@@ -83,6 +101,7 @@ class MessageOut(_Strict):
     citations: list[CitationOut] = Field(default_factory=list)
     guardrails: list[GuardrailOut] = Field(default_factory=list)
     delivery: DeliveryOut | None = None
+    media: MediaOut | None = None
 
 
 class ConversationOut(_Strict):

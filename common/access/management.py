@@ -66,6 +66,7 @@ class PersonaIn(_Model):
     avoid_topics: list[str] = Field(default_factory=list, max_length=100)
     escalation_message: str = Field(default=domain.Persona.escalation_message, min_length=1, max_length=1000)
     fallback_message: str = Field(default=domain.Persona.fallback_message, min_length=1, max_length=1000)
+    media_message: str = Field(default=domain.Persona.media_message, min_length=1, max_length=1000)
 
     @classmethod
     def from_domain(cls, persona: domain.Persona) -> PersonaIn:
@@ -83,6 +84,7 @@ class PersonaIn(_Model):
             avoid_topics=tuple(self.avoid_topics),
             escalation_message=self.escalation_message,
             fallback_message=self.fallback_message,
+            media_message=self.media_message,
         )
 
 

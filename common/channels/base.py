@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import SecretStr, ValidationError
 
-from common.domain import Channel
+from common.domain import Channel, MediaRef
 from common.errors import InvalidInput
 from common.schemas import OutboundPayload
 
@@ -40,7 +40,9 @@ from common.schemas import OutboundPayload
 class ChannelEvent:
     """A customer message to record: the normalised fields before the brand is known.
 
-    ``unsupported`` names the media type (``image``, ``sticker``, ...) when ``text`` is only a placeholder.
+    ``unsupported`` names the type (``sticker``, ``contacts``, ...) when ``text`` is only a placeholder;
+    ``media`` is a picture, voice note, video, file or location to fetch, and ``text`` is then its
+    caption or :func:`media_placeholder`.
     """
 
     account_id: str
@@ -48,6 +50,9 @@ class ChannelEvent:
     message_id: str
     text: str
     unsupported: str | None = None
+    media: MediaRef | None = None
+    #: Telegram's ``callback_query`` id of a button tap: answered so the button's spinner stops.
+    callback_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,25 @@ class ChannelAdapter(Protocol):
         ``account_id`` is the provider account named by the URL (Telegram's bot id), else None.
         """
         ...
+
+
+def media_event(account_id: str, customer_id: str, message_id: str, media: MediaRef) -> ChannelEvent:
+    """A media message: its caption is the text, else a placeholder naming what it is."""
+    caption = (media.caption or "").strip()
+    return ChannelEvent(account_id, customer_id, message_id, caption or media_placeholder(media), media=media)
+
+
+def media_placeholder(media: MediaRef) -> str:
+    """The logged text of a media message without a caption: ``[voice note]``, ``[document: a.pdf]``..."""
+    if media.kind == "location":
+        where = ", ".join(
+            str(media.details[k])
+            for k in ("latitude", "longitude", "name", "address")
+            if media.details.get(k)
+        )
+        return f"[location: {where}]" if where else "[location]"
+    label = "voice note" if media.voice else media.kind
+    return f"[{label}: {media.filename}]" if media.filename else f"[{label}]"
 
 
 def unsupported_text(kind: str) -> str:

@@ -8,8 +8,10 @@ Shape: ``entry[].messaging[]``; each item has ``sender.id`` (the customer's IGSI
 
 Read as a question: ``message.text``. Ignored: ``message.is_echo`` (our own sends, echoed back: answering
 them would loop), ``message.is_deleted`` (the customer unsent it), ``reaction``, ``read``, ``postback``
-and any other event. Recorded as unsupported: messages with only ``attachments`` (image, video, audio,
-share, story_mention...).
+and any other event. Media (fetched before drafting, :func:`fetch_media`): ``attachments`` of type
+``image``, ``video``, ``audio`` (a voice message) and ``file``, each with ``payload.url`` (a CDN URL that
+needs no token; it comes in a webhook signed with the app secret); text sent with it is its caption.
+Recorded as unsupported: the other attachment types (share, story_mention, reel...).
 
 Sending: ``POST {graph}/{version}/{ig_id}/messages`` with ``{recipient, message}``.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import httpx
 from pydantic import Field
 
 from common.channels.base import (
@@ -29,10 +32,13 @@ from common.channels.base import (
     IgnoredEvent,
     ParsedEvent,
     RecipientConfig,
+    media_event,
     unsupported_text,
 )
+from common.channels.media import FetchedMedia, download
 from common.channels.meta import GraphSender, Loose, MetaAdapter, MetaEnvelope
-from common.domain import Channel
+from common.config import ChannelSecrets
+from common.domain import Channel, ChannelRoute, MediaRef
 from common.errors import PermanentSendError
 from common.schemas import OutboundPayload
 
@@ -89,12 +95,44 @@ def _event(entry: _Entry, item: _Messaging) -> ParsedEvent:
         return IgnoredEvent(reason="message deleted by the customer", account_id=account)
     # For a customer message the recipient is the brand's account (entry.id names the same account).
     account = item.recipient.id
+    media = _media_of(message)
+    if media is not None:
+        return media_event(account, item.sender.id, message.mid, media)
     if message.text is not None and message.text.strip():
         return ChannelEvent(account, item.sender.id, message.mid, message.text)
     if message.attachments:
         kind = str(message.attachments[0].get("type") or "attachment")
         return ChannelEvent(account, item.sender.id, message.mid, unsupported_text(kind), unsupported=kind)
     return IgnoredEvent(reason="empty message", account_id=account)
+
+
+#: Attachment types whose file we fetch, and the media kind each is.
+MEDIA_TYPES = {"image": "image", "video": "video", "audio": "audio", "file": "document"}
+
+
+def _media_of(message: _Message) -> MediaRef | None:
+    first = message.attachments[0] if message.attachments else None
+    if not isinstance(first, dict) or first.get("type") not in MEDIA_TYPES:
+        return None
+    payload = first.get("payload")
+    url = payload.get("url") if isinstance(payload, dict) else None
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")) or len(url) > 2048:
+        return None
+    kind = MEDIA_TYPES[str(first["type"])]
+    # Instagram's audio attachments are the voice messages recorded in the app.
+    return MediaRef(kind=kind, ref=url, voice=kind == "audio", caption=message.text)
+
+
+async def fetch_media(
+    client: httpx.AsyncClient,
+    *,
+    secrets: ChannelSecrets,
+    route: ChannelRoute,
+    media: MediaRef,
+    max_bytes: int,
+) -> FetchedMedia:
+    """The attachment's CDN URL, downloaded (no token: the URL itself is the capability)."""
+    return await download(client, media.ref, max_bytes=max_bytes, what="Instagram attachment")
 
 
 # --- Sending --------------------------------------------------------------------------------------

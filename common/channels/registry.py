@@ -13,8 +13,10 @@ from __future__ import annotations
 import httpx
 import redis.asyncio as aioredis
 
+from common.channels import instagram, telegram, whatsapp
 from common.channels.base import ChannelAdapter, Sender
 from common.channels.instagram import InstagramAdapter, InstagramSender
+from common.channels.media import MediaFetcher
 from common.channels.telegram import TelegramAdapter, TelegramSender
 from common.channels.webchat import WebchatSender
 from common.channels.whatsapp import WhatsAppAdapter, WhatsAppSender
@@ -27,6 +29,14 @@ ADAPTERS: dict[Channel, ChannelAdapter] = {
     Channel.WHATSAPP: WhatsAppAdapter(),
     Channel.INSTAGRAM: InstagramAdapter(),
     Channel.TELEGRAM: TelegramAdapter(),
+}
+
+
+#: How each webhook channel fetches the media its webhooks name (web chat takes no media yet).
+FETCHERS: dict[Channel, MediaFetcher] = {
+    Channel.WHATSAPP: whatsapp.fetch_media,
+    Channel.INSTAGRAM: instagram.fetch_media,
+    Channel.TELEGRAM: telegram.fetch_media,
 }
 
 

@@ -9,8 +9,13 @@ Read as a question: ``message.text`` in a private chat from a person, and ``call
 inline buttons (their ``data`` is the answer). Ignored: ``edited_message`` (an edit
 of a message already answered is not a new question; answering it would reply twice to one thought),
 messages from bots, group/supergroup chats (the assistant answers one-to-one only), ``channel_post``
-and every other update type. Recorded as unsupported: private messages without text
-(photo, sticker, location, voice, document, ...).
+and every other update type. Media (fetched before drafting, :func:`fetch_media`): ``photo`` (the
+largest size), ``voice``, ``audio``, ``video``, ``video_note``, ``document``, each with a ``file_id``,
+and its ``caption``; ``location`` and ``venue``. Recorded as unsupported: other private messages without
+text (sticker, contact, poll, ...).
+
+Media fetch: ``getFile`` ``{file_id}`` answers the ``file_path`` (and ``file_size``), downloaded from
+``{api}/file/bot{token}/{file_path}``; the Bot API hands out files up to 20 MB ("file is too big").
 
 Sending: Telegram Bot API sender: ``POST {api}/bot{token}/sendMessage`` ``{chat_id, text, reply_parameters}``.
 
@@ -36,10 +41,23 @@ from common.channels.base import (
     ParsedEvent,
     RecipientConfig,
     invalid_payload,
+    media_event,
     unsupported_text,
 )
 from common.channels.http import HttpSender, body_json
-from common.domain import Channel
+from common.channels.media import (
+    FetchedMedia,
+    MediaTooLarge,
+    check_declared,
+    credential,
+    download,
+    fetch_error,
+    refusal,
+    request_json,
+    too_large,
+)
+from common.config import ChannelSecrets
+from common.domain import Channel, ChannelRoute, MediaRef
 from common.errors import DependencyError, InvalidInput, PermanentSendError, RetryableSendError, Unauthorized
 from common.schemas import OutboundPayload
 
@@ -82,6 +100,7 @@ class _Message(_Loose):
     chat: _Chat
     sender: _User | None = Field(default=None, alias="from")
     text: str | None = None
+    caption: str | None = None
 
 
 class _Callback(_Loose):
@@ -135,7 +154,7 @@ def _callback_event(bot_id: str, update_id: int, callback: _Callback) -> ParsedE
     if isinstance(chat, dict) and chat.get("type") not in (None, "private"):
         return IgnoredEvent(reason=f"{chat.get('type')} chats are not answered", account_id=bot_id)
     customer = str(chat["id"]) if isinstance(chat, dict) and "id" in chat else str(callback.sender.id)
-    return ChannelEvent(bot_id, customer, f"{bot_id}:{update_id}", callback.data)
+    return ChannelEvent(bot_id, customer, f"{bot_id}:{update_id}", callback.data, callback_id=callback.id)
 
 
 def _update_type(update: _Update) -> str:
@@ -152,9 +171,105 @@ def _message_event(bot_id: str, update_id: int, message: _Message) -> ParsedEven
     customer = str(message.chat.id)
     if message.text is not None and message.text.strip():
         return ChannelEvent(bot_id, customer, key, message.text)
+    media = _media_of(message)
+    if media is not None:
+        return media_event(bot_id, customer, key, media)
     extra = message.model_extra or {}
     kind = next((f for f in MEDIA_FIELDS if f in extra), "non-text message")
     return ChannelEvent(bot_id, customer, key, unsupported_text(kind), unsupported=kind)
+
+
+#: Message fields holding a file we fetch, and the media kind each is.
+FILE_FIELDS = {
+    "voice": "audio",
+    "audio": "audio",
+    "video": "video",
+    "video_note": "video",
+    "document": "document",
+}
+
+
+def _media_of(message: _Message) -> MediaRef | None:
+    extra = message.model_extra or {}
+    caption = message.caption
+    photos = extra.get("photo")
+    if isinstance(photos, list) and photos and isinstance(photos[-1], dict):
+        return _file_ref(
+            "image", photos[-1], caption, mime="image/jpeg"
+        )  # Telegram re-encodes photos as JPEG
+    for name, kind in FILE_FIELDS.items():
+        body = extra.get(name)
+        if isinstance(body, dict):
+            return _file_ref(kind, body, caption, voice=name == "voice")
+    place = extra.get("location")
+    venue = extra.get("venue")
+    if isinstance(venue, dict) and isinstance(venue.get("location"), dict):
+        place = {**venue["location"], "name": venue.get("title"), "address": venue.get("address")}
+    if isinstance(place, dict):
+        details = {
+            k: place[k] for k in ("latitude", "longitude", "name", "address") if place.get(k) is not None
+        }
+        return MediaRef(kind="location", details=details)
+    return None
+
+
+def _file_ref(
+    kind: str, body: dict[str, Any], caption: str | None, *, voice: bool = False, mime: str | None = None
+) -> MediaRef | None:
+    file_id = body.get("file_id")
+    if not isinstance(file_id, str) or not file_id or len(file_id) > 2048:
+        return None
+    size = body.get("file_size")
+    name = body.get("file_name")
+    mime_type = body.get("mime_type") if isinstance(body.get("mime_type"), str) else mime
+    return MediaRef(
+        kind=kind,
+        ref=file_id,
+        mime_type=mime_type[:200] if mime_type else None,
+        filename=name[:300] if isinstance(name, str) and name else None,
+        declared_bytes=size if isinstance(size, int) else None,
+        voice=voice,
+        caption=caption,
+    )
+
+
+async def fetch_media(
+    client: httpx.AsyncClient,
+    *,
+    secrets: ChannelSecrets,
+    route: ChannelRoute,
+    media: MediaRef,
+    max_bytes: int,
+) -> FetchedMedia:
+    """``getFile`` → ``file_path`` → the bytes; the token is in both URLs, so no error names them."""
+    check_declared(media.declared_bytes, max_bytes)
+    token = credential(route, "bot_token", secrets.telegram_bot_token)
+    api = secrets.telegram_api_url.rstrip("/")
+    response, data = await request_json(
+        client, "POST", f"{api}/bot{token}/getFile", json={"file_id": media.ref}, what="Telegram getFile"
+    )
+    if not response.is_success or data.get("ok") is not True:
+        description = str(data.get("description", ""))
+        if "too big" in description:
+            if media.declared_bytes:
+                raise too_large(media.declared_bytes, max_bytes)
+            raise MediaTooLarge("the file is over the 20 MB the Telegram Bot API hands to bots")
+        code = data.get("error_code", response.status_code)
+        raise refusal(
+            code if isinstance(code, int) else response.status_code, "Telegram getFile", description
+        )
+    result = data.get("result")
+    path = result.get("file_path") if isinstance(result, dict) else None
+    if not isinstance(path, str) or not path:
+        raise fetch_error("Telegram getFile: no file_path in the answer", retryable=False)
+    check_declared(result.get("file_size") if isinstance(result, dict) else None, max_bytes)
+    return await download(
+        client,
+        f"{api}/file/bot{token}/{path}",
+        max_bytes=max_bytes,
+        what="Telegram file",
+        mime_type=media.mime_type,
+    )
 
 
 # --- Sending --------------------------------------------------------------------------------------
@@ -218,6 +333,19 @@ def _telegram_error(status: int, data: dict[str, Any]) -> RetryableSendError | P
         seconds = float(retry_after) if isinstance(retry_after, int | float) else None
         return RetryableSendError(text, retry_after_s=seconds)
     return PermanentSendError(text)
+
+
+async def answer_callback_query(
+    client: httpx.AsyncClient, *, api_url: str, token: str, callback_id: str
+) -> None:
+    """Stop the spinner on a tapped inline button (Telegram shows it until this is called)."""
+    await bot_api(
+        client,
+        api_url=api_url,
+        token=token,
+        method="answerCallbackQuery",
+        body={"callback_query_id": callback_id},
+    )
 
 
 # --- Registration (the platform calls setWebhook for each connected bot) -------------------------------

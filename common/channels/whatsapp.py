@@ -9,9 +9,15 @@ of our own sends). Every entry and every change is read; Meta batches several pe
 Read as a question: ``text``, and the titles of ``interactive`` (button/list reply) and ``button``
 (template quick reply) taps. Receipts: ``statuses`` (sent/delivered/read/failed with ``errors``) update
 the delivery of the brand's message. Ignored: ``reaction``.
-Recorded as unsupported: every other type (image, sticker, location, audio, video, document, contacts...).
+Media (fetched before drafting, see :func:`fetch_media`): ``image``, ``audio`` (``voice: true`` for a voice
+note), ``video``, ``document`` (with ``filename``), each with its ``id``, ``mime_type`` and optional
+``caption``; ``location`` (``latitude``, ``longitude``, ``name``, ``address``). Recorded as unsupported:
+every other type (sticker, contacts, ...).
 
 Sending: ``POST {graph}/{version}/{phone_number_id}/messages`` (text, contextual reply).
+
+Media fetch: ``GET {graph}/{version}/{media_id}`` with the access token answers ``{url, mime_type, sha256,
+file_size, id}``; the ``url`` (valid for minutes) is then downloaded with the same bearer token.
 
 The phone number id is the brand's ``channel_configs.external_id``; the access token is the connection's
 own (encrypted), else ``CHANNELS__META_ACCESS_TOKEN``. Success body: ``{"messaging_product",
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import httpx
 from pydantic import Field
 
 from common.channels.base import (
@@ -30,10 +37,21 @@ from common.channels.base import (
     ParsedEvent,
     RecipientConfig,
     StatusEvent,
+    media_event,
     unsupported_text,
 )
+from common.channels.media import (
+    FetchedMedia,
+    check_declared,
+    credential,
+    download,
+    fetch_error,
+    refusal,
+    request_json,
+)
 from common.channels.meta import GraphSender, Loose, MetaAdapter, MetaEnvelope
-from common.domain import Channel
+from common.config import ChannelSecrets
+from common.domain import Channel, ChannelRoute, MediaRef
 from common.errors import PermanentSendError
 from common.schemas import OutboundPayload
 
@@ -49,6 +67,11 @@ class _Message(Loose):
     text: dict[str, Any] | None = None
     interactive: dict[str, Any] | None = None
     button: dict[str, Any] | None = None
+    image: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    video: dict[str, Any] | None = None
+    document: dict[str, Any] | None = None
+    location: dict[str, Any] | None = None
 
 
 class _Value(Loose):
@@ -126,6 +149,9 @@ def _status_event(number: str, status: dict[str, Any]) -> ParsedEvent:
 def _message_event(number: str, message: _Message) -> ParsedEvent:
     if message.type == "reaction":
         return IgnoredEvent(reason="reaction", account_id=number)
+    media = _media_of(message)
+    if media is not None:
+        return media_event(number, message.sender, message.id, media)
     text = _text_of(message)
     if text is None:
         return ChannelEvent(
@@ -138,6 +164,66 @@ def _message_event(number: str, message: _Message) -> ParsedEvent:
     if not text.strip():
         return IgnoredEvent(reason="empty text", account_id=number)
     return ChannelEvent(account_id=number, customer_id=message.sender, message_id=message.id, text=text)
+
+
+def _media_of(message: _Message) -> MediaRef | None:
+    """The picture, voice note, video, file or location a message carries, or None."""
+    if message.type == "location" and message.location is not None:
+        place = message.location
+        details = {
+            k: place[k] for k in ("latitude", "longitude", "name", "address") if place.get(k) is not None
+        }
+        return MediaRef(kind="location", details=details)
+    if message.type not in ("image", "audio", "video", "document"):
+        return None
+    body = getattr(message, message.type)
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"]:
+        return None
+    return MediaRef(
+        kind=message.type,
+        ref=body["id"],
+        mime_type=_short(body.get("mime_type"), 200),
+        filename=_short(body.get("filename"), 300),
+        voice=body.get("voice") is True,
+        caption=body.get("caption") if isinstance(body.get("caption"), str) else None,
+    )
+
+
+def _short(value: Any, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+async def fetch_media(
+    client: httpx.AsyncClient,
+    *,
+    secrets: ChannelSecrets,
+    route: ChannelRoute,
+    media: MediaRef,
+    max_bytes: int,
+) -> FetchedMedia:
+    """Media id → its short-lived URL (and declared size) → the bytes, both with the access token."""
+    token = credential(route, "access_token", secrets.meta_access_token)
+    headers = {"Authorization": f"Bearer {token}"}
+    graph = secrets.meta_graph_url.rstrip("/")
+    response, info = await request_json(
+        client,
+        "GET",
+        f"{graph}/{secrets.meta_graph_version}/{media.ref}",
+        headers=headers,
+        what="WhatsApp media",
+    )
+    if not response.is_success:
+        error = info.get("error")
+        detail = str(error.get("message", "")) if isinstance(error, dict) else ""
+        raise refusal(response.status_code, "WhatsApp media", detail)
+    url = info.get("url")
+    if not isinstance(url, str) or not url:
+        raise fetch_error("WhatsApp media: the answer has no url", retryable=False)
+    check_declared(info.get("file_size"), max_bytes)  # a string in Graph's answer
+    mime = info.get("mime_type") if isinstance(info.get("mime_type"), str) else media.mime_type
+    return await download(
+        client, url, max_bytes=max_bytes, headers=headers, what="WhatsApp media", mime_type=mime
+    )
 
 
 def _text_of(message: _Message) -> str | None:

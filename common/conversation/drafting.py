@@ -27,6 +27,7 @@ from common.config import LLMProvider, Settings
 from common.conversation import answering, escalation, guardrails, prompting
 from common.conversation.actions import ActionContext, ActionResult
 from common.conversation.actions.engine import ActionEngine, extract_actions, message_key
+from common.conversation.media import MediaOutcome
 from common.db import repositories as repo
 from common.domain import (
     BrandProfile,
@@ -68,6 +69,8 @@ class Turn:
     bot_guardrails: list[list[dict[str, Any]]]  # earlier bot replies' decisions, oldest first
     customer_texts: list[str]  # earlier inbound texts of this conversation
     rules: escalation.BrandRules
+    #: A picture, file or voice note with nothing to answer (no caption, no transcript), and why.
+    unreadable: MediaOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ async def load_turn(
     message: InboundMessage,
     conversation: Any,
     history: list[Any],
+    unreadable: MediaOutcome | None = None,
 ) -> Turn:
     """The turn of ``message``: brand, conversation state, history, earlier decisions, brand rules."""
     rules = escalation.BrandRules.from_rows(await repo.list_automation_rules(session, brand_id=brand.id))
@@ -105,6 +109,7 @@ async def load_turn(
         ],
         customer_texts=[m.text for m in history if m.direction == Direction.INBOUND],
         rules=rules,
+        unreadable=unreadable,
     )
 
 
@@ -159,6 +164,8 @@ class Drafter:
                 rule="ownership", action="block", reason=f"conversation is {turn.state}"
             )
             return Draft("", [], [decision], None, None, escalated=turn.state is ConversationState.HANDOFF)
+        if turn.unreadable is not None:
+            return self._unreadable(turn, turn.unreadable)
         message = turn.message
         context = ActionContext(
             tenant_id=turn.brand.tenant_id,
@@ -440,6 +447,18 @@ class Drafter:
             reason = f"{failed_streak + 1} failed answers in a row"
             return self._handoff(turn, [*decisions, escalation.decision("failed_answers", reason)])
         return Draft(out.text, citations if not out.toxic else [], decisions, prompt, usage, escalated=False)
+
+    def _unreadable(self, turn: Turn, media: MediaOutcome) -> Draft:
+        """Media with nothing to answer: the persona says so and a person takes over (the agent sees it)."""
+        persona = turn.brand.persona
+        text = persona.media_message
+        if media.too_large:
+            limit = self._settings.media.max_bytes / 1_000_000
+            text = (
+                f"Sorry, that file is too large for me to receive (the limit is {limit:.0f} MB). "
+                f"{persona.escalation_message}"
+            )
+        return self._handoff(turn, [escalation.decision("media", media.reason)], text)
 
     @staticmethod
     def _handoff(turn: Turn, decisions: list[GuardrailDecision], text: str | None = None) -> Draft:

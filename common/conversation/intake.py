@@ -78,6 +78,9 @@ class Intake:
                         raise StreamUnavailable("inbound message vanished during deduplication; retry")
                     span.set_attribute("duplicate", True)
                     return Accepted(existing.id, existing.conversation_id, duplicate=True)
+                if message.media is not None:
+                    # Only recorded here: the worker fetches it, so the acknowledgement never waits on it.
+                    await repo.insert_media(session, message=inbound, media=message.media)
                 # The worker continues this trace from the queued entry (through outbox and relay too).
                 queued = InboundQueued(inbound_id=inbound.id, brand_id=brand.id, trace=carrier())
                 payload = stream_payload(queued)

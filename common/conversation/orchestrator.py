@@ -26,6 +26,7 @@ A failed publish never fails the reply: the outbox row stays unpublished and the
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,6 +45,7 @@ from common.conversation.drafting import (
     load_turn,
 )
 from common.conversation.intake import Intake, check_size, conversation_for, count_inbound
+from common.conversation.media import MediaIntake
 from common.conversation.replies import ReplyStore, response_from_log, stored_reply
 from common.db import repositories as repo
 from common.domain import (
@@ -76,8 +78,10 @@ class MessageOrchestrator:
         publish_after_ack: bool = False,
         rank: RankFn | None = None,
         spell: SpellFn | None = None,
+        media: MediaIntake | None = None,
     ) -> None:
-        """``publish_after_ack``: see :class:`common.conversation.intake.Intake`."""
+        """``publish_after_ack``: see :class:`common.conversation.intake.Intake`; ``media`` fetches what
+        customers send (one on these settings by default)."""
         self._settings = settings
         self._sessionmaker = sessionmaker
         outbox = OutboxPublisher(sessionmaker, publisher)
@@ -101,6 +105,7 @@ class MessageOrchestrator:
         )
         self.replies = ReplyStore(settings=settings, sessionmaker=sessionmaker, outbox=outbox)
         self.agents = AgentOperations(settings=settings, sessionmaker=sessionmaker, outbox=outbox)
+        self.media = media or MediaIntake(settings=settings, sessionmaker=sessionmaker)
 
     async def handle(self, message: InboundMessage) -> OutboundResponse:
         """Answer one message now (synchronous API); a repeated message id returns the stored reply.
@@ -170,11 +175,20 @@ class MessageOrchestrator:
             reply = await repo.find_reply_to(session, inbound_id=inbound.id)
             if reply is not None:
                 return response_from_log(message, reply, duplicate=True)
+            media = await repo.media_of_message(session, message_id=inbound.id)
+        unreadable = None
+        if media is not None:
+            outcome = await self.media.prepare(inbound, media)
+            if outcome.text is None:
+                unreadable = outcome
+            else:
+                message = dataclasses.replace(message, text=outcome.text)
+        async with self._sessionmaker() as session:
             history = await repo.recent_messages(
                 session, conversation_id=conversation.id, limit=HISTORY_TURNS + 1
             )
             earlier = [m for m in history if m.id != inbound.id]
-            turn = await load_turn(session, brand, message, conversation, earlier)
+            turn = await load_turn(session, brand, message, conversation, earlier, unreadable)
         draft = await self.drafter.draft(turn)
         return await self.replies.store_for_inbound(brand, message, conversation, inbound.id, draft)
 

@@ -30,6 +30,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -42,7 +43,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
-from common.domain import Channel, ConversationState, Direction
+from common.domain import Channel, ConversationState, Direction, Persona
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(column_0_label)s",
@@ -141,6 +142,7 @@ class PersonaProfile(Base):
     avoid_topics: Mapped[list[str]] = mapped_column(JSONType)
     escalation_message: Mapped[str] = mapped_column(Text)
     fallback_message: Mapped[str] = mapped_column(Text)
+    media_message: Mapped[str] = mapped_column(Text, default=Persona.media_message)
     version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     updated_at: Mapped[datetime] = _updated_at()
 
@@ -350,6 +352,70 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = _created_at(clock=True)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+
+MEDIA_STATUSES: tuple[str, ...] = (
+    "pending",  # recorded with the message; the inbound worker fetches it before drafting
+    "stored",  # its bytes are in media_contents (a location has none)
+    "too_large",  # over MEDIA__MAX_BYTES (declared or counted while downloading): nothing stored
+    "failed",  # the provider refused or could not be reached after the retries: nothing stored
+)
+
+
+class MessageMedia(Base):
+    """A picture, voice note, video, file or location that came with one inbound message.
+
+    Recorded ``pending`` in the transaction that stores the message (the webhook's acknowledgement never
+    waits for a download); the inbound worker fetches it with the connection's credentials, then marks it
+    ``stored`` with its bytes in :class:`MediaContent` in one transaction, or ``too_large`` / ``failed``
+    with the reason shown to agents. Deleting the message (or its conversation) deletes both.
+    """
+
+    __tablename__ = "message_media"
+    __table_args__ = (
+        UniqueConstraint("message_id"),
+        _one_of("status", MEDIA_STATUSES, "status"),
+        _brand_fk(),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("message_logs.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    brand_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    channel: Mapped[str] = mapped_column(String(32))
+    # The connection whose token fetches it; NULL once the connection is gone (the media then fails).
+    connection_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("channel_configs.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    voice: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    provider_ref: Mapped[str] = mapped_column(Text, default="")
+    mime_type: Mapped[str | None] = mapped_column(String(200))
+    filename: Mapped[str | None] = mapped_column(String(300))
+    caption: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    transcript: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class MediaContent(Base):
+    """The bytes of one stored media item, apart from its row so that listing media never reads them.
+
+    ``bytea`` rather than a large object: it is deleted with its message by the cascade (a large object
+    would outlive an erased conversation), and ``MEDIA__MAX_BYTES`` keeps it far below bytea's 1 GB.
+    """
+
+    __tablename__ = "media_contents"
+
+    media_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("message_media.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 DELIVERY_STATUSES: tuple[str, ...] = ("pending", "sent", "failed", "skipped", "held")

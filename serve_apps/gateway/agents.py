@@ -24,7 +24,7 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.access.agents import AgentAccounts, SessionOut, SignInIn
@@ -35,11 +35,17 @@ from common.db import repositories as repo
 from common.domain import Channel, ConversationState, Direction, OutboundResponse
 from common.errors import InvalidInput, NotFound
 from common.logging import get_logger
-from common.schemas import CitationOut, DeliveryOut, GuardrailOut
+from common.schemas import CitationOut, DeliveryOut, GuardrailOut, MediaOut
 from serve_apps.gateway.agent_events import queue_events
 from serve_apps.gateway.auth import PUBLIC, authenticator, requires
 from serve_apps.gateway.backend import GatewayBackend
-from serve_apps.gateway.views import conversation_fields, delivery_out, message_fields
+from serve_apps.gateway.views import (
+    conversation_fields,
+    delivery_out,
+    media_download,
+    media_out,
+    message_fields,
+)
 
 log = get_logger(__name__)
 
@@ -75,6 +81,7 @@ class AgentMessageOut(_Out):
     citations: list[CitationOut]
     guardrails: list[GuardrailOut]
     delivery: DeliveryOut | None = None
+    media: MediaOut | None = None
 
 
 class ActionOut(_Out):
@@ -238,6 +245,11 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    @router.get("/v1/agents/media/{media_id}/content", response_class=Response)
+    async def media_content(media_id: uuid.UUID, caller: AgentCaller = require_agent) -> Response:
+        # What the customer sent, for the agent who answers (the console fetches it with the session).
+        return await media_download(backend.sessionmaker, caller.principal, media_id)
+
     @router.get("/v1/agents/conversations/{conversation_id}", response_model=AgentConversationOut)
     async def conversation(
         conversation_id: uuid.UUID, caller: AgentCaller = require_agent
@@ -253,9 +265,10 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
             conv, messages = found
             actions = await repo.list_action_logs(session, conversation_id=conversation_id)
             deliveries = await repo.deliveries_for(session, message_ids=[m.id for m in messages])
+            media = await repo.media_for(session, message_ids=[m.id for m in messages])
         return AgentConversationOut(
             **conversation_fields(conv),
-            messages=[_message(m, deliveries.get(m.id)) for m in messages],
+            messages=[_message(m, deliveries.get(m.id), media.get(m.id)) for m in messages],
             actions=[
                 ActionOut(
                     id=a.id,
@@ -314,8 +327,13 @@ def _sender(row: Any) -> Literal["customer", "bot", "agent"]:
     return "agent" if any(g.get("rule") == AGENT_RULE for g in (row.guardrails or [])) else "bot"
 
 
-def _message(row: Any, delivery: Any | None = None) -> AgentMessageOut:
-    return AgentMessageOut(**message_fields(row), sender=_sender(row), delivery=delivery_out(delivery))
+def _message(row: Any, delivery: Any | None = None, media: Any | None = None) -> AgentMessageOut:
+    return AgentMessageOut(
+        **message_fields(row),
+        sender=_sender(row),
+        delivery=delivery_out(delivery),
+        media=media_out(media, content_path="/v1/agents/media"),
+    )
 
 
 def _summary(conv: Any, recent: list[Any]) -> ConversationSummaryOut:

@@ -6,6 +6,7 @@ import uuid
 
 import structlog
 from fastapi import APIRouter
+from fastapi.responses import Response
 
 from common.access.principal import Principal, Scope
 from common.db import repositories as repo
@@ -25,7 +26,13 @@ from common.schemas import (
 )
 from serve_apps.gateway.auth import requires
 from serve_apps.gateway.backend import GatewayBackend
-from serve_apps.gateway.views import conversation_fields, delivery_out, message_fields
+from serve_apps.gateway.views import (
+    conversation_fields,
+    delivery_out,
+    media_download,
+    media_out,
+    message_fields,
+)
 
 log = get_logger(__name__)
 
@@ -80,6 +87,7 @@ def build_messages_router(backend: GatewayBackend) -> APIRouter:
                 raise NotFound("unknown conversation", details={"conversation_id": str(conversation_id)})
             conv, messages = found
             deliveries = await repo.deliveries_for(session, message_ids=[m.id for m in messages])
+            media = await repo.media_for(session, message_ids=[m.id for m in messages])
         return ConversationOut(
             **conversation_fields(conv),
             messages=[
@@ -87,10 +95,17 @@ def build_messages_router(backend: GatewayBackend) -> APIRouter:
                     **message_fields(m),
                     provider_message_id=m.provider_message_id,
                     delivery=delivery_out(deliveries.get(m.id)),
+                    media=media_out(media.get(m.id), content_path="/v1/media"),
                 )
                 for m in messages
             ],
         )
+
+    @router.get("/v1/media/{media_id}/content", response_class=Response)
+    async def media_content(
+        media_id: uuid.UUID, caller: Principal = requires(Scope.CONVERSATIONS_READ)
+    ) -> Response:
+        return await media_download(backend.sessionmaker, caller, media_id)
 
     @router.post("/v1/brands/{brand_id}/knowledge", response_model=IngestResult, status_code=201)
     async def knowledge(

@@ -22,6 +22,8 @@ Policy, the same for every channel:
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hmac
 import json
 import re
@@ -30,10 +32,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import SecretStr
 
+from common.channels import telegram
 from common.channels.base import ChannelEvent, IgnoredEvent, ParsedEvent, StatusEvent
 from common.channels.meta import verify_meta_signature
 from common.channels.registry import get_adapter
@@ -195,13 +199,44 @@ async def _receive_telegram(backend: GatewayBackend, request: Request, account: 
         own = route
         adapter.verify(headers=request.headers, body=body, secret=own.secret("secret_token"))
         events = adapter.parse(_json(body), account_id=own.external_id)
-        return await _ingest(backend, request, Channel.TELEGRAM, events, admit=lambda r: r.id == own.id)
+        result = await _ingest(backend, request, Channel.TELEGRAM, events, admit=lambda r: r.id == own.id)
+        _answer_callbacks(backend, events, own.secret("bot_token"))
+        return result
     if not BOT_ID.fullmatch(account):
         raise InvalidInput("not a bot id or a connection id", details={"account": account[:64]})
     secret = _reveal(backend.settings.channels.telegram_secret_token)
     adapter.verify(headers=request.headers, body=body, secret=secret)
     events = adapter.parse(_json(body), account_id=account)
-    return await _ingest(backend, request, Channel.TELEGRAM, events, admit=_uses_defaults)
+    result = await _ingest(backend, request, Channel.TELEGRAM, events, admit=_uses_defaults)
+    _answer_callbacks(backend, events, _reveal(backend.settings.channels.telegram_bot_token))
+    return result
+
+
+#: Callback answers still running (held so the loop does not drop them; they never delay the 200).
+_CALLBACK_ANSWERS: set[asyncio.Task[None]] = set()
+
+
+def _answer_callbacks(backend: GatewayBackend, events: Iterable[ParsedEvent], token: str | None) -> None:
+    """Answer every button tap of a stored delivery, in the background and best effort: the tap is
+    already stored and answered by the bot, this only stops the spinner on the customer's button."""
+    ids = [e.callback_id for e in events if isinstance(e, ChannelEvent) and e.callback_id]
+    if not ids or not token:
+        return
+    api_url = backend.settings.channels.telegram_api_url
+
+    async def answer() -> None:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            for callback_id in ids:
+                try:
+                    await telegram.answer_callback_query(
+                        client, api_url=api_url, token=token, callback_id=callback_id
+                    )
+                except AssistantError as exc:  # expired query (>15 min), Telegram down: nothing to repair
+                    log.info("telegram_callback_not_answered", error=exc.message)
+
+    task = asyncio.create_task(answer())
+    _CALLBACK_ANSWERS.add(task)
+    task.add_done_callback(_CALLBACK_ANSWERS.discard)
 
 
 async def _answer(work: Awaitable[dict[str, Any]]) -> Response:
@@ -354,6 +389,10 @@ def _message(
     if len(text) > limit:
         # Refusing would make the provider redeliver forever; the customer's first `limit` chars are kept.
         text, metadata["truncated_from"] = text[:limit], str(len(text))
+    media = event.media
+    if media is not None:
+        # Fetched later with this connection's credentials (the inbound worker, before drafting).
+        media = dataclasses.replace(media, connection_id=config.id)
     return InboundMessage(
         brand_id=config.brand_id,
         channel=channel,
@@ -361,6 +400,7 @@ def _message(
         text=text,
         provider_message_id=event.message_id,
         metadata=metadata,
+        media=media,
     )
 
 

@@ -9,6 +9,14 @@ the demo end to end without the internet. Emulated endpoints:
   ``{"ok": ...}`` envelopes.
 * ``GET /_sim/sent`` (``?channel=``), ``DELETE /_sim/sent``, ``POST /_sim/faults`` (``FaultSpec``),
   ``GET /_sim/faults``: inspection and fault injection (429 with Retry-After, 500, 400, timeouts).
+* media customers send: ``POST /_sim/media`` holds a file (``{content_b64, mime_type, transcript}``) and
+  answers its id; then WhatsApp's ``GET /{version}/{media_id}`` (→ ``url``, ``file_size``...) and that
+  URL (bearer token), Telegram's ``getFile`` and ``GET /file/bot{token}/{file_path}``, and an Instagram
+  CDN URL ``GET /_sim/cdn/{media_id}`` serve it.
+* ``POST /v1/audio/transcriptions``: a SIMULATED OpenAI-compatible speech-to-text endpoint. It does not
+  recognise speech: it answers the ``transcript`` registered with exactly these bytes, and 400 for audio
+  it did not hand out.
+* ``answerCallbackQuery`` (Telegram) is recorded in ``GET /_sim/callback-answers``.
 * ``GET /_sim/replies/{message_id}?wait_s=``: the sends that quote ``message_id`` (WhatsApp ``context``,
   Telegram ``reply_parameters``), waiting up to ``wait_s`` seconds for the first one: a load-test
   customer reads its answer before typing the next message.
@@ -20,15 +28,33 @@ and when ``meta_access_token`` / ``telegram_bot_token`` are given, other credent
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
 
 from serve_apps.simulator.state import FaultSpec, SentMessage, SimChannel, SimulatorState
+
+#: The Bot API hands bots files up to this size (getFile answers "file is too big" above it).
+TELEGRAM_FILE_LIMIT = 20 * 1024 * 1024
+
+
+class MediaIn(BaseModel):
+    """``POST /_sim/media``: a file a customer is about to send."""
+
+    content_b64: str = Field(max_length=64 * 1024 * 1024)
+    mime_type: str = Field(default="application/octet-stream", max_length=200)
+    transcript: str | None = Field(
+        default=None, description="For audio: what the SIMULATED speech-to-text says"
+    )
+
 
 LIMITS: dict[SimChannel, int] = {"whatsapp": 4096, "instagram": 1000, "telegram": 4096}
 
@@ -95,6 +121,90 @@ def build_simulator_app(
     async def faults() -> list[FaultSpec]:
         return state.pending_faults()
 
+    def _meta_authorised(request: Request) -> bool:
+        if meta_access_token is None and not per_account:
+            return True
+        given = request.headers.get("authorization", "")
+        tokens = {t for t in (meta_access_token, *per_account.values()) if t}
+        return any(hmac.compare_digest(given.encode(), f"Bearer {t}".encode()) for t in tokens)
+
+    @app.post("/_sim/media")
+    async def add_media(body: MediaIn, request: Request) -> JSONResponse:
+        try:
+            data = base64.b64decode(body.content_b64, validate=True)
+        except (binascii.Error, ValueError):
+            return JSONResponse(status_code=400, content={"error": "content_b64 is not base64"})
+        media = state.add_media(data, mime_type=body.mime_type, transcript=body.transcript)
+        base = str(request.base_url).rstrip("/")
+        url = f"{base}/_sim/cdn/{media.id}"
+        return JSONResponse({"id": media.id, "sha256": media.sha256, "file_size": len(data), "url": url})
+
+    @app.get("/_sim/callback-answers")
+    async def callback_answers() -> list[dict[str, Any]]:
+        return list(state.callback_answers)
+
+    @app.get("/_sim/cdn/{media_id}")
+    async def cdn(media_id: str) -> Response:
+        # Instagram's attachment URLs: the URL is the capability, no token.
+        media = state.media(media_id)
+        if media is None:
+            return Response(status_code=404)
+        return Response(media.data, media_type=media.mime_type)
+
+    @app.get("/_sim/download/{media_id}")
+    async def whatsapp_download(media_id: str, request: Request) -> Response:
+        if not _meta_authorised(request):
+            return _graph_error(401, 190, "Invalid OAuth access token (simulated)")
+        media = state.media(media_id)
+        if media is None:
+            return Response(status_code=404)
+        return Response(media.data, media_type=media.mime_type)
+
+    @app.get("/file/{bot_path}/{file_path:path}")
+    async def telegram_file(bot_path: str, file_path: str) -> Response:
+        token = bot_path.removeprefix("bot")
+        if bots and not any(hmac.compare_digest(token.encode(), b.encode()) for b in bots):
+            return _tg_error(401, "Unauthorized")
+        media = state.media(file_path.rsplit("/", 1)[-1])
+        if media is None:
+            return _tg_error(404, "Not Found")
+        return Response(media.data, media_type="application/octet-stream")
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> JSONResponse:
+        form = await request.form()
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile) or not form.get("model"):
+            return JSONResponse(
+                status_code=400, content={"error": {"message": "file and model are required"}}
+            )
+        transcript = state.transcript_of(await upload.read())
+        if transcript is None:
+            message = "SIMULATED transcription only knows audio registered with a transcript"
+            return JSONResponse(
+                status_code=400, content={"error": {"message": message, "type": "invalid_request_error"}}
+            )
+        return JSONResponse({"text": transcript})
+
+    @app.get("/{version}/{media_id}")
+    async def whatsapp_media(version: str, media_id: str, request: Request) -> JSONResponse:
+        if not _meta_authorised(request):
+            return _graph_error(401, 190, "Invalid OAuth access token (simulated)")
+        media = state.media(media_id)
+        if media is None:
+            return _graph_error(400, 100, "(#100) Unsupported get request: no such media (simulated)")
+        base = str(request.base_url).rstrip("/")
+        return JSONResponse(
+            {
+                "messaging_product": "whatsapp",
+                "url": f"{base}/_sim/download/{media.id}",
+                "mime_type": media.mime_type,
+                "sha256": media.sha256,
+                "file_size": str(len(media.data)),  # a string, as Graph sends it
+                "id": media.id,
+            }
+        )
+
     @app.post("/{version}/{account_id}/messages")
     async def graph_messages(version: str, account_id: str, request: Request) -> JSONResponse:
         body = await _json_body(request)
@@ -152,6 +262,21 @@ def build_simulator_app(
         if method == "setWebhook":
             state.telegram_webhooks[token.split(":", 1)[0]] = body
             return JSONResponse({"ok": True, "result": True, "description": "Webhook was set"})
+        if method == "getFile":
+            media = state.media(str(body.get("file_id", "")))
+            if media is None:
+                return _tg_error(400, "Bad Request: invalid file_id")
+            if len(media.data) > TELEGRAM_FILE_LIMIT:
+                return _tg_error(400, "Bad Request: file is too big")
+            result = {"file_id": media.id, "file_unique_id": media.sha256[:16], "file_size": len(media.data)}
+            return JSONResponse({"ok": True, "result": {**result, "file_path": f"media/{media.id}"}})
+        if method == "answerCallbackQuery":
+            if not body.get("callback_query_id"):
+                return _tg_error(
+                    400, "Bad Request: query is too old and response timeout expired or query ID is invalid"
+                )
+            state.callback_answers.append({"bot_id": bot_id, **body})
+            return JSONResponse({"ok": True, "result": True})
         if method != "sendMessage":
             return _tg_error(404, "Not Found: method not found")
         fault = await _apply_fault(state, "telegram")

@@ -6,9 +6,11 @@ and wait on this state from another.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 import time
+import uuid
 from collections import deque
 from typing import Literal
 
@@ -42,8 +44,20 @@ class FaultSpec(BaseModel):
     channel: SimChannel | None = None
 
 
+class SimMedia(BaseModel):
+    """A file the SIMULATED provider holds for a customer's message (what a media id points at)."""
+
+    id: str
+    data: bytes
+    mime_type: str
+    transcript: str | None = Field(
+        default=None, description="What the SIMULATED transcription endpoint answers for these bytes"
+    )
+    sha256: str
+
+
 class SimulatorState:
-    """Recorded sends, queued faults and registered Telegram webhooks."""
+    """Recorded sends, queued faults, registered Telegram webhooks and the media customers 'sent'."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -52,6 +66,32 @@ class SimulatorState:
         self._faults: deque[FaultSpec] = deque()
         self._seq = itertools.count(1)
         self.telegram_webhooks: dict[str, dict[str, object]] = {}
+        self._media: dict[str, SimMedia] = {}
+        self.callback_answers: list[dict[str, object]] = []
+
+    def add_media(self, data: bytes, *, mime_type: str, transcript: str | None = None) -> SimMedia:
+        """Hold ``data`` as a provider would for an inbound media message; its id fetches it."""
+        media = SimMedia(
+            id=f"{next(self._seq)}{uuid.uuid4().hex[:12]}",
+            data=data,
+            mime_type=mime_type,
+            transcript=transcript,
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+        with self._cond:
+            self._media[media.id] = media
+        return media
+
+    def media(self, media_id: str) -> SimMedia | None:
+        """A held file by id."""
+        with self._cond:
+            return self._media.get(media_id)
+
+    def transcript_of(self, data: bytes) -> str | None:
+        """The transcript registered with these exact bytes (the SIMULATED speech-to-text)."""
+        digest = hashlib.sha256(data).hexdigest()
+        with self._cond:
+            return next((m.transcript for m in self._media.values() if m.sha256 == digest), None)
 
     def add_fault(self, spec: FaultSpec) -> None:
         """Queue a fault; faults are consumed in the order they were added."""

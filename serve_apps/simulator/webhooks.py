@@ -45,6 +45,41 @@ def whatsapp_message(
     }
 
 
+def whatsapp_media(
+    *,
+    sender: str,
+    kind: str,
+    media_id: str,
+    mime_type: str,
+    caption: str | None = None,
+    filename: str | None = None,
+    voice: bool = False,
+) -> dict[str, Any]:
+    """One inbound image / audio / video / document message (``voice`` marks a recorded voice note)."""
+    body: dict[str, Any] = {"id": media_id, "mime_type": mime_type, "sha256": "SIMULATED"}
+    if caption is not None:
+        body["caption"] = caption
+    if filename is not None:
+        body["filename"] = filename
+    if kind == "audio":
+        body["voice"] = voice
+    item = whatsapp_message(sender=sender, text="")
+    item["message"].pop("text")
+    item["message"].update({"type": kind, kind: body})
+    return item
+
+
+def whatsapp_location(*, sender: str, latitude: float, longitude: float, name: str = "") -> dict[str, Any]:
+    """One inbound location message."""
+    item = whatsapp_message(sender=sender, text="")
+    item["message"].pop("text")
+    place: dict[str, Any] = {"latitude": latitude, "longitude": longitude}
+    if name:
+        place["name"] = name
+    item["message"].update({"type": "location", "location": place})
+    return item
+
+
 def whatsapp_status(*, recipient: str, message_id: str, status: str = "delivered") -> dict[str, Any]:
     """One delivery status (an item of ``value.statuses``) for a message the brand sent."""
     return {"id": message_id, "status": status, "timestamp": str(int(time.time())), "recipient_id": recipient}
@@ -82,6 +117,18 @@ def instagram_message(*, ig_id: str, sender: str, text: str, mid: str | None = N
     }
 
 
+def instagram_attachment(
+    *, ig_id: str, sender: str, kind: str, url: str, text: str | None = None
+) -> dict[str, Any]:
+    """One inbound Instagram DM with an attachment (``image``, ``video``, ``audio``, ``file``...)."""
+    event = instagram_message(ig_id=ig_id, sender=sender, text="")
+    event["message"].pop("text")
+    if text is not None:
+        event["message"]["text"] = text
+    event["message"]["attachments"] = [{"type": kind, "payload": {"url": url}}]
+    return event
+
+
 def instagram_echo(*, ig_id: str, recipient: str, text: str) -> dict[str, Any]:
     """The echo Instagram sends back for a message the brand itself sent (must be ignored)."""
     event = instagram_message(ig_id=ig_id, sender=ig_id, text=text)
@@ -116,6 +163,54 @@ def telegram_update(
             "chat": {"id": chat_id, "type": "private", "first_name": first_name},
             "date": int(time.time()),
             "text": text,
+        },
+    }
+
+
+def telegram_media_update(
+    *,
+    chat_id: int,
+    field: str,
+    file_id: str,
+    file_size: int | None = None,
+    mime_type: str | None = None,
+    caption: str | None = None,
+    file_name: str | None = None,
+) -> dict[str, Any]:
+    """A Telegram ``Update`` with a private media message: ``field`` is ``photo``, ``voice``, ``audio``,
+    ``video``, ``document``..."""
+    update = telegram_update(chat_id=chat_id, text="")
+    message = update["message"]
+    message.pop("text")
+    body: dict[str, Any] = {"file_id": file_id, "file_unique_id": file_id[:16]}
+    if file_size is not None:
+        body["file_size"] = file_size
+    if mime_type is not None:
+        body["mime_type"] = mime_type
+    if file_name is not None:
+        body["file_name"] = file_name
+    if field == "voice":
+        body["duration"] = 3
+    message[field] = [{**body, "width": 800, "height": 600}] if field == "photo" else body
+    if caption is not None:
+        message["caption"] = caption
+    return update
+
+
+def telegram_callback(*, chat_id: int, data: str, message_id: int = 1) -> dict[str, Any]:
+    """A Telegram ``Update`` with a tap on one of our inline buttons (``callback_query``)."""
+    return {
+        "update_id": next(_update_ids),
+        "callback_query": {
+            "id": str(uuid.uuid4().int)[:19],
+            "from": {"id": chat_id, "is_bot": False, "first_name": "Sim"},
+            "message": {
+                "message_id": message_id,
+                "chat": {"id": chat_id, "type": "private"},
+                "date": int(time.time()),
+            },
+            "chat_instance": "SIMULATED",
+            "data": data,
         },
     }
 

@@ -12,7 +12,7 @@ import pytest
 
 from common.channels.base import ChannelEvent, IgnoredEvent, StatusEvent
 from common.channels.registry import ADAPTERS, get_adapter
-from common.domain import Channel
+from common.domain import Channel, MediaRef
 from common.errors import InvalidInput, Unauthorized
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -24,6 +24,10 @@ WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA"
 
 def msg(account: str, customer: str, mid: str, text: str, unsupported: str | None = None) -> ChannelEvent:
     return ChannelEvent(account, customer, mid, text, unsupported)
+
+
+def media(account: str, customer: str, mid: str, text: str, ref: MediaRef) -> ChannelEvent:
+    return ChannelEvent(account, customer, mid, text, media=ref)
 
 
 def ignored(reason: str) -> tuple[str, str]:
@@ -61,10 +65,70 @@ EXPECTED: dict[tuple[Channel, str], list[ChannelEvent | StatusEvent | tuple[str,
             " since the customer last replied to this number.)",
         )
     ],
-    (Channel.WHATSAPP, "unsupported_media"): [
-        msg(WA, "16505551234", "wamid.IMG1", "[unsupported: image]", "image"),
+    (Channel.WHATSAPP, "media"): [
+        # A caption is the question; the picture is fetched for the agents.
+        media(
+            WA,
+            "16505551234",
+            "wamid.IMG1",
+            "Is this tent in stock?",
+            MediaRef(
+                kind="image", ref="1003383421387256", mime_type="image/jpeg", caption="Is this tent in stock?"
+            ),
+        ),
         msg(WA, "16505551234", "wamid.STK1", "[unsupported: sticker]", "sticker"),
-        msg(WA, "16505551234", "wamid.LOC1", "[unsupported: location]", "location"),
+        media(
+            WA,
+            "16505551234",
+            "wamid.LOC1",
+            "[location: 37.483253479, -122.148422241, Main Office, 1 Hacker Way, Menlo Park, CA 94025]",
+            MediaRef(
+                kind="location",
+                details={
+                    "latitude": 37.483253479,
+                    "longitude": -122.148422241,
+                    "name": "Main Office",
+                    "address": "1 Hacker Way, Menlo Park, CA 94025",
+                },
+            ),
+        ),
+    ],
+    (Channel.WHATSAPP, "media_audio_video_document"): [
+        media(
+            WA,
+            "16505551234",
+            "wamid.VOICE1",
+            "[voice note]",
+            MediaRef(kind="audio", ref="2154398721563921", mime_type="audio/ogg; codecs=opus", voice=True),
+        ),
+        media(
+            WA,
+            "16505551234",
+            "wamid.AUD1",
+            "[audio]",
+            MediaRef(kind="audio", ref="2154398721563922", mime_type="audio/mpeg"),
+        ),
+        media(
+            WA,
+            "16505551234",
+            "wamid.VID1",
+            "it makes this noise",
+            MediaRef(
+                kind="video", ref="2154398721563923", mime_type="video/mp4", caption="it makes this noise"
+            ),
+        ),
+        media(
+            WA,
+            "16505551234",
+            "wamid.DOC1",
+            "[document: invoice-1042.pdf]",
+            MediaRef(
+                kind="document",
+                ref="2154398721563924",
+                mime_type="application/pdf",
+                filename="invoice-1042.pdf",
+            ),
+        ),
     ],
     (Channel.WHATSAPP, "reaction"): [ignored("reaction")],
     (Channel.WHATSAPP, "interactive_reply"): [msg(WA, "16505551234", "wamid.BTN1", "Track my order")],
@@ -86,19 +150,143 @@ EXPECTED: dict[tuple[Channel, str], list[ChannelEvent | StatusEvent | tuple[str,
     (Channel.INSTAGRAM, "reaction"): [ignored("reaction")],
     (Channel.INSTAGRAM, "deleted"): [ignored("deleted")],
     (Channel.INSTAGRAM, "attachment_image"): [
-        msg(IG, "6143275139104912", "ig.mid.IMG1", "[unsupported: image]", "image")
+        media(
+            IG,
+            "6143275139104912",
+            "ig.mid.IMG1",
+            "[image]",
+            MediaRef(
+                kind="image", ref="https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=1&signature=x"
+            ),
+        )
+    ],
+    (Channel.INSTAGRAM, "attachments_audio_video_file_share"): [
+        media(
+            IG,
+            "6143275139104912",
+            "ig.mid.AUD1",
+            "[voice note]",
+            MediaRef(
+                kind="audio",
+                ref="https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=2&signature=y",
+                voice=True,
+            ),
+        ),
+        media(
+            IG,
+            "6143275139104912",
+            "ig.mid.VID1",
+            "does it come in blue?",
+            MediaRef(
+                kind="video",
+                ref="https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=3&signature=z",
+                caption="does it come in blue?",
+            ),
+        ),
+        media(
+            IG,
+            "6143275139104912",
+            "ig.mid.FILE1",
+            "[document]",
+            MediaRef(
+                kind="document", ref="https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=4&signature=w"
+            ),
+        ),
+        msg(IG, "6143275139104912", "ig.mid.SHARE1", "[unsupported: share]", "share"),
     ],
     (Channel.TELEGRAM, "message"): [
         msg(BOT, "111222333", f"{BOT}:912345001", "Do you have a store in Lisbon?")
     ],
     (Channel.TELEGRAM, "edited_message"): [ignored("edited_message")],
     (Channel.TELEGRAM, "channel_post"): [ignored("channel_post")],
-    (Channel.TELEGRAM, "callback_query"): [msg(BOT, "111222333", f"{BOT}:912345007", "track")],
-    (Channel.TELEGRAM, "callback_query_button"): [msg(BOT, "111222333", f"{BOT}:912345008", "Yes")],
+    # A tap carries its callback id: the gateway answers it so the button's spinner stops.
+    (Channel.TELEGRAM, "callback_query"): [
+        ChannelEvent(BOT, "111222333", f"{BOT}:912345007", "track", callback_id="4382bfdwdsb323b2d9")
+    ],
+    (Channel.TELEGRAM, "callback_query_button"): [
+        ChannelEvent(BOT, "111222333", f"{BOT}:912345008", "Yes", callback_id="4382bfdwdsb323b2e0")
+    ],
     (Channel.TELEGRAM, "group_message"): [ignored("group chats")],
-    (Channel.TELEGRAM, "photo"): [msg(BOT, "111222333", f"{BOT}:912345004", "[unsupported: photo]", "photo")],
+    (Channel.TELEGRAM, "photo"): [
+        # The largest size of the photo; Telegram sends photos as JPEG.
+        media(
+            BOT,
+            "111222333",
+            f"{BOT}:912345004",
+            "this one?",
+            MediaRef(
+                kind="image",
+                ref="AgACAgQAAxkBAAIC",
+                mime_type="image/jpeg",
+                declared_bytes=45678,
+                caption="this one?",
+            ),
+        )
+    ],
     (Channel.TELEGRAM, "location"): [
-        msg(BOT, "111222333", f"{BOT}:912345005", "[unsupported: location]", "location")
+        media(
+            BOT,
+            "111222333",
+            f"{BOT}:912345005",
+            "[location: 38.7223, -9.1393]",
+            MediaRef(kind="location", details={"latitude": 38.7223, "longitude": -9.1393}),
+        )
+    ],
+    (Channel.TELEGRAM, "venue"): [
+        media(
+            BOT,
+            "111222333",
+            f"{BOT}:912345014",
+            "[location: 38.7105, -9.1366, Rossio store, Praca Dom Pedro IV]",
+            MediaRef(
+                kind="location",
+                details={
+                    "latitude": 38.7105,
+                    "longitude": -9.1366,
+                    "name": "Rossio store",
+                    "address": "Praca Dom Pedro IV",
+                },
+            ),
+        )
+    ],
+    (Channel.TELEGRAM, "voice"): [
+        media(
+            BOT,
+            "111222333",
+            f"{BOT}:912345011",
+            "[voice note]",
+            MediaRef(
+                kind="audio", ref="AwACAgQAAxkBAAIV", mime_type="audio/ogg", declared_bytes=9021, voice=True
+            ),
+        )
+    ],
+    (Channel.TELEGRAM, "document"): [
+        media(
+            BOT,
+            "111222333",
+            f"{BOT}:912345012",
+            "my receipt",
+            MediaRef(
+                kind="document",
+                ref="BQACAgQAAxkBAAIW",
+                mime_type="application/pdf",
+                filename="receipt.pdf",
+                declared_bytes=120433,
+                caption="my receipt",
+            ),
+        )
+    ],
+    (Channel.TELEGRAM, "video_large"): [
+        media(
+            BOT,
+            "111222333",
+            f"{BOT}:912345013",
+            "[video]",
+            MediaRef(kind="video", ref="BAACAgQAAxkBAAIX", mime_type="video/mp4", declared_bytes=25165824),
+        )
+    ],
+    (Channel.TELEGRAM, "sticker"): [
+        msg(BOT, "111222333", f"{BOT}:912345015", "[unsupported: sticker]", "sticker")
     ],
 }
 

@@ -5,7 +5,7 @@ The caller owns the transaction: these functions ``flush`` (so ids and server de
 callers settle in the database, not in Python.
 
 One module per aggregate (access: keys and audit; brands, channels, conversations, outbox, knowledge,
-deliveries, actions); this package re-exports them all, so callers write
+deliveries, actions, media); this package re-exports them all, so callers write
 ``from common.db import repositories as repo`` and ``repo.require_brand(...)`` whichever module a
 function lives in.
 """
@@ -73,6 +73,7 @@ from common.db.repositories.conversations import (
     messages_after,
     recent_messages,
     set_conversation_state,
+    set_message_text,
 )
 from common.db.repositories.deliveries import (
     claim_delivery,
@@ -96,6 +97,15 @@ from common.db.repositories.knowledge import (
     sync_source_chunks,
     update_ingestion_job,
     upsert_knowledge_source,
+)
+from common.db.repositories.media import (
+    finish_media,
+    get_media,
+    insert_media,
+    media_content,
+    media_for,
+    media_of_message,
+    store_media,
 )
 from common.db.repositories.outbox import (
     add_outbox,
@@ -127,6 +137,7 @@ __all__ = [
     "find_tenant_by_slug",
     "finish_action_log",
     "finish_delivery",
+    "finish_media",
     "get_agent_account",
     "get_brand_profile",
     "get_channel_config",
@@ -135,6 +146,7 @@ __all__ = [
     "get_delivery",
     "get_ingestion_job",
     "get_knowledge_source",
+    "get_media",
     "get_message",
     "get_or_create_conversation",
     "get_persona_version",
@@ -144,6 +156,7 @@ __all__ = [
     "insert_audit",
     "insert_channel_config",
     "insert_inbound",
+    "insert_media",
     "insert_outbound",
     "last_inbound_at",
     "latest_ingestion_job",
@@ -161,6 +174,9 @@ __all__ = [
     "list_tenants",
     "mark_delivery_sending",
     "mark_outbox_published",
+    "media_content",
+    "media_for",
+    "media_of_message",
     "messages_after",
     "pending_action",
     "persona_from_values",
@@ -172,6 +188,8 @@ __all__ = [
     "revoke_api_key",
     "route_of",
     "set_conversation_state",
+    "set_message_text",
+    "store_media",
     "sync_source_chunks",
     "unknown_brand",
     "unpublished_outbox",

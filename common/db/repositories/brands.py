@@ -99,6 +99,8 @@ def persona_from_values(values: dict[str, Any]) -> domain.Persona:
         avoid_topics=tuple(values["avoid_topics"]),
         escalation_message=values["escalation_message"],
         fallback_message=values["fallback_message"],
+        # Versions stored before the field existed have the platform default.
+        media_message=values.get("media_message") or domain.Persona.media_message,
     )
 
 
@@ -173,6 +175,7 @@ def _persona_values(persona: domain.Persona) -> dict[str, Any]:
         "avoid_topics": list(persona.avoid_topics),
         "escalation_message": persona.escalation_message,
         "fallback_message": persona.fallback_message,
+        "media_message": persona.media_message,
     }
 
 

@@ -277,3 +277,8 @@ async def last_inbound_at(session: AsyncSession, *, conversation_id: uuid.UUID) 
         MessageLog.conversation_id == conversation_id, MessageLog.direction == domain.Direction.INBOUND.value
     )
     return await session.scalar(stmt)
+
+
+async def set_message_text(session: AsyncSession, *, message_id: uuid.UUID, text: str) -> None:
+    """Replace a logged message's text (a voice note's placeholder by its transcript)."""
+    await session.execute(update(MessageLog).where(MessageLog.id == message_id).values(text=text))

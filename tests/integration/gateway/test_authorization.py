@@ -39,7 +39,7 @@ from common.crypto import generate_key
 from common.db import repositories as repo
 from common.db.models import ApiKey
 from common.db.session import make_engine, make_sessionmaker
-from common.domain import Channel
+from common.domain import Channel, InboundMessage, MediaRef
 from common.errors import Conflict
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.gateway.auth import PUBLIC_SCOPE, declared_scope
@@ -91,6 +91,7 @@ class World:
     brand_a: uuid.UUID
     brand_b: uuid.UUID
     conversation_a: uuid.UUID
+    media_a: uuid.UUID
     victim_key_a: uuid.UUID
     connection_a: uuid.UUID
     victim_connection_a: uuid.UUID
@@ -118,6 +119,18 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
     async with sessionmaker() as session:
         conv = await repo.get_or_create_conversation(
             session, tenant_id=a.tenant.id, brand_id=brand_a.id, channel=Channel.WEBCHAT, customer_id="c1"
+        )
+        inbound = await repo.insert_inbound(
+            session,
+            conversation=conv,
+            message=InboundMessage(
+                brand_id=brand_a.id, channel=Channel.WEBCHAT, customer_id="c1", text="[image]"
+            ),
+        )
+        assert inbound is not None
+        media = await repo.insert_media(session, message=inbound, media=MediaRef(kind="image", ref="x"))
+        await repo.store_media(
+            session, media_id=media.id, data=b"\xff\xd8", mime_type="image/jpeg", sha256="0"
         )
         rule = await repo.add_automation_rule(
             session,
@@ -214,6 +227,7 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
             brand_a=brand_a.id,
             brand_b=brand_b.id,
             conversation_a=conv.id,
+            media_a=media.id,
             victim_key_a=victim.id,
             connection_a=connection_a.id,
             victim_connection_a=victim_connection_a.id,
@@ -332,6 +346,8 @@ REQUESTS: dict[tuple[str, str], Call] = {
         "/v1/messages/inbound", lambda w: {"brand_id": str(w.brand_a), "customer_id": "c2", "text": "hi"}
     ),
     ("GET", "/v1/conversations/{conversation_id}"): Call("/v1/conversations/{conversation_a}"),
+    ("GET", "/v1/media/{media_id}/content"): Call("/v1/media/{media_a}/content"),
+    ("GET", "/v1/agents/media/{media_id}/content"): Call("/v1/agents/media/{media_a}/content"),
     ("POST", "/v1/brands/{brand_id}/knowledge"): Call(
         "/v1/brands/{brand_a}/knowledge",
         lambda w: {

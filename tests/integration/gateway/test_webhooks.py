@@ -150,7 +150,7 @@ async def test_each_fixture_three_times_concurrently_gives_one_row_per_message(e
         for e in events
         if isinstance(e, ChannelEvent)
     )
-    assert len(expected) == 18
+    assert len(expected) == 31
     assert await inbound_rows(env) == expected
     # One queued entry per unique message: the losers of each race queued nothing.
     assert await stream_len(env, "inbound") == len(expected)
@@ -258,11 +258,12 @@ async def test_unsupported_media_policy_ignore(env: Env) -> None:
     _, brand_id = await seed_brand(
         env.backend, settings_by_channel={Channel.WHATSAPP: {"unsupported": "ignore"}}
     )
-    r = await deliver(env.client, Channel.WHATSAPP, raw(Channel.WHATSAPP, "unsupported_media"))
-    assert r.json() == {"status": "ok", "accepted": 0, "duplicates": 0, "ignored": 3, "receipts": 0}
+    # The sticker is dropped; the captioned picture and the location are media we read, so they stay.
+    r = await deliver(env.client, Channel.WHATSAPP, raw(Channel.WHATSAPP, "media"))
+    assert r.json() == {"status": "ok", "accepted": 2, "duplicates": 0, "ignored": 1, "receipts": 0}
     async with env.backend.sessionmaker() as s:
         count = await s.scalar(select(func.count()).where(MessageLog.brand_id == brand_id))
-    assert count == 0
+    assert count == 2
 
 
 async def test_webhook_to_reply_through_the_worker(env: Env) -> None:
@@ -282,7 +283,7 @@ async def test_webhook_to_reply_through_the_worker(env: Env) -> None:
         ("telegram", "111222333"),
         ("whatsapp", "16505551234"),
     ]
-    # No knowledge for this brand: the brand's fallback answers (unsupported media included), LLM not called.
+    # No knowledge for this brand: the brand's fallback answers (the photo's caption too), LLM not called.
     assert all(FALLBACK in p["text"] for p in sent) and env.chat.calls == 0
     assert sent[0]["in_reply_to"] == f"{BOT}:912345004"
 
