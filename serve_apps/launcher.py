@@ -106,9 +106,12 @@ def simulated_channel_env(settings: Settings) -> dict[str, str]:
     if ch.meta_app_secret or ch.telegram_bot_token or ch.telegram_secret_token:
         return {}
     path = settings.data_dir / "simulator.env"
-    if path.is_file():
-        return {k: v for k, v in dotenv_values(path).items() if v is not None}
     sim = f"http://127.0.0.1:{SIMULATOR_PORT}"
+    # Voice notes sent through the simulator are transcribed by its SIMULATED endpoint (not stored in the
+    # file: a data directory written before media existed gets it too, and a configured one wins).
+    media = {} if settings.media.transcription_url else {"MEDIA__TRANSCRIPTION_URL": f"{sim}/v1"}
+    if path.is_file():
+        return {**{k: v for k, v in dotenv_values(path).items() if v is not None}, **media}
     env = {
         "CHANNELS__META_APP_SECRET": secrets.token_hex(16),
         "CHANNELS__META_VERIFY_TOKEN": secrets.token_hex(8),
@@ -119,7 +122,7 @@ def simulated_channel_env(settings: Settings) -> dict[str, str]:
         "CHANNELS__TELEGRAM_API_URL": sim,
     }
     write_private(path, "".join(f"{k}={v}\n" for k, v in env.items()))
-    return env
+    return {**env, **media}
 
 
 OPERATOR_KEY_FILE = "operator.key"

@@ -2,10 +2,13 @@
 
 * ``serve`` (default): run the simulator in the foreground (``--host``, ``--port``).
 * ``demo --gateway URL --sim-port 8900``: start the simulator, send one WhatsApp, one Instagram and one
-  Telegram question to the gateway as signed webhooks, wait for the three replies to reach the
-  simulator, print them. The gateway must send through the simulator
-  (``CHANNELS__META_GRAPH_URL`` and ``CHANNELS__TELEGRAM_API_URL`` = ``http://127.0.0.1:<sim-port>``) and
-  its brand must own the accounts named by ``--phone-number-id``, ``--ig-id`` and the bot token.
+  Telegram question to the gateway as signed webhooks, then a WhatsApp **voice note** (the simulator
+  holds its audio; its SIMULATED transcription endpoint answers ``--voice-question`` for those bytes),
+  wait for the replies to reach the simulator, print them. ``--no-voice-note`` leaves the voice note out.
+  The gateway must send through the simulator (``CHANNELS__META_GRAPH_URL`` and
+  ``CHANNELS__TELEGRAM_API_URL`` = ``http://127.0.0.1:<sim-port>``; ``MEDIA__TRANSCRIPTION_URL`` =
+  ``http://127.0.0.1:<sim-port>/v1``, which ``make run`` sets) and its brand must own the accounts named
+  by ``--phone-number-id``, ``--ig-id`` and the bot token.
 
 Webhook secrets come from settings (``CHANNELS__META_APP_SECRET``, ``CHANNELS__TELEGRAM_SECRET_TOKEN``),
 the same ones the gateway verifies with. A brand's own connection is tried with ``--channels whatsapp``,
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
+import time
 
 from common.config import get_settings
 from serve_apps.simulator.server import SimulatorServer
@@ -27,6 +32,7 @@ from serve_apps.simulator.webhooks import (
     instagram_message,
     instagram_update,
     telegram_update,
+    whatsapp_media,
     whatsapp_message,
     whatsapp_update,
 )
@@ -57,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         "--meta-app-secret-file", help="sign Meta webhooks with this app secret (a connection's)"
     )
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the replies")
+    demo.add_argument("--voice-question", default="Do you ship to Canada?", help="what the voice note says")
+    demo.add_argument("--no-voice-note", action="store_true", help="send no WhatsApp voice note")
     return parser
 
 
@@ -68,7 +76,10 @@ def _channels(args: argparse.Namespace) -> tuple[SimChannel, ...]:
     return tuple(c for c in CHANNELS if c in wanted)
 
 
-async def _fire(args: argparse.Namespace, channels: tuple[SimChannel, ...]) -> None:
+async def _fire(
+    args: argparse.Namespace, channels: tuple[SimChannel, ...], sim: SimulatorServer
+) -> str | None:
+    """Fire the questions; the provider id of the voice note sent, if one was."""
     settings = get_settings().channels
     meta = settings.meta_app_secret.get_secret_value() if settings.meta_app_secret else None
     if args.meta_app_secret_file:
@@ -89,6 +100,7 @@ async def _fire(args: argparse.Namespace, channels: tuple[SimChannel, ...]) -> N
         paths=WebhookPaths(args.whatsapp_path, args.instagram_path, args.telegram_path),
     )
     answers = []
+    voice_id: str | None = None
     try:
         if "whatsapp" in channels:
             wa = whatsapp_update(
@@ -106,27 +118,61 @@ async def _fire(args: argparse.Namespace, channels: tuple[SimChannel, ...]) -> N
             bot_id = bot.get_secret_value().split(":", 1)[0]
             update = telegram_update(chat_id=args.telegram_chat_id, text=args.question)
             answers.append(await firer.telegram(update, bot_id=bot_id))
+        if "whatsapp" in channels and not args.no_voice_note:
+            # Random bytes stand in for the Opus audio: the SIMULATED speech-to-text knows them by hash.
+            audio = sim.state.add_media(
+                b"OggS" + secrets.token_bytes(2048),
+                mime_type="audio/ogg; codecs=opus",
+                transcript=args.voice_question,
+            )
+            note = whatsapp_media(
+                sender="15550002222", kind="audio", media_id=audio.id, mime_type=audio.mime_type, voice=True
+            )
+            response = await firer.whatsapp(
+                whatsapp_update(phone_number_id=args.phone_number_id, messages=[note])
+            )
+            sys.stdout.write(f"whatsapp voice note webhook -> HTTP {response.status_code}\n")
+            voice_id = str(note["message"]["id"])
     finally:
         await firer.aclose()
     for channel, response in zip(channels, answers, strict=True):
         sys.stdout.write(f"{channel} webhook -> HTTP {response.status_code}\n")
+    return voice_id
 
 
 def _demo(args: argparse.Namespace) -> int:
     channels = _channels(args)
     with SimulatorServer(port=args.sim_port) as sim:
         sys.stdout.write(f"provider SIMULATOR on {sim.url}; firing webhooks at {args.gateway}\n")
-        asyncio.run(_fire(args, channels))
+        voice_id = asyncio.run(_fire(args, channels, sim))
+        deadline = time.monotonic() + args.timeout
         replies: dict[str, SentMessage] = {}
         for channel in channels:
-            found = sim.state.wait_for(1, timeout_s=args.timeout, channel=channel)
+            found = sim.state.wait_for(1, timeout_s=max(deadline - time.monotonic(), 0), channel=channel)
             if found:
                 replies[channel] = found[0]
         for channel in channels:
             reply = replies.get(channel)
             line = f"[{channel}] to {reply.recipient}: {reply.text}" if reply else f"[{channel}] no reply"
             sys.stdout.write(line + "\n")
-    return 0 if len(replies) == len(channels) else 1
+        voiced = True
+        if voice_id is not None:
+            answer = _wait_reply(sim, voice_id, deadline)
+            heard = f"[whatsapp voice note, transcribed as {args.voice_question!r}]"
+            sys.stdout.write(
+                f"{heard} to {answer.recipient}: {answer.text}\n" if answer else f"{heard} no reply\n"
+            )
+            voiced = answer is not None
+    return 0 if len(replies) == len(channels) and voiced else 1
+
+
+def _wait_reply(sim: SimulatorServer, message_id: str, deadline: float) -> SentMessage | None:
+    """The first send quoting ``message_id`` (WhatsApp ``context``), waiting until ``deadline``."""
+    while True:
+        found = sim.state.replies_to(message_id)
+        if found or time.monotonic() >= deadline:
+            return found[0] if found else None
+        time.sleep(0.2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,8 @@ from pipelines.demo import (
     demo_documents,
 )
 from serve_apps.simulator.server import SimulatorServer
-from serve_apps.simulator.webhooks import sign_meta, whatsapp_message, whatsapp_update
+from serve_apps.simulator.state import SentMessage
+from serve_apps.simulator.webhooks import sign_meta, whatsapp_media, whatsapp_message, whatsapp_update
 from tests.auth import key_headers_sync
 from tests.conftest import listen_port
 from tests.fakes.pipeline import seed_demo_world
@@ -62,6 +63,7 @@ def single(
             "CHANNELS__META_ACCESS_TOKEN": "single-process-token",
             "CHANNELS__META_GRAPH_URL": sim.url,
             "CHANNELS__TELEGRAM_API_URL": sim.url,
+            "MEDIA__TRANSCRIPTION_URL": f"{sim.url}/v1",  # the simulator's SIMULATED speech-to-text
             "LLM_PROVIDER": "openai",
             "LLM_BASE_URL": stub.base_url,
             "LLM_MODEL": "stub",
@@ -113,17 +115,39 @@ def test_webhook_is_drafted_and_delivered_by_the_same_process(
 ) -> None:
     base, _, sim, _, _, _ = single
     msg = whatsapp_message(sender="15550001111", text="What is your return policy?")
+    assert len(_replies_to_whatsapp(base, sim, msg)) == 1
+
+
+def test_a_voice_note_is_transcribed_and_answered_like_text(
+    single: tuple[str, DemoBrand, SimulatorServer, object, Path, dict[str, str]],
+) -> None:
+    """What ``make simulate`` shows: the WhatsApp voice note is fetched from the provider, transcribed,
+    and its words are answered from the brand's knowledge (not with the media message)."""
+    base, _, sim, _, _, _ = single
+    audio = sim.state.add_media(
+        b"OggS" + os.urandom(1024), mime_type="audio/ogg", transcript="What is your return policy?"
+    )
+    note = whatsapp_media(
+        sender="15550003333", kind="audio", media_id=audio.id, mime_type="audio/ogg", voice=True
+    )
+    replies = _replies_to_whatsapp(base, sim, note)
+    assert len(replies) == 1
+    assert "only read text" not in replies[0].text and "return" in replies[0].text.lower()
+
+
+def _replies_to_whatsapp(base: str, sim: SimulatorServer, item: dict) -> list[SentMessage]:
+    """Fire one signed WhatsApp message at the gateway; the sends quoting it, waiting up to 60 s."""
     body = httpx.Request(
-        "POST", "/", json=whatsapp_update(phone_number_id=SIM_PHONE_NUMBER_ID, messages=[msg])
+        "POST", "/", json=whatsapp_update(phone_number_id=SIM_PHONE_NUMBER_ID, messages=[item])
     ).read()
     headers = {"X-Hub-Signature-256": sign_meta(body, META_SECRET), "content-type": "application/json"}
     ack = httpx.post(f"{base}/webhooks/whatsapp", content=body, headers=headers, timeout=30)
     assert ack.status_code == 200, ack.text
-    wamid = msg["message"]["id"]
+    wamid = item["message"]["id"]
     deadline = time.monotonic() + 60
     while not sim.state.replies_to(wamid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert len(sim.state.replies_to(wamid)) == 1
+    return sim.state.replies_to(wamid)
 
 
 def test_sigint_stops_serving_and_closes_cleanly(

@@ -26,6 +26,8 @@ EXPECTED_TABLES = {
     "channel_configs",
     "conversations",
     "message_logs",
+    "message_media",
+    "media_contents",
     "knowledge_sources",
     "knowledge_chunks",
     "automation_rules",
