@@ -199,6 +199,11 @@ class ChannelSecrets(BaseModel):
     # Channel routes and brands looked up while acknowledging a webhook are cached per gateway replica:
     # an edited or disabled route takes effect within this many seconds (0 = look up every time).
     route_cache_s: float = Field(default=10.0, ge=0, le=300)
+    # Read receipts and typing indicators while a reply is drafted (best effort, never delaying it).
+    typing_signals: bool = True
+    typing_min_interval_s: float = Field(
+        default=3.0, ge=0, description="At most one read/typing signal per conversation this often"
+    )
 
 
 class DeliverySettings(BaseModel):

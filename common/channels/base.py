@@ -159,6 +159,18 @@ class SendResult:
 
 
 @runtime_checkable
+class Signaller(Protocol):
+    """A sender that can also tell the customer a message was read and a reply is being written."""
+
+    async def signal(
+        self, *, recipient_config: RecipientConfig, customer_id: str, message_id: str, first: bool
+    ) -> bool:
+        """Send the read / typing signal (``first``: the first of this draft); True when the provider's
+        indicator fades and should be renewed while drafting goes on. Raises a :class:`SendError`."""
+        ...
+
+
+@runtime_checkable
 class Sender(Protocol):
     """Sends replies on one channel."""
 

@@ -146,6 +146,17 @@ class InstagramSender(GraphSender):
     channel: ClassVar[Channel] = Channel.INSTAGRAM
     max_chars: ClassVar[int] = MAX_CHARS
 
+    async def signal(
+        self, *, recipient_config: RecipientConfig, customer_id: str, message_id: str, first: bool
+    ) -> bool:
+        """``sender_action``: ``mark_seen`` once, then ``typing_on`` (Instagram shows it about 20 s).
+        False: nothing to renew."""
+        for action in ("mark_seen", "typing_on") if first else ():
+            await self._post_message(
+                recipient_config, {"recipient": {"id": customer_id}, "sender_action": action}
+            )
+        return False
+
     async def _send_part(
         self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int, *, last: bool
     ) -> str:

@@ -294,6 +294,24 @@ class TelegramSender(HttpSender):
     channel: ClassVar[Channel] = Channel.TELEGRAM
     max_chars: ClassVar[int] = MAX_CHARS
 
+    async def signal(
+        self, *, recipient_config: RecipientConfig, customer_id: str, message_id: str, first: bool
+    ) -> bool:
+        """``sendChatAction typing``: Telegram shows it for 5 s, so True: renew it while drafting.
+        (Telegram has no read receipts for bots.)"""
+        token = recipient_config.secret("bot_token", self._secrets.telegram_bot_token)
+        if token is None:
+            raise PermanentSendError("no bot token for sendChatAction")
+        api = self._secrets.telegram_api_url.rstrip("/")
+        body = {"chat_id": customer_id, "action": "typing"}
+        response = await self._post(
+            f"{api}/bot{token.get_secret_value()}/sendChatAction", json=body, headers={}
+        )
+        data = body_json(response)
+        if not response.is_success or data.get("ok") is not True:
+            raise _telegram_error(response.status_code, data)
+        return True
+
     async def _send_part(
         self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int, *, last: bool
     ) -> str:

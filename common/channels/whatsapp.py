@@ -253,6 +253,21 @@ class WhatsAppSender(GraphSender):
     channel: ClassVar[Channel] = Channel.WHATSAPP
     max_chars: ClassVar[int] = MAX_CHARS
 
+    async def signal(
+        self, *, recipient_config: RecipientConfig, customer_id: str, message_id: str, first: bool
+    ) -> bool:
+        """Mark the customer's message read and show the typing indicator (one call; WhatsApp shows it
+        for up to 25 s or until the reply). False: nothing to renew."""
+        if first:
+            body = {
+                "messaging_product": "whatsapp",
+                "status": "read",
+                "message_id": message_id,
+                "typing_indicator": {"type": "text"},
+            }
+            await self._post_message(recipient_config, body)
+        return False
+
     def part_limit(self, account: RecipientConfig) -> int:
         """A template's body parameter holds 1024 characters; a free-form text 4096."""
         return TEMPLATE_MAX_CHARS if account.window == "template" else MAX_CHARS

@@ -47,6 +47,7 @@ from common.conversation.drafting import (
 from common.conversation.intake import Intake, check_size, conversation_for, count_inbound
 from common.conversation.media import MediaIntake
 from common.conversation.replies import ReplyStore, response_from_log, stored_reply
+from common.conversation.signals import TypingSignals
 from common.db import repositories as repo
 from common.domain import (
     Accepted,
@@ -79,9 +80,11 @@ class MessageOrchestrator:
         rank: RankFn | None = None,
         spell: SpellFn | None = None,
         media: MediaIntake | None = None,
+        signals: TypingSignals | None = None,
     ) -> None:
         """``publish_after_ack``: see :class:`common.conversation.intake.Intake`; ``media`` fetches what
-        customers send (one on these settings by default)."""
+        customers send, ``signals`` the read / typing signals while drafting (both on these settings by
+        default)."""
         self._settings = settings
         self._sessionmaker = sessionmaker
         outbox = OutboxPublisher(sessionmaker, publisher)
@@ -106,6 +109,7 @@ class MessageOrchestrator:
         self.replies = ReplyStore(settings=settings, sessionmaker=sessionmaker, outbox=outbox)
         self.agents = AgentOperations(settings=settings, sessionmaker=sessionmaker, outbox=outbox)
         self.media = media or MediaIntake(settings=settings, sessionmaker=sessionmaker)
+        self.signals = signals or TypingSignals(settings=settings, sessionmaker=sessionmaker)
 
     async def handle(self, message: InboundMessage) -> OutboundResponse:
         """Answer one message now (synchronous API); a repeated message id returns the stored reply.
@@ -183,14 +187,28 @@ class MessageOrchestrator:
                 unreadable = outcome
             else:
                 message = dataclasses.replace(message, text=outcome.text)
-        async with self._sessionmaker() as session:
-            history = await repo.recent_messages(
-                session, conversation_id=conversation.id, limit=HISTORY_TURNS + 1
+        typing = None
+        if conversation.state == ConversationState.BOT.value:
+            typing = self.signals.start(
+                brand_id=brand.id,
+                tenant_id=brand.tenant_id,
+                channel=message.channel,
+                conversation_id=conversation.id,
+                customer_id=conversation.customer_id,
+                message_id=message.provider_message_id,
             )
-            earlier = [m for m in history if m.id != inbound.id]
-            turn = await load_turn(session, brand, message, conversation, earlier, unreadable)
-        draft = await self.drafter.draft(turn)
-        return await self.replies.store_for_inbound(brand, message, conversation, inbound.id, draft)
+        try:
+            async with self._sessionmaker() as session:
+                history = await repo.recent_messages(
+                    session, conversation_id=conversation.id, limit=HISTORY_TURNS + 1
+                )
+                earlier = [m for m in history if m.id != inbound.id]
+                turn = await load_turn(session, brand, message, conversation, earlier, unreadable)
+            draft = await self.drafter.draft(turn)
+            return await self.replies.store_for_inbound(brand, message, conversation, inbound.id, draft)
+        finally:
+            if typing is not None:
+                typing.cancel()  # the reply is stored (or drafting failed): the indicator has done its job
 
     async def agent_reply(self, conversation_id: uuid.UUID, text: str, agent_id: str) -> OutboundResponse:
         """A human agent's message on a conversation in ``handoff`` (see :class:`AgentOperations`)."""

@@ -8,7 +8,7 @@ worker got there first, its reply stands and is returned (``duplicate=True``); o
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -234,10 +234,7 @@ def outbound_payload(
         in_reply_to=response.in_reply_to or None,
         text=response.text,
         sender=sender,
-        # A confirmation question gets yes/no buttons: the tap comes back as the answer, no typing needed.
-        quick_replies=list(CONFIRM_BUTTONS)
-        if any(d.action == "confirm" for d in response.guardrails)
-        else [],
+        quick_replies=reply_buttons(d.action for d in response.guardrails),
         trace=carrier(),  # the dispatcher continues this trace (through outbox and relay too)
     )
     return stream_payload(payload)
@@ -245,6 +242,12 @@ def outbound_payload(
 
 #: The buttons of an action confirmation; the engine reads "Yes" as yes and anything else as no.
 CONFIRM_BUTTONS = ("Yes", "No")
+
+
+def reply_buttons(actions: Iterable[str]) -> list[str]:
+    """The buttons a reply goes out with, from its guardrail actions: a confirmation question gets yes /
+    no, so the tap comes back as the answer with no typing needed (every channel, web chat included)."""
+    return list(CONFIRM_BUTTONS) if "confirm" in set(actions) else []
 
 
 def response_from_log(message: InboundMessage, reply: Any, *, duplicate: bool) -> OutboundResponse:

@@ -16,7 +16,9 @@ the demo end to end without the internet. Emulated endpoints:
 * ``POST /v1/audio/transcriptions``: a SIMULATED OpenAI-compatible speech-to-text endpoint. It does not
   recognise speech: it answers the ``transcript`` registered with exactly these bytes, and 400 for audio
   it did not hand out.
-* ``answerCallbackQuery`` (Telegram) is recorded in ``GET /_sim/callback-answers``.
+* ``answerCallbackQuery`` (Telegram) is recorded in ``GET /_sim/callback-answers``; read receipts and
+  typing indicators (WhatsApp ``status: read``, Instagram ``sender_action``, Telegram ``sendChatAction``)
+  in ``GET /_sim/signals``.
 * ``GET /_sim/replies/{message_id}?wait_s=``: the sends that quote ``message_id`` (WhatsApp ``context``,
   Telegram ``reply_parameters``), waiting up to ``wait_s`` seconds for the first one: a load-test
   customer reads its answer before typing the next message.
@@ -139,6 +141,10 @@ def build_simulator_app(
         url = f"{base}/_sim/cdn/{media.id}"
         return JSONResponse({"id": media.id, "sha256": media.sha256, "file_size": len(data), "url": url})
 
+    @app.get("/_sim/signals")
+    async def signals() -> list[dict[str, Any]]:
+        return state.signals()
+
     @app.get("/_sim/callback-answers")
     async def callback_answers() -> list[dict[str, Any]]:
         return list(state.callback_answers)
@@ -214,6 +220,10 @@ def build_simulator_app(
             given = request.headers.get("authorization", "")
             if expected is None or not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
                 return _graph_error(401, 190, "Invalid OAuth access token (simulated)")
+        if body.get("status") == "read" or "sender_action" in body:
+            # Read receipts and typing indicators: recorded apart, and never given the faults queued
+            # for sends (a test's injected 429 is meant for a reply).
+            return _signal(state, channel, account_id, body)
         fault = await _apply_fault(state, channel)
         if fault is not None:
             return _graph_fault(fault)
@@ -270,6 +280,11 @@ def build_simulator_app(
                 return _tg_error(400, "Bad Request: file is too big")
             result = {"file_id": media.id, "file_unique_id": media.sha256[:16], "file_size": len(media.data)}
             return JSONResponse({"ok": True, "result": {**result, "file_path": f"media/{media.id}"}})
+        if method == "sendChatAction":
+            if body.get("action") not in TELEGRAM_ACTIONS or body.get("chat_id") in (None, ""):
+                return _tg_error(400, "Bad Request: wrong parameter action in request")
+            state.record_signal({"channel": "telegram", "account": bot_id, **body})
+            return JSONResponse({"ok": True, "result": True})
         if method == "answerCallbackQuery":
             if not body.get("callback_query_id"):
                 return _tg_error(
@@ -306,6 +321,24 @@ def build_simulator_app(
         return JSONResponse({"ok": True, "result": {**message, "date": int(record.received_at)}})
 
     return app
+
+
+TELEGRAM_ACTIONS = frozenset({"typing", "upload_photo", "record_voice", "upload_document", "find_location"})
+
+
+def _signal(state: SimulatorState, channel: SimChannel, account: str, body: dict[str, Any]) -> JSONResponse:
+    if channel == "whatsapp":
+        if not isinstance(body.get("message_id"), str) or not body["message_id"]:
+            return _graph_error(400, 100, "(#100) The parameter message_id is required")
+        state.record_signal({"channel": channel, "account": account, **body})
+        return JSONResponse({"success": True})
+    recipient = body.get("recipient")
+    if body.get("sender_action") not in ("mark_seen", "typing_on", "typing_off") or not isinstance(
+        recipient, dict
+    ):
+        return _graph_error(400, 100, "(#100) sender_action must be mark_seen, typing_on or typing_off")
+    state.record_signal({"channel": channel, "account": account, **body})
+    return JSONResponse({"recipient_id": recipient.get("id")})
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

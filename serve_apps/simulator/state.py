@@ -68,6 +68,18 @@ class SimulatorState:
         self.telegram_webhooks: dict[str, dict[str, object]] = {}
         self._media: dict[str, SimMedia] = {}
         self.callback_answers: list[dict[str, object]] = []
+        self._signals: list[dict[str, object]] = []
+
+    def record_signal(self, signal: dict[str, object]) -> None:
+        """A read receipt or typing indicator the brand sent (apart from messages: no id, no text)."""
+        with self._cond:
+            self._signals.append({**signal, "received_at": time.time()})
+            self._cond.notify_all()
+
+    def signals(self) -> list[dict[str, object]]:
+        """Read receipts and typing indicators, in arrival order."""
+        with self._cond:
+            return list(self._signals)
 
     def add_media(self, data: bytes, *, mime_type: str, transcript: str | None = None) -> SimMedia:
         """Hold ``data`` as a provider would for an inbound media message; its id fetches it."""
@@ -163,6 +175,7 @@ class SimulatorState:
         with self._cond:
             self._sent.clear()
             self._by_reply_to.clear()
+            self._signals.clear()
             self._faults.clear()
 
     def wait_for(

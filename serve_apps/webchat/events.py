@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.channels.webchat import WebchatNotice, webchat_channel
 from common.config import Settings
+from common.conversation.replies import reply_buttons
 from common.db import repositories as repo
 from common.db.models import MessageLog
 from common.domain import Direction
@@ -49,6 +50,9 @@ def message_out(row: MessageLog) -> WebchatMessageOut:
         text=row.text,
         created_at=row.created_at,
         citations=_citations(row),
+        buttons=[]
+        if row.direction == Direction.INBOUND
+        else reply_buttons(str(g.get("action")) for g in row.guardrails or []),
     )
 
 

@@ -83,6 +83,8 @@ class WebchatMessageOut(_Strict):
     text: str
     created_at: datetime
     citations: list[WebchatCitationOut] = Field(default_factory=list)
+    #: Tap one and its text is sent as the visitor's answer (an action's "Yes" / "No" confirmation).
+    buttons: list[str] = Field(default_factory=list)
 
 
 class WebchatHistoryOut(_Strict):

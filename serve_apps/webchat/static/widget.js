@@ -76,6 +76,8 @@
       r + " .log .notice{background:transparent;color:#5b6472;font-size:13px;text-align:center;max-width:100%}",
       r + " .sources{margin:6px 0 0;padding:6px 0 0;border-top:1px solid #eceef2;font-size:12px;color:#4b5563;list-style:none}",
       r + " .sources li{margin:2px 0;padding:0;border:0;background:none}",
+      r + " .buttons{display:flex;gap:6px;margin-top:8px;white-space:normal}",
+      r + " .buttons button{background:#fff;color:" + p + ";border:1px solid " + p + ";border-radius:16px;padding:4px 14px;font:inherit;cursor:pointer}",
       r + " .typing span{display:inline-block;width:6px;height:6px;margin:0 2px;border-radius:50%;background:#8a93a3;animation:" + uid + "-b 1s infinite}",
       r + " .typing span:nth-child(2){animation-delay:.15s}" + r + " .typing span:nth-child(3){animation-delay:.3s}",
       "@keyframes " + uid + "-b{0%,80%,100%{opacity:.3}40%{opacity:1}}",
@@ -164,6 +166,7 @@
   Chat.prototype.add = function (msg, cls) {
     if (msg.id && this.rendered[msg.id]) { return; }
     if (msg.id) { this.rendered[msg.id] = true; this.lastId = msg.id; }
+    if (cls !== "greeting") { this.clearButtons(); }  // only the newest message offers buttons
     var li = el("li", { "class": msg.role + (cls ? " " + cls : "") });
     if (msg.role === "assistant") { li.appendChild(el("span", { "class": "sr-only" }, this.cfg.brand_name + ": ")); }
     li.appendChild(document.createTextNode(msg.text));
@@ -182,9 +185,25 @@
       });
       li.appendChild(list);
     }
+    if (msg.role === "assistant" && msg.buttons && msg.buttons.length) {
+      // A confirmation ("Shall I open a ticket?"): a tap sends the button's text as the visitor's answer.
+      var self = this;
+      var group = el("div", { "class": "buttons", "role": "group", "aria-label": "Quick replies" });
+      msg.buttons.forEach(function (label) {
+        var b = el("button", { "type": "button" }, label);
+        b.addEventListener("click", function () { self.input.value = label; self.submit(); });
+        group.appendChild(b);
+      });
+      li.appendChild(group);
+    }
     this.log.insertBefore(li, this.typingRow || null);
     this.log.scrollTop = this.log.scrollHeight;
     return li;
+  };
+
+  Chat.prototype.clearButtons = function () {
+    var groups = this.log.querySelectorAll(".buttons");
+    for (var i = 0; i < groups.length; i++) { groups[i].parentNode.removeChild(groups[i]); }
   };
 
   Chat.prototype.notice = function (text) {

@@ -1,4 +1,6 @@
-"""Media in, end to end: a provider webhook names a file, the inbound worker's ``process_stored`` fetches
+"""Channel depth, end to end: media in, read / typing signals, button taps.
+
+Media: a provider webhook names a file, the inbound worker's ``process_stored`` fetches
 it from the provider SIMULATOR with the connection's token, stores it, transcribes a voice note at the
 simulator's SIMULATED OpenAI-compatible transcription endpoint, and answers or hands over; agents see it
 and download it through the API, scoped to their tenant.
@@ -125,8 +127,7 @@ def held(sim: SimulatorServer, data: bytes, mime: str, transcript: str | None = 
     return response.json()
 
 
-async def answer(env: Env, provider_message_id: str) -> tuple[OutboundResponse, MessageLog, MessageMedia]:
-    """What the inbound worker does with the stored message: ``process_stored``."""
+async def _inbound(env: Env, provider_message_id: str) -> MessageLog:
     async with env.backend.sessionmaker() as s:
         inbound = await repo.find_inbound(
             s,
@@ -135,6 +136,12 @@ async def answer(env: Env, provider_message_id: str) -> tuple[OutboundResponse, 
             provider_message_id=provider_message_id,
         )
     assert inbound is not None
+    return inbound
+
+
+async def answer(env: Env, provider_message_id: str) -> tuple[OutboundResponse, MessageLog, MessageMedia]:
+    """What the inbound worker does with the stored message: ``process_stored``."""
+    inbound = await _inbound(env, provider_message_id)
     reply = await env.backend.orchestrator.process_stored(inbound.id)
     async with env.backend.sessionmaker() as s:
         row = await repo.get_message(s, message_id=inbound.id)
@@ -356,3 +363,64 @@ async def _conversations_key(env: Env, *, tenant_id: uuid.UUID | None = None) ->
         )
         await s.commit()
     return {"authorization": f"Bearer {token.token}"}
+
+
+def _signals(env: Env, channel: str) -> list[dict]:
+    return [s for s in httpx.get(f"{env.sim.url}/_sim/signals").json() if s["channel"] == channel]
+
+
+async def _wait_signals(env: Env, channel: str, where, count: int = 1) -> list[dict]:
+    for _ in range(100):
+        found = [s for s in _signals(env, channel) if where(s)]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    return [s for s in _signals(env, channel) if where(s)]
+
+
+async def test_whatsapp_marks_the_message_read_with_a_typing_indicator_once_per_burst(env: Env) -> None:
+    first = sim_hooks.whatsapp_message(sender="16505557001", text="Hello?")
+    second = sim_hooks.whatsapp_message(sender="16505557001", text="Anyone there?")
+    await env.firer.whatsapp(sim_hooks.whatsapp_update(phone_number_id=WA, messages=[first, second]))
+    wamid = first["message"]["id"]
+    await _process(env, wamid)
+    signals = await _wait_signals(env, "whatsapp", lambda s: s["message_id"] == wamid)
+    assert signals and signals[0]["account"] == WA
+    assert signals[0]["status"] == "read" and signals[0]["typing_indicator"] == {"type": "text"}
+    # The second message of the burst is answered without a second signal (CHANNELS__TYPING_MIN_INTERVAL_S).
+    second_id = second["message"]["id"]
+    await _process(env, second_id)
+    await asyncio.sleep(0.3)
+    assert not [s for s in _signals(env, "whatsapp") if s["message_id"] == second_id]
+
+
+async def test_instagram_and_telegram_signals(env: Env) -> None:
+    dm = sim_hooks.instagram_message(ig_id=IG, sender="6143275139107001", text="hi")
+    await env.firer.instagram(sim_hooks.instagram_update(ig_id=IG, events=[dm]))
+    await _process(env, dm["message"]["mid"])
+    seen = await _wait_signals(env, "instagram", lambda s: s["recipient"]["id"] == "6143275139107001", 2)
+    assert [s["sender_action"] for s in seen] == ["mark_seen", "typing_on"]
+
+    update = sim_hooks.telegram_update(chat_id=7001, text="hi")
+    await env.firer.telegram(update, bot_id=BOT)
+    await _process(env, f"{BOT}:{update['update_id']}")
+    typing = await _wait_signals(env, "telegram", lambda s: s["chat_id"] == "7001")
+    assert typing and typing[0]["action"] == "typing" and typing[0]["account"] == BOT
+
+
+async def test_no_signal_while_a_person_owns_the_conversation(env: Env) -> None:
+    item = sim_hooks.whatsapp_message(sender="16505557002", text="first")
+    await env.firer.whatsapp(sim_hooks.whatsapp_update(phone_number_id=WA, messages=[item]))
+    inbound = await _inbound(env, item["message"]["id"])
+    async with env.backend.sessionmaker() as s:
+        await repo.set_conversation_state(
+            s, conversation_id=inbound.conversation_id, state=ConversationState.HANDOFF
+        )
+        await s.commit()
+    await env.backend.orchestrator.process_stored(inbound.id)
+    await asyncio.sleep(0.3)
+    assert not [s for s in _signals(env, "whatsapp") if s["message_id"] == item["message"]["id"]]
+
+
+async def _process(env: Env, provider_message_id: str) -> OutboundResponse:
+    return await env.backend.orchestrator.process_stored((await _inbound(env, provider_message_id)).id)
