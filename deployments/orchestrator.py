@@ -10,12 +10,14 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from common.channels.webchat import WebchatDrafts
 from common.config import LLMProvider, LLMSettings, ServiceEndpoints
 from common.conversation.orchestrator import MessageOrchestrator
 from common.db.session import make_engine, make_sessionmaker
 from common.domain import InboundMessage, OutboundResponse
 from common.llm.base import ChatModel
 from common.llm.factory import build_chat_model
+from common.llm.openai_compat import OpenAICompatibleChatModel
 from common.schemas import ChatRequest, ChatResponse, RetrievedChunk
 from common.streams import StreamPublisher, connect
 from deployments.proxy import Delegating, HandleProxy
@@ -64,7 +66,8 @@ class OrchestratorDeployment(Delegating):
             self._model.chat if self._model else self._chat
         )
         engine = make_engine(settings.database.url or "", pool_size=settings.database.pool_size)
-        self._publisher = StreamPublisher(connect(settings.redis), settings.redis)
+        redis = connect(settings.redis)
+        self._publisher = StreamPublisher(redis, settings.redis)
         self._target = self._pipeline = MessageOrchestrator(
             settings=settings,
             sessionmaker=make_sessionmaker(engine),
@@ -73,6 +76,11 @@ class OrchestratorDeployment(Delegating):
             spell=self._spell,
             chat=chat,
             publisher=self._publisher,
+            # Streaming needs the model here (the direct OpenAI-compatible client), not behind a handle.
+            stream=self._model.stream if isinstance(self._model, OpenAICompatibleChatModel) else None,
+            drafts=lambda conversation_id, inbound_id: WebchatDrafts(
+                redis, settings.redis, conversation_id=conversation_id, in_reply_to=inbound_id
+            ),
         )
 
     async def _retrieve(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from common.channels.webchat import WebchatDrafts
 from common.config import ServiceEndpoints, Settings
 from common.conversation.orchestrator import MessageOrchestrator
 from common.db.session import make_engine, make_sessionmaker
@@ -61,6 +62,11 @@ class InProcessBackend:
                 chat=self.chat_model.chat,
                 publisher=StreamPublisher(self.redis, s.redis),
                 publish_after_ack=publish_after_ack,
+                # A model that streams (OpenAI-compatible) shows web chat replies as they are written.
+                stream=getattr(self.chat_model, "stream", None),
+                drafts=lambda conversation_id, inbound_id: WebchatDrafts(
+                    self.redis, s.redis, conversation_id=conversation_id, in_reply_to=inbound_id
+                ),
             )
 
         self.orchestrator = pipeline()

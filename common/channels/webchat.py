@@ -9,7 +9,9 @@ and catches up from its last seen message when it reconnects; so zero subscriber
 
 from __future__ import annotations
 
+import time
 import uuid
+from typing import Literal
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
@@ -32,6 +34,55 @@ class WebchatNotice(BaseModel):
 
     message_id: uuid.UUID
     conversation_id: uuid.UUID
+
+
+class WebchatDraft(BaseModel):
+    """What is published while a reply is being written (a streaming model): the text so far.
+
+    Provisional by nature: the browser shows it until the stored reply's notice arrives, and the stored
+    reply (vetted by the guardrails) always replaces it. ``text`` is the whole draft so far, not a delta,
+    so a missed or repeated event loses nothing.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["draft"] = "draft"
+    conversation_id: uuid.UUID
+    in_reply_to: uuid.UUID
+    text: str
+
+
+class WebchatDrafts:
+    """Publishes the drafts of one reply (throttled: at most one every ``interval_s``, and the last)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        settings: RedisSettings,
+        *,
+        conversation_id: uuid.UUID,
+        in_reply_to: uuid.UUID,
+        interval_s: float = 0.1,
+    ) -> None:
+        self._client = client
+        self._channel = webchat_channel(settings, conversation_id)
+        self._conversation_id = conversation_id
+        self._in_reply_to = in_reply_to
+        self._interval_s = interval_s
+        self._sent_at = 0.0
+        self._sent = ""
+
+    async def __call__(self, text: str, *, final: bool = False) -> None:
+        """Publish ``text`` (the draft so far) unless one went out less than ``interval_s`` ago."""
+        now = time.monotonic()
+        if text == self._sent or (not final and now - self._sent_at < self._interval_s):
+            return
+        self._sent, self._sent_at = text, now
+        draft = WebchatDraft(conversation_id=self._conversation_id, in_reply_to=self._in_reply_to, text=text)
+        try:
+            await self._client.publish(self._channel, draft.model_dump_json())
+        except RedisError as exc:  # a draft is a courtesy: the stored reply still arrives
+            log.info("webchat_draft_not_published", error=str(exc))
 
 
 def webchat_channel(settings: RedisSettings, conversation_id: uuid.UUID) -> str:

@@ -14,9 +14,11 @@ written with the reply by :mod:`common.conversation.replies`). Nothing here writ
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,10 @@ log = get_logger(__name__)
 
 RetrieveFn = Callable[[uuid.UUID, uuid.UUID, str, int], Awaitable[list[RetrievedChunk]]]
 ChatFn = Callable[[ChatRequest], Awaitable[ChatResponse]]
+#: A streaming completion: content deltas as the model writes them (OpenAI-compatible ``stream: true``).
+StreamFn = Callable[[ChatRequest], AsyncIterator[str]]
+#: Told the customer-visible draft so far while the model writes (web chat shows it provisionally).
+ProgressFn = Callable[[str], Awaitable[None]]
 #: Similarity of each sentence to a query (the knowledge replica's ``rank_sentences``).
 RankFn = Callable[[str, list[str]], Awaitable[list[float]]]
 #: A message with its typos corrected against the brand's words (the knowledge replica's).
@@ -53,6 +59,11 @@ SpellFn = Callable[[uuid.UUID, uuid.UUID, str], Awaitable[str]]
 
 HISTORY_TURNS = 10
 HISTORY_BUDGET_TOKENS = 600
+#: Where the draft being written goes, for the draft running in this task (set by :meth:`Drafter.draft`).
+_PROGRESS: ContextVar[ProgressFn | None] = ContextVar("draft_progress", default=None)
+#: Where an action block can begin in a model's text: nothing from here on is shown while it streams.
+_ACTION_START = re.compile(r"```|\{")
+
 #: Said instead of answering a message that tried to override the assistant's instructions.
 SAFE_REPLY = "I can't help with that request. I'm happy to answer questions about our products and services."
 
@@ -125,9 +136,11 @@ class Drafter:
         actions: ActionEngine,
         rank: RankFn | None = None,
         spell: SpellFn | None = None,
+        stream: StreamFn | None = None,
     ) -> None:
         """``rank`` scores passage sentences by meaning (without it, by key terms only); ``spell``
-        corrects a question's typos against the brand's words before anything else reads it."""
+        corrects a question's typos against the brand's words before anything else reads it; ``stream``
+        (the same model, streaming) writes a draft a ``progress`` callback can show as it grows."""
         self._settings = settings
         self._retrieve = retrieve
         self._rank = rank
@@ -138,14 +151,23 @@ class Drafter:
         local = settings.llm.provider is LLMProvider.LOCAL
         self._extract_first = mode == "extract" or (mode == "auto" and local)
         self._chat = chat
+        self._stream = stream
         self._actions = actions
 
-    async def draft(self, turn: Turn) -> Draft:
-        """Draft ``turn`` in its own span, its guardrail decisions and escalation counted."""
-        with stage("orchestrator.draft") as span:
-            draft = await self._draft(turn)
-            span.set_attribute("escalated", draft.escalated)
-            span.set_attribute("decisions", len(draft.decisions))
+    async def draft(self, turn: Turn, progress: ProgressFn | None = None) -> Draft:
+        """Draft ``turn`` in its own span, its guardrail decisions and escalation counted.
+
+        ``progress``: told the text so far while a streaming model writes it (never an action block).
+        Only a draft: the returned reply, checked by the guardrails, is what is stored and sent.
+        """
+        token = _PROGRESS.set(progress if self._stream is not None else None)
+        try:
+            with stage("orchestrator.draft") as span:
+                draft = await self._draft(turn)
+                span.set_attribute("escalated", draft.escalated)
+                span.set_attribute("decisions", len(draft.decisions))
+        finally:
+            _PROGRESS.reset(token)
         for decision in draft.decisions:
             metrics.inc("ema_guardrail_decisions_total", rule=decision.rule, action=decision.action)
         if draft.handoff:
@@ -366,10 +388,17 @@ class Drafter:
         )
 
     async def _generate(self, request: ChatRequest) -> ChatResponse:
-        """One chat completion in an ``llm.chat`` span; tokens and latency counted by model."""
+        """One chat completion in an ``llm.chat`` span; tokens and latency counted by model.
+
+        Streamed when this draft has a ``progress`` (web chat with a streaming model): the text so far is
+        passed on, up to where an action block could begin, so no action JSON reaches the customer."""
         started = time.perf_counter()
+        progress = _PROGRESS.get()
         with stage("llm.chat", stage_label="llm", messages=len(request.messages)) as span:
-            usage = await self._chat(request)
+            if progress is not None and self._stream is not None:
+                usage = await self._streamed(request, progress, started)
+            else:
+                usage = await self._chat(request)
             span.set_attribute("model", usage.model)
             span.set_attribute("prompt_tokens", usage.prompt_tokens)
             span.set_attribute("completion_tokens", usage.completion_tokens)
@@ -377,6 +406,30 @@ class Drafter:
         metrics.inc("ema_llm_tokens_total", usage.prompt_tokens, model=usage.model, kind="prompt")
         metrics.inc("ema_llm_tokens_total", usage.completion_tokens, model=usage.model, kind="completion")
         return usage
+
+    async def _streamed(self, request: ChatRequest, progress: ProgressFn, started: float) -> ChatResponse:
+        """The completion through ``stream``; a stream that fails before any text falls back to ``chat``."""
+        assert self._stream is not None
+        text = ""
+        try:
+            async for delta in self._stream(request):
+                text += delta
+                visible = visible_draft(text)
+                if visible:
+                    await progress(visible)
+        except LLMError:
+            if text:
+                raise  # replaying would write what the customer already saw a second time
+            return await self._chat(request)
+        # Streams carry no usage here: tokens are estimated as the tokenizer-free ~4 characters each.
+        return ChatResponse(
+            text=text,
+            model=self._settings.llm.model,
+            prompt_tokens=sum(len(m.content) for m in request.messages) // 4,
+            completion_tokens=len(text) // 4,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            finish_reason="stop",
+        )
 
     async def _answer_with_results(
         self,
@@ -465,6 +518,12 @@ class Drafter:
         """Tell the customer in the persona's words; the state change is written with the reply."""
         reply = text or turn.brand.persona.escalation_message
         return Draft(reply, [], decisions, None, None, escalated=True, handoff=True)
+
+
+def visible_draft(text: str) -> str:
+    """What of a model's partial text may be shown: up to where an action block could begin."""
+    match = _ACTION_START.search(text)
+    return (text[: match.start()] if match else text).strip()
 
 
 def result_chunks(results: list[tuple[str, ActionResult]]) -> list[RetrievedChunk]:

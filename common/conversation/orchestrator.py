@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -39,9 +40,11 @@ from common.conversation.drafting import (
     HISTORY_TURNS,
     ChatFn,
     Drafter,
+    ProgressFn,
     RankFn,
     RetrieveFn,
     SpellFn,
+    StreamFn,
     load_turn,
 )
 from common.conversation.intake import Intake, check_size, conversation_for, count_inbound
@@ -63,6 +66,9 @@ from common.observability import stage
 from common.outbox import OutboxPublisher
 from common.streams import StreamPublisher
 
+#: Where the draft of one web chat reply goes: ``(conversation id, inbound message id) -> progress``.
+DraftsFn = Callable[[uuid.UUID, uuid.UUID], ProgressFn]
+
 
 class MessageOrchestrator:
     """Answers inbound messages; stateless apart from its injected clients."""
@@ -81,10 +87,14 @@ class MessageOrchestrator:
         spell: SpellFn | None = None,
         media: MediaIntake | None = None,
         signals: TypingSignals | None = None,
+        stream: StreamFn | None = None,
+        drafts: DraftsFn | None = None,
     ) -> None:
         """``publish_after_ack``: see :class:`common.conversation.intake.Intake`; ``media`` fetches what
         customers send, ``signals`` the read / typing signals while drafting (both on these settings by
-        default)."""
+        default); ``stream`` (the chat model, streaming) and ``drafts`` (where a web chat reply's draft
+        goes, per conversation and inbound message) show web chat replies as they are written."""
+        self._drafts = drafts
         self._settings = settings
         self._sessionmaker = sessionmaker
         outbox = OutboxPublisher(sessionmaker, publisher)
@@ -97,6 +107,7 @@ class MessageOrchestrator:
             chat=chat,
             rank=rank,
             spell=spell,
+            stream=stream if drafts is not None else None,
             actions=actions
             or ActionEngine(
                 registry=ActionRegistry.build(
@@ -204,7 +215,10 @@ class MessageOrchestrator:
                 )
                 earlier = [m for m in history if m.id != inbound.id]
                 turn = await load_turn(session, brand, message, conversation, earlier, unreadable)
-            draft = await self.drafter.draft(turn)
+            progress = None
+            if self._drafts is not None and message.channel is Channel.WEBCHAT:
+                progress = self._drafts(conversation.id, inbound.id)
+            draft = await self.drafter.draft(turn, progress)
             return await self.replies.store_for_inbound(brand, message, conversation, inbound.id, draft)
         finally:
             if typing is not None:

@@ -10,7 +10,10 @@ Order of work on connect, so nothing delivered in between is lost:
    a reply already sent in step 2 is not sent twice.
 
 Wire format: ``retry:`` once, ``: connected`` and ``: heartbeat`` comments, and per reply
-``id: <message id>`` / ``event: message`` / ``data: <WebchatMessageOut JSON>``. The stream ends on client
+``id: <message id>`` / ``event: message`` / ``data: <WebchatMessageOut JSON>``. While a streaming model
+writes a reply, ``event: draft`` / ``data: {"in_reply_to", "text"}`` carries the text so far (from
+Pub/Sub, provisional: the stored reply's ``message`` event replaces it, and no draft follows the reply it
+drafted). The stream ends on client
 disconnect or after ``webchat.sse_max_s`` (the browser then reconnects with ``Last-Event-ID``); the
 subscription is always released.
 """
@@ -18,6 +21,7 @@ subscription is always released.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -26,7 +30,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.channels.webchat import WebchatNotice, webchat_channel
+from common.channels.webchat import WebchatDraft, WebchatNotice, webchat_channel
 from common.config import Settings
 from common.conversation.replies import reply_buttons
 from common.db import repositories as repo
@@ -61,6 +65,24 @@ def format_event(message: WebchatMessageOut) -> str:
     return f"id: {message.id}\nevent: message\ndata: {message.model_dump_json()}\n\n"
 
 
+def format_draft(draft: WebchatDraft) -> str:
+    """One SSE ``draft`` event: the reply so far, while a streaming model writes it. No ``id:`` line, so a
+    reconnect resumes after the last stored reply, never after a draft."""
+    body = json.dumps({"in_reply_to": str(draft.in_reply_to), "text": draft.text}, ensure_ascii=False)
+    return f"event: draft\ndata: {body}\n\n"
+
+
+def _draft_of(conversation_id: uuid.UUID, data: object) -> WebchatDraft | None:
+    """A published draft of this conversation, or None (a reply notice, or something else)."""
+    if not isinstance(data, str | bytes):
+        return None
+    try:
+        draft = WebchatDraft.model_validate_json(data)
+    except ValidationError:
+        return None  # a reply notice (WebchatNotice) has no "kind" and fails here
+    return draft if draft.conversation_id == conversation_id else None
+
+
 async def reply_stream(
     *,
     settings: Settings,
@@ -78,6 +100,7 @@ async def reply_stream(
     try:
         yield f"retry: {RETRY_MS}\n: connected\n\n"
         seen: set[uuid.UUID] = set()
+        answered: set[uuid.UUID] = set()
         if after is not None:
             for earlier in await _catch_up(sessionmaker, conversation_id, after):
                 seen.add(earlier.id)
@@ -91,10 +114,17 @@ async def reply_stream(
                     next_beat = loop.time() + cfg.heartbeat_s
                     yield ": heartbeat\n\n"
                 continue
+            draft = _draft_of(conversation_id, raw.get("data"))
+            if draft is not None:
+                if draft.in_reply_to not in answered:
+                    yield format_draft(draft)
+                continue
             row = await _noticed_reply(sessionmaker, conversation_id, raw.get("data"))
             if row is None or row.id in seen:
                 continue
             seen.add(row.id)
+            if row.in_reply_to is not None:
+                answered.add(row.in_reply_to)  # a draft published late never follows its final reply
             yield format_event(message_out(row))
     finally:
         await _release(pubsub)

@@ -2,13 +2,15 @@
 
 * :class:`ScriptedChatModel`: answers with ``script(request)`` (a string for a fixed answer), records
   every request; optionally waits ``delay_s`` first, long enough for racing callers to overlap.
+* :class:`StreamingScriptedChatModel`: the same, and ``stream`` yields the answer word by word with
+  ``step_s`` between words (a model that streams, as an OpenAI-compatible endpoint does).
 * :class:`EchoChatModel`: echoes the last user message, usage in word counts; may raise instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from common.schemas import ChatRequest, ChatResponse
 
@@ -41,6 +43,26 @@ class ScriptedChatModel:
 
     async def aclose(self) -> None:
         return None
+
+
+class StreamingScriptedChatModel(ScriptedChatModel):
+    """TEST DOUBLE: a :class:`ScriptedChatModel` that also streams its answer, word by word."""
+
+    name = "scripted-streaming"
+
+    def __init__(self, script: Script | str, *, step_s: float = 0.05) -> None:
+        super().__init__(script)
+        self.step_s = step_s
+        self.streamed = 0
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str]:
+        self.requests.append(request)
+        self.streamed += 1
+        text = self.script if isinstance(self.script, str) else self.script(request)
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            await asyncio.sleep(self.step_s)
+            yield word if i == 0 else " " + word
 
 
 class EchoChatModel:

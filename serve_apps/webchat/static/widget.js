@@ -76,6 +76,7 @@
       r + " .log .notice{background:transparent;color:#5b6472;font-size:13px;text-align:center;max-width:100%}",
       r + " .sources{margin:6px 0 0;padding:6px 0 0;border-top:1px solid #eceef2;font-size:12px;color:#4b5563;list-style:none}",
       r + " .sources li{margin:2px 0;padding:0;border:0;background:none}",
+      r + " .log .draft{opacity:.7}",
       r + " .buttons{display:flex;gap:6px;margin-top:8px;white-space:normal}",
       r + " .buttons button{background:#fff;color:" + p + ";border:1px solid " + p + ";border-radius:16px;padding:4px 14px;font:inherit;cursor:pointer}",
       r + " .typing span{display:inline-block;width:6px;height:6px;margin:0 2px;border-radius:50%;background:#8a93a3;animation:" + uid + "-b 1s infinite}",
@@ -93,6 +94,7 @@
     this.cfg = cfg;
     this.root = root;
     this.rendered = {};
+    this.draftRow = null;
     this.lastId = null;
     this.source = null;
     this.waiting = 0;
@@ -254,9 +256,37 @@
     this.source = new EventSource(api + "/events?" + q.toString());
     this.source.addEventListener("message", function (ev) {
       var msg = JSON.parse(ev.data);
+      var draft = msg.role === "assistant" ? self.endDraft() : "";
       if (msg.role === "assistant") { self.setTyping(false); }
       self.add(msg);
+      if (draft && msg.text.replace(/\s+/g, " ").indexOf(draft.replace(/\s+/g, " ")) !== 0) {
+        // The checked reply differs from what was being written: say so, rather than swap silently.
+        self.notice("The reply was revised after checking it.");
+      }
     });
+    this.source.addEventListener("draft", function (ev) {
+      var d = JSON.parse(ev.data);
+      if (d && d.text) { self.showDraft(d.text); }
+    });
+  };
+
+  // The reply while a streaming model writes it: provisional, hidden from screen readers (the stored
+  // reply is announced once), replaced by the checked reply when it arrives.
+  Chat.prototype.showDraft = function (text) {
+    if (!this.draftRow) {
+      this.draftRow = el("li", { "class": "assistant draft", "aria-hidden": "true" });
+      this.log.insertBefore(this.draftRow, this.typingRow || null);
+    }
+    this.draftRow.textContent = text;
+    this.log.scrollTop = this.log.scrollHeight;
+  };
+
+  Chat.prototype.endDraft = function () {
+    if (!this.draftRow) { return ""; }
+    var text = this.draftRow.textContent;
+    this.log.removeChild(this.draftRow);
+    this.draftRow = null;
+    return text;
   };
 
   Chat.prototype.submit = function () {

@@ -74,7 +74,8 @@ async def test_queued_message_is_processed_once_and_acked(env: Env) -> None:
 
 async def test_crashed_consumers_entry_is_reclaimed_and_answered_once(env: Env) -> None:
     inbound_id = await accept(env)
-    survivor = make_worker(env, "survivor", min_idle_ms=300)
+    # 1.5 s: drafting the reply below, on a loaded 2-core CI machine, must not make the entry idle already.
+    survivor = make_worker(env, "survivor", min_idle_ms=1500)
     await survivor.ensure_group()
     # The crashed consumer read the entry and even stored the reply, but died before XACK.
     read = await env.backend.redis.xreadgroup("inbound-workers", "crashed", {survivor.stream: ">"}, count=10)
@@ -84,7 +85,7 @@ async def test_crashed_consumers_entry_is_reclaimed_and_answered_once(env: Env) 
 
     early = await survivor.run_once()  # not idle long enough yet: left to its owner
     assert early.claimed == 0 and early.processed == 0 and await pending(survivor, env) == 1
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(1.6)
     late = await survivor.run_once()
     assert late.claimed == 1 and late.processed == 1
     assert await pending(survivor, env) == 0

@@ -50,7 +50,7 @@ from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from serve_apps.webchat.identity import resolve_visitor, sign_identity, widget_identity_key
 from serve_apps.webchat.ratelimit import FixedWindowLimiter
-from tests.fakes.chat import ScriptedChatModel
+from tests.fakes.chat import ScriptedChatModel, StreamingScriptedChatModel
 from tests.integration.conversation.test_orchestration import RETURNS_ANSWER
 
 pytestmark = pytest.mark.integration
@@ -92,9 +92,8 @@ async def add_widget(backend: InProcessBackend, demo: DemoBrand, **display: Any)
     return token
 
 
-@pytest_asyncio.fixture
-async def webchat(
-    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path, embedder: Embedder
+async def _webchat(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path, embedder: Embedder, chat_model: Any
 ) -> AsyncIterator[Webchat]:
     endpoints = ServiceEndpoints(
         database_url=database_url,
@@ -107,9 +106,7 @@ async def webchat(
         channels=ChannelSecrets(webchat_identity_secret=SecretStr(SECRET)),
         webchat=WebchatSettings(messages_per_window=3, window_s=60, heartbeat_s=0.3),
     )
-    backend = InProcessBackend(
-        settings, endpoints, embedder=embedder, chat_model=ScriptedChatModel(RETURNS_ANSWER)
-    )
+    backend = InProcessBackend(settings, endpoints, embedder=embedder, chat_model=chat_model)
     demo = await seed_demo_brand(backend.sessionmaker)
     await backend.knowledge.ingest(demo.tenant.id, demo.brand.id, demo_documents())
     token = await add_widget(backend, demo, primary_color="#0a7d38", greeting="Howdy from the test widget")
@@ -124,6 +121,25 @@ async def webchat(
     finally:
         await remove_widgets(backend)
         await backend.aclose()
+
+
+@pytest_asyncio.fixture
+async def webchat(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path, embedder: Embedder
+) -> AsyncIterator[Webchat]:
+    model = ScriptedChatModel(RETURNS_ANSWER)
+    async for wc in _webchat(database_url, redis_url, redis_prefix, tmp_path, embedder, model):
+        yield wc
+
+
+@pytest_asyncio.fixture
+async def streaming(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path, embedder: Embedder
+) -> AsyncIterator[Webchat]:
+    """The same, with a model that streams (``StreamingScriptedChatModel``)."""
+    model = StreamingScriptedChatModel(RETURNS_ANSWER)
+    async for wc in _webchat(database_url, redis_url, redis_prefix, tmp_path, embedder, model):
+        yield wc
 
 
 async def remove_widgets(backend: InProcessBackend) -> None:
@@ -246,7 +262,9 @@ async def test_post_is_durable_idempotent_and_history_shows_citations(webchat: W
     }
     assert reply["role"] == "assistant" and reply["text"] == RETURNS_ANSWER
     assert {"source": "returns.md", "heading_path": "Returns & Refunds > Return Window"} in reply["citations"]
-    assert set(reply) == {"id", "role", "text", "created_at", "citations"}  # no prompts, scores, guardrails
+    # No prompts, scores or guardrail decisions; buttons only for a confirmation question.
+    assert set(reply) == {"id", "role", "text", "created_at", "citations", "buttons"}
+    assert reply["buttons"] == []
 
 
 async def test_two_visitors_may_reuse_client_ids(webchat: Webchat) -> None:
@@ -301,6 +319,46 @@ async def test_sse_streams_the_reply_the_sender_delivers_and_releases_on_disconn
                 break
             await asyncio.sleep(0.1)
         assert await webchat.backend.redis.pubsub_numsub(channel) == [(channel, 0)]
+
+
+async def test_a_streaming_model_shows_the_reply_as_it_is_written_then_the_stored_one(
+    streaming: Webchat,
+) -> None:
+    visitor = anon()
+    async with served(streaming.app) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+        posted = (
+            await client.post(
+                f"/v1/webchat/{streaming.token}/messages",
+                json={"visitor_id": visitor, "text": QUESTION, "client_message_id": "s1"},
+            )
+        ).json()
+        params = {"visitor_id": visitor, "after": posted["message_id"]}
+        async with client.stream("GET", f"/v1/webchat/{streaming.token}/events", params=params) as resp:
+            sse = SseReader(resp)
+            assert await sse.frame(5) == ["retry: 3000", ": connected"]
+            drafting = asyncio.create_task(
+                streaming.backend.orchestrator.process_stored(uuid.UUID(posted["message_id"]))
+            )
+            drafts: list[dict[str, Any]] = []
+            while not drafting.done() or not drafts:
+                frame = await sse.frame(5)
+                fields = dict(
+                    line.split(": ", 1) for line in frame if ": " in line and not line.startswith(":")
+                )
+                if fields.get("event") == "draft":
+                    assert "id" not in fields  # a reconnect resumes after stored replies only
+                    drafts.append(json.loads(fields["data"]))
+            reply = await drafting
+            # The drafts grow, each the beginning of the answer, for this inbound message.
+            assert len(drafts) >= 2 and all(d["in_reply_to"] == posted["message_id"] for d in drafts)
+            texts = [d["text"] for d in drafts]
+            assert all(RETURNS_ANSWER.startswith(t) for t in texts) and texts == sorted(texts, key=len)
+            # The stored, checked reply is what the customer keeps.
+            [payload] = await deliver_pending(streaming)
+            event_id, data = await sse.next_event(5)
+            assert event_id == str(payload.message_id) and data["text"] == reply.text == RETURNS_ANSWER
+    assert isinstance(streaming.backend.chat_model, StreamingScriptedChatModel)
+    assert streaming.backend.chat_model.streamed == 1
 
 
 async def test_sse_catches_up_after_reconnect(webchat: Webchat) -> None:
