@@ -6,8 +6,9 @@ Shape: ``entry[].messaging[]``; each item has ``sender.id`` (the customer's IGSI
 (the brand's Instagram account: the ``ChannelConfig.external_id``) and one of ``message``, ``reaction``,
 ``read``, ``postback``... Every entry and every messaging item is read.
 
-Read as a question: ``message.text``. Ignored: ``message.is_echo`` (our own sends, echoed back: answering
-them would loop), ``message.is_deleted`` (the customer unsent it), ``reaction``, ``read``, ``postback``
+Read as a question: ``message.text``. Receipts: ``read`` (``read.mid``: the brand's message the customer
+has read up to) updates that message's delivery. Ignored: ``message.is_echo`` (our own sends, echoed
+back: answering them would loop), ``message.is_deleted`` (the customer unsent it), ``reaction``, ``postback``
 and any other event. Media (fetched before drafting, :func:`fetch_media`): ``attachments`` of type
 ``image``, ``video``, ``audio`` (a voice message) and ``file``, each with ``payload.url`` (a CDN URL that
 needs no token; it comes in a webhook signed with the app secret); text sent with it is its caption.
@@ -32,6 +33,7 @@ from common.channels.base import (
     IgnoredEvent,
     ParsedEvent,
     RecipientConfig,
+    StatusEvent,
     media_event,
     unsupported_text,
 )
@@ -60,6 +62,7 @@ class _Messaging(Loose):
     recipient: _Party
     message: _Message | None = None
     reaction: dict[str, Any] | None = None
+    read: dict[str, Any] | None = None
 
 
 class _Entry(Loose):
@@ -86,6 +89,10 @@ class InstagramAdapter(MetaAdapter[_Payload]):
 def _event(entry: _Entry, item: _Messaging) -> ParsedEvent:
     account = entry.id
     message = item.message
+    mid = item.read.get("mid") if item.read is not None else None
+    if isinstance(mid, str) and mid:
+        # The customer read the brand's messages up to this one: a receipt, applied like WhatsApp's.
+        return StatusEvent(account_id=item.recipient.id, provider_message_id=mid, status="read")
     if message is None:
         kind = "reaction" if item.reaction is not None else "non-message event"
         return IgnoredEvent(reason=kind, account_id=account)

@@ -148,6 +148,7 @@ EXPECTED: dict[tuple[Channel, str], list[ChannelEvent | StatusEvent | tuple[str,
     ],
     (Channel.INSTAGRAM, "echo"): [ignored("echo")],
     (Channel.INSTAGRAM, "reaction"): [ignored("reaction")],
+    (Channel.INSTAGRAM, "read"): [StatusEvent(IG, "mid.SIM7", "read")],
     (Channel.INSTAGRAM, "deleted"): [ignored("deleted")],
     (Channel.INSTAGRAM, "attachment_image"): [
         media(

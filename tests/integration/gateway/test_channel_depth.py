@@ -26,9 +26,11 @@ from sqlalchemy import func, select
 
 from common.access.keys import new_token
 from common.access.principal import Scope
+from common.channels.registry import build_registry
 from common.config import ChannelSecrets, MediaSettings, ServiceEndpoints, Settings
 from common.db import repositories as repo
 from common.db.models import MediaContent, MessageLog, MessageMedia
+from common.delivery.dispatcher import OutboundDispatcher
 from common.domain import Channel, ConversationState, OutboundResponse
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
@@ -424,3 +426,37 @@ async def test_no_signal_while_a_person_owns_the_conversation(env: Env) -> None:
 
 async def _process(env: Env, provider_message_id: str) -> OutboundResponse:
     return await env.backend.orchestrator.process_stored((await _inbound(env, provider_message_id)).id)
+
+
+async def test_an_instagram_read_event_is_the_replys_read_receipt(env: Env) -> None:
+    dm = sim_hooks.instagram_message(ig_id=IG, sender="6143275139107003", text="Opening hours?")
+    await env.firer.instagram(sim_hooks.instagram_update(ig_id=IG, events=[dm]))
+    reply = await _process(env, dm["message"]["mid"])
+    await env.backend.orchestrator.flush_publishes()
+    registry = build_registry(env.backend.settings)
+    dispatcher = OutboundDispatcher(
+        settings=env.backend.settings,
+        sessionmaker=env.backend.sessionmaker,
+        redis=env.backend.redis,
+        senders=registry,
+        consumer="depth",
+    )
+    try:
+        await dispatcher.ensure_group()
+        while await dispatcher.run_once(block_ms=100):
+            pass
+    finally:
+        await registry.aclose()
+    [sent] = [m for m in env.sim.state.sent("instagram") if m.recipient == "6143275139107003"]
+
+    read = {
+        "sender": {"id": "6143275139107003"},
+        "recipient": {"id": IG},
+        "timestamp": 1,
+        "read": {"mid": sent.provider_message_id},
+    }
+    r = await env.firer.instagram(sim_hooks.instagram_update(ig_id=IG, events=[read]))
+    assert r.json()["receipts"] == 1
+    async with env.backend.sessionmaker() as s:
+        delivery = (await repo.deliveries_for(s, message_ids=[reply.message_id]))[reply.message_id]
+    assert delivery.status == "sent" and delivery.receipt == "read"
