@@ -25,7 +25,6 @@ from sqlalchemy import select, text
 
 from common.access.connections import Connections
 from common.access.principal import Scope, operator_principal
-from common.channels.registry import build_registry
 from common.config import (
     ApiSettings,
     ChannelSecrets,
@@ -37,12 +36,12 @@ from common.config import (
 from common.crypto import CredentialCipher, generate_key, parse_keys
 from common.db import migrate
 from common.db.models import ChannelConfig, MessageLog
-from common.delivery import OutboundDispatcher
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from serve_apps.simulator import SimulatorServer, sign_meta
 from serve_apps.simulator.webhooks import telegram_update, whatsapp_message, whatsapp_status, whatsapp_update
 from tests.auth import key_headers
+from tests.delivery import dispatch_all
 from tests.fakes.chat import ScriptedChatModel
 from tests.fakes.embedding import ConstantEmbedder
 
@@ -250,21 +249,7 @@ async def answer_and_deliver(world: World) -> None:
     for inbound_id in ids:
         await world.backend.orchestrator.process_stored(inbound_id)
     await world.backend.orchestrator.flush_publishes()
-    registry = build_registry(world.backend.settings)
-    dispatcher = OutboundDispatcher(
-        settings=world.backend.settings,
-        sessionmaker=world.backend.sessionmaker,
-        redis=world.backend.redis,
-        senders=registry,
-        consumer="test",
-    )
-    try:
-        await dispatcher.ensure_group()
-        for _ in range(10):
-            if not await dispatcher.run_once(block_ms=100):
-                break
-    finally:
-        await registry.aclose()
+    await dispatch_all(world.backend)
 
 
 async def test_each_connection_verifies_with_its_own_secret_and_replies_with_its_own_token(

@@ -24,19 +24,18 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
-from common.access.keys import new_token
 from common.access.principal import Scope
-from common.channels.registry import build_registry
 from common.config import ChannelSecrets, MediaSettings, ServiceEndpoints, Settings
 from common.db import repositories as repo
 from common.db.models import MediaContent, MessageLog, MessageMedia
-from common.delivery.dispatcher import OutboundDispatcher
 from common.domain import Channel, ConversationState, OutboundResponse
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from serve_apps.simulator import webhooks as sim_hooks
 from serve_apps.simulator.server import SimulatorServer
+from tests.auth import key_headers
 from tests.contract.test_channel_payloads import BOT, IG, WA
+from tests.delivery import dispatch_all
 from tests.fakes.chat import ScriptedChatModel
 from tests.fakes.embedding import ConstantEmbedder
 from tests.integration.gateway.test_webhooks import APP_SECRET, FALLBACK, TG_SECRET, VERIFY_TOKEN, seed_brand
@@ -250,7 +249,7 @@ async def test_a_file_over_the_limit_stores_nothing_tells_the_customer_and_the_a
     assert reply.text.startswith("Sorry, that file is too large") and reply.escalated
     assert await state_of(env, reply.conversation_id) is ConversationState.HANDOFF
 
-    key = await _conversations_key(env)
+    key = await key_headers(env.backend.sessionmaker, env.tenant_id, Scope.CONVERSATIONS_READ)
     view = await env.client.get(f"/v1/conversations/{reply.conversation_id}", headers=key)
     shown = [m["media"] for m in view.json()["messages"] if m["media"]]
     assert shown == [
@@ -315,7 +314,7 @@ async def test_stored_media_downloads_for_its_tenant_only(env: Env) -> None:
     await env.firer.telegram(update, bot_id=BOT)
     reply, _, media = await answer(env, f"{BOT}:{update['update_id']}")
 
-    key = await _conversations_key(env)
+    key = await key_headers(env.backend.sessionmaker, env.tenant_id, Scope.CONVERSATIONS_READ)
     view = (await env.client.get(f"/v1/conversations/{reply.conversation_id}", headers=key)).json()
     url = next(m["media"]["content_url"] for m in view["messages"] if m["media"])
     assert url == f"/v1/media/{media.id}/content"
@@ -327,7 +326,7 @@ async def test_stored_media_downloads_for_its_tenant_only(env: Env) -> None:
     ].startswith("attachment")
 
     other_tenant, _ = await seed_brand(env.backend)
-    other = await _conversations_key(env, tenant_id=other_tenant)
+    other = await key_headers(env.backend.sessionmaker, other_tenant, Scope.CONVERSATIONS_READ)
     refused = await env.client.get(url, headers=other)
     assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
     missing = await env.client.get(f"/v1/media/{uuid.uuid4()}/content", headers=key)
@@ -347,24 +346,6 @@ async def test_a_telegram_button_tap_is_answered_so_its_spinner_stops(env: Env) 
     else:
         pytest.fail("answerCallbackQuery was not called")
     assert next(a for a in answers if a["callback_query_id"] == callback_id)["bot_id"] == BOT
-
-
-async def _conversations_key(env: Env, *, tenant_id: uuid.UUID | None = None) -> dict[str, str]:
-    """A tenant API key with ``conversations:read``."""
-    token = new_token()
-    async with env.backend.sessionmaker() as s:
-        await repo.insert_api_key(
-            s,
-            tenant_id=tenant_id or env.tenant_id,
-            name="media-test",
-            prefix=token.prefix,
-            token_hash=token.token_hash,
-            scopes=[Scope.CONVERSATIONS_READ.value],
-            expires_at=None,
-            created_by="test",
-        )
-        await s.commit()
-    return {"authorization": f"Bearer {token.token}"}
 
 
 def _signals(env: Env, channel: str) -> list[dict]:
@@ -433,20 +414,7 @@ async def test_an_instagram_read_event_is_the_replys_read_receipt(env: Env) -> N
     await env.firer.instagram(sim_hooks.instagram_update(ig_id=IG, events=[dm]))
     reply = await _process(env, dm["message"]["mid"])
     await env.backend.orchestrator.flush_publishes()
-    registry = build_registry(env.backend.settings)
-    dispatcher = OutboundDispatcher(
-        settings=env.backend.settings,
-        sessionmaker=env.backend.sessionmaker,
-        redis=env.backend.redis,
-        senders=registry,
-        consumer="depth",
-    )
-    try:
-        await dispatcher.ensure_group()
-        while await dispatcher.run_once(block_ms=100):
-            pass
-    finally:
-        await registry.aclose()
+    await dispatch_all(env.backend, consumer="depth")
     [sent] = [m for m in env.sim.state.sent("instagram") if m.recipient == "6143275139107003"]
 
     read = {
