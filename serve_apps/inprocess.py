@@ -81,6 +81,7 @@ class InProcessBackend:
 
     async def aclose(self) -> None:
         """Release pools, clients and the vector store lock."""
+        await self.orchestrator.aclose()
         await self.chat_model.aclose()
         await self.redis.aclose()
         await self.engine.dispose()

@@ -215,9 +215,10 @@ class MediaIntake:
         return self._client
 
     async def aclose(self) -> None:
-        """Close the HTTP clients."""
+        """Close the HTTP clients (the fetch client reopens if used again)."""
         if self._client is not None:
             await self._client.aclose()
+            self._client = None
         if self._transcriber is not None:
             await self._transcriber.aclose()
 

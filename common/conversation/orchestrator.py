@@ -224,6 +224,11 @@ class MessageOrchestrator:
             if typing is not None:
                 typing.cancel()  # the reply is stored (or drafting failed): the indicator has done its job
 
+    async def aclose(self) -> None:
+        """Close the HTTP clients of media fetches and channel signals (opened on first use)."""
+        await self.media.aclose()
+        await self.signals.aclose()
+
     async def agent_reply(self, conversation_id: uuid.UUID, text: str, agent_id: str) -> OutboundResponse:
         """A human agent's message on a conversation in ``handoff`` (see :class:`AgentOperations`)."""
         return await self.agents.agent_reply(conversation_id, text, agent_id)

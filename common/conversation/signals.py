@@ -125,3 +125,4 @@ class TypingSignals:
             task.cancel()
         if self._registry is not None:
             await self._registry.aclose()
+            self._registry = None  # built again if used again
