@@ -21,6 +21,7 @@ Management (the same service as the management API; JSON on stdout; needs DATABA
                                  setWebhook with CHANNELS__PUBLIC_URL/webhooks/telegram/{connection id})
     channels list --tenant T --brand B
     channels enable|disable|delete --tenant T --connection C
+    channels sync-templates --tenant T --connection C   (WhatsApp: read the account's message templates)
     agents create --tenant T --email E --display-name N [--role agent|supervisor|admin] [--brand B ...]
                   --password-file F      an agent account (signs in at /agent); --brand limits it
     agents list --tenant T
@@ -359,6 +360,8 @@ async def _channels(opts: argparse.Namespace, connections: Any, actor: Any) -> A
         return await connections.update(actor, opts.tenant, opts.connection, patch)
     if opts.action == "delete":
         return await connections.delete(actor, opts.tenant, opts.connection)
+    if opts.action == "sync-templates":
+        return await connections.sync_templates(actor, opts.tenant, opts.connection)
     body: dict[str, Any] = {"channel": opts.action.removeprefix("connect-")}
     if opts.action == "connect-telegram":
         body["bot_token"] = read_secret(opts.bot_token_file)
@@ -561,7 +564,7 @@ def _management_parsers(sub: Any) -> None:
     listing = channels.add_parser("list")
     for flag in ("--tenant", "--brand"):
         listing.add_argument(flag, type=uuid.UUID, required=True)
-    for action in ("enable", "disable", "delete"):
+    for action in ("enable", "disable", "delete", "sync-templates"):
         cmd = channels.add_parser(action)
         cmd.add_argument("--tenant", type=uuid.UUID, required=True)
         cmd.add_argument("--connection", type=uuid.UUID, required=True)

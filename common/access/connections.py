@@ -21,7 +21,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -31,13 +31,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common import domain
 from common.access.management import audit
 from common.access.principal import Principal
-from common.channels import telegram
+from common.channels import telegram, whatsapp
 from common.config import Settings
 from common.crypto import CredentialCipher
 from common.db import repositories as repo
 from common.db.models import ChannelConfig
 from common.db.repositories.channels import META_CHANNELS
-from common.delivery.window import TEMPLATE_KEY, WindowTemplate
+from common.delivery.window import (
+    TEMPLATE_KEY,
+    TEMPLATES_KEY,
+    TEMPLATES_SYNCED_KEY,
+    WindowTemplate,
+    template_problem,
+    usable_templates,
+)
 from common.errors import Conflict, CredentialsUnavailable, DependencyError, Forbidden, InvalidInput, NotFound
 from common.logging import get_logger
 
@@ -371,6 +378,14 @@ class Connections:
                 extra = dict(row.settings or {})
                 extra.pop(TEMPLATE_KEY, None)
                 if patch.window_template is not None:
+                    problem = template_problem(extra, patch.window_template)
+                    if problem is not None:
+                        raise InvalidInput(
+                            problem,
+                            details={
+                                "usable": [f"{t['name']}:{t['language']}" for t in usable_templates(extra)]
+                            },
+                        )
                     extra[TEMPLATE_KEY] = patch.window_template.model_dump()
                 row.settings = extra
             await session.flush()
@@ -380,6 +395,57 @@ class Connections:
                 actor,
                 tenant_id,
                 "channel.update",
+                "channel",
+                connection_id,
+                before=before,
+                after=out,
+            )
+            await session.commit()
+        return out
+
+    async def sync_templates(
+        self, actor: Principal, tenant_id: uuid.UUID, connection_id: uuid.UUID
+    ) -> ConnectionOut:
+        """Read a WhatsApp connection's message templates from its business account and keep them with
+        the connection (``settings.templates``): the window template is then checked against them when
+        it is set, and before each send."""
+        async with self._sessionmaker() as session:
+            row = await self._row(session, actor, tenant_id, connection_id)
+            if row.channel != domain.Channel.WHATSAPP.value:
+                raise InvalidInput("templates are synced for WhatsApp connections")
+            waba = (row.settings or {}).get("business_account_id")
+            if not isinstance(waba, str) or not waba:
+                raise InvalidInput("the connection has no business_account_id: connect it again with one")
+            route = repo.route_of(row, self._cipher)
+            token = (
+                route.secret("access_token")
+                if route.credentials is not None
+                else _reveal(self._settings.channels.meta_access_token)
+            )
+            if not token:
+                raise InvalidInput("the connection has no access token to read its templates with")
+            channels = self._settings.channels
+            async with httpx.AsyncClient(transport=self._transport, timeout=10.0) as client:
+                templates = await whatsapp.list_templates(
+                    client,
+                    graph_url=channels.meta_graph_url,
+                    version=channels.meta_graph_version,
+                    waba_id=waba,
+                    token=token,
+                )
+            before = self.out(row)
+            row.settings = {
+                **(row.settings or {}),
+                TEMPLATES_KEY: templates,
+                TEMPLATES_SYNCED_KEY: datetime.now(UTC).isoformat(),
+            }
+            await session.flush()
+            out = self.out(row)
+            await audit(
+                session,
+                actor,
+                tenant_id,
+                "channel.templates_sync",
                 "channel",
                 connection_id,
                 before=before,
@@ -456,3 +522,7 @@ class Connections:
         if actor.tenant_id is not None and actor.tenant_id != tenant_id:
             raise NotFound("unknown tenant", details={"tenant_id": str(tenant_id)})
         return tenant_id
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None

@@ -26,6 +26,7 @@ own (encrypted), else ``CHANNELS__META_ACCESS_TOKEN``. Success body: ``{"messagi
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import httpx
@@ -40,6 +41,7 @@ from common.channels.base import (
     media_event,
     unsupported_text,
 )
+from common.channels.http import body_json
 from common.channels.media import (
     FetchedMedia,
     check_declared,
@@ -52,7 +54,7 @@ from common.channels.media import (
 from common.channels.meta import GraphSender, Loose, MetaAdapter, MetaEnvelope
 from common.config import ChannelSecrets
 from common.domain import Channel, ChannelRoute, MediaRef
-from common.errors import PermanentSendError
+from common.errors import DependencyError, InvalidInput, PermanentSendError
 from common.schemas import OutboundPayload
 
 
@@ -224,6 +226,61 @@ async def fetch_media(
     return await download(
         client, url, max_bytes=max_bytes, headers=headers, what="WhatsApp media", mime_type=mime
     )
+
+
+#: The most template pages read in one sync (100 templates a page).
+TEMPLATE_PAGES = 20
+_PARAMETER = re.compile(r"\{\{\s*(\d+|[a-z_][a-z0-9_]*)\s*\}\}")
+
+
+async def list_templates(
+    client: httpx.AsyncClient, *, graph_url: str, version: str, waba_id: str, token: str
+) -> list[dict[str, Any]]:
+    """The business account's message templates: ``GET /{waba_id}/message_templates``, every page.
+
+    Each as ``{name, language, status, category, body_parameters}`` (the number of ``{{n}}`` placeholders
+    in its BODY). Graph's refusal is :class:`InvalidInput` with its message; a transport failure is
+    :class:`DependencyError`. No error names the token.
+    """
+    url: str | None = f"{graph_url.rstrip('/')}/{version}/{waba_id}/message_templates"
+    params: dict[str, Any] | None = {"fields": "name,language,status,category,components", "limit": 100}
+    found: list[dict[str, Any]] = []
+    for _ in range(TEMPLATE_PAGES):
+        if url is None:
+            break
+        try:
+            response = await client.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError as exc:
+            raise DependencyError(f"WhatsApp Graph API unreachable ({type(exc).__name__})") from None
+        data = body_json(response)
+        if not response.is_success:
+            error = data.get("error")
+            message = str(error.get("message", "")) if isinstance(error, dict) else ""
+            raise InvalidInput(
+                "WhatsApp refused the template list",
+                details={"status": response.status_code, "message": message[:300]},
+            )
+        for item in data.get("data") or []:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                found.append(_template(item))
+        paging = data.get("paging")
+        following = paging.get("next") if isinstance(paging, dict) else None
+        url, params = (following, None) if isinstance(following, str) and following else (None, None)
+    return found
+
+
+def _template(item: dict[str, Any]) -> dict[str, Any]:
+    body = next(
+        (c for c in item.get("components") or [] if isinstance(c, dict) and c.get("type") == "BODY"), {}
+    )
+    placeholders = {m.group(1) for m in _PARAMETER.finditer(str(body.get("text", "")))}
+    return {
+        "name": item["name"],
+        "language": str(item.get("language", "")),
+        "status": str(item.get("status", "")).upper(),
+        "category": str(item.get("category", "")),
+        "body_parameters": len(placeholders),
+    }
 
 
 def _text_of(message: _Message) -> str | None:

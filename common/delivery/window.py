@@ -29,6 +29,9 @@ INSTAGRAM_WINDOW = timedelta(hours=24)
 INSTAGRAM_HUMAN_AGENT_WINDOW = timedelta(days=7)
 #: ``ChannelConfig.settings`` key of a WhatsApp connection's out-of-window template.
 TEMPLATE_KEY = "window_template"
+#: The connection's templates as last synced from WhatsApp (``POST /v1/channels/{id}/templates/sync``).
+TEMPLATES_KEY = "templates"
+TEMPLATES_SYNCED_KEY = "templates_synced_at"
 
 Mode = Literal["open", "template", "human_agent", "held"]
 
@@ -40,6 +43,41 @@ class WindowTemplate(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9_]{1,512}$", description="As approved in WhatsApp Manager")
     language: str = Field(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$", description="e.g. en_US")
+
+
+def usable_templates(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Synced templates a reply can go out as: approved, with exactly one body parameter (the reply)."""
+    synced = settings.get(TEMPLATES_KEY)
+    candidates = synced if isinstance(synced, list) else []
+    return [
+        t
+        for t in candidates
+        if isinstance(t, dict) and t.get("status") == "APPROVED" and t.get("body_parameters") == 1
+    ]
+
+
+def template_problem(settings: dict[str, Any], template: WindowTemplate) -> str | None:
+    """Why ``template`` cannot carry a reply, judged by the last sync; None when it can, or when the
+    templates were never synced (then only its shape is known, and WhatsApp decides)."""
+    synced = settings.get(TEMPLATES_KEY)
+    if not isinstance(synced, list):
+        return None
+    same = [
+        t
+        for t in synced
+        if isinstance(t, dict) and t.get("name") == template.name and t.get("language") == template.language
+    ]
+    if not same:
+        return f"template {template.name} ({template.language}) is not in the business account's templates"
+    found = same[0]
+    if found.get("status") != "APPROVED":
+        return f"template {template.name} ({template.language}) is {found.get('status') or 'not approved'}"
+    if found.get("body_parameters") != 1:
+        return (
+            f"template {template.name} ({template.language}) has {found.get('body_parameters')} body "
+            "parameters; a reply needs a template with exactly one"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +107,13 @@ def decide(
         raw = settings.get(TEMPLATE_KEY)
         if isinstance(raw, dict):
             try:
-                return Decision("template", template=WindowTemplate.model_validate(raw))
+                template = WindowTemplate.model_validate(raw)
             except ValidationError:
                 return Decision("held", "outside WhatsApp's 24-hour window and window_template is invalid")
+            problem = template_problem(settings, template)
+            if problem is not None:  # a template WhatsApp would refuse is held, not sent to be refused
+                return Decision("held", f"outside WhatsApp's 24-hour window and {problem}")
+            return Decision("template", template=template)
         return Decision(
             "held",
             "outside WhatsApp's 24-hour window and the connection has no window_template: "

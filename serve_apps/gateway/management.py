@@ -223,6 +223,15 @@ def build_management_router(backend: GatewayBackend) -> APIRouter:
         await backend.intake.forget_routes()
         return out
 
+    @router.post("/channels/{connection_id}/templates/sync", response_model=ConnectionOut)
+    async def sync_templates(
+        connection_id: uuid.UUID, caller: Principal = requires(Scope.ADMIN)
+    ) -> ConnectionOut:
+        # WhatsApp's template list, kept with the connection: the window template is checked against it.
+        out = await connections().sync_templates(caller, _tenant(caller), connection_id)
+        await backend.intake.forget_routes()
+        return out
+
     @router.delete("/channels/{connection_id}", response_model=ConnectionOut)
     async def delete_channel(
         connection_id: uuid.UUID, caller: Principal = requires(Scope.ADMIN)

@@ -13,6 +13,9 @@ the demo end to end without the internet. Emulated endpoints:
   answers its id; then WhatsApp's ``GET /{version}/{media_id}`` (→ ``url``, ``file_size``...) and that
   URL (bearer token), Telegram's ``getFile`` and ``GET /file/bot{token}/{file_path}``, and an Instagram
   CDN URL ``GET /_sim/cdn/{media_id}`` serve it.
+* WhatsApp's template list ``GET /{version}/{waba_id}/message_templates`` (set with
+  ``PUT /_sim/templates/{waba_id}``; by default one approved ``support_followup`` template, ``en_US``,
+  whose body has one parameter, and one still pending).
 * ``POST /v1/audio/transcriptions``: a SIMULATED OpenAI-compatible speech-to-text endpoint. It does not
   recognise speech: it answers the ``transcript`` registered with exactly these bytes, and 400 for audio
   it did not hand out.
@@ -191,6 +194,20 @@ def build_simulator_app(
                 status_code=400, content={"error": {"message": message, "type": "invalid_request_error"}}
             )
         return JSONResponse({"text": transcript})
+
+    @app.get("/{version}/{waba_id}/message_templates")
+    async def message_templates(version: str, waba_id: str, request: Request) -> JSONResponse:
+        if not _meta_authorised(request):
+            return _graph_error(401, 190, "Invalid OAuth access token (simulated)")
+        return JSONResponse({"data": state.templates(waba_id), "paging": {"cursors": {}}})
+
+    @app.put("/_sim/templates/{waba_id}")
+    async def set_templates(waba_id: str, request: Request) -> JSONResponse:
+        body = await request.json()
+        if not isinstance(body, list):
+            return JSONResponse(status_code=400, content={"error": "a list of Graph template objects"})
+        state.set_templates(waba_id, body)
+        return JSONResponse({"templates": len(body)})
 
     @app.get("/{version}/{media_id}")
     async def whatsapp_media(version: str, media_id: str, request: Request) -> JSONResponse:

@@ -44,6 +44,27 @@ class FaultSpec(BaseModel):
     channel: SimChannel | None = None
 
 
+#: What a SIMULATED business account has until a test sets its templates.
+DEFAULT_TEMPLATES: list[dict[str, object]] = [
+    {
+        "name": "support_followup",
+        "language": "en_US",
+        "status": "APPROVED",
+        "category": "UTILITY",
+        "components": [{"type": "BODY", "text": "Following up on your question: {{1}}"}],
+        "id": "SIM-TPL-1",
+    },
+    {
+        "name": "order_update",
+        "language": "en_US",
+        "status": "PENDING",
+        "category": "UTILITY",
+        "components": [{"type": "BODY", "text": "Your order {{1}} is {{2}}."}],
+        "id": "SIM-TPL-2",
+    },
+]
+
+
 class SimMedia(BaseModel):
     """A file the SIMULATED provider holds for a customer's message (what a media id points at)."""
 
@@ -69,6 +90,17 @@ class SimulatorState:
         self._media: dict[str, SimMedia] = {}
         self.callback_answers: list[dict[str, object]] = []
         self._signals: list[dict[str, object]] = []
+        self._templates: dict[str, list[dict[str, object]]] = {}
+
+    def templates(self, waba_id: str) -> list[dict[str, object]]:
+        """The business account's message templates, as Graph lists them (a default set until set)."""
+        with self._cond:
+            return list(self._templates.get(waba_id, DEFAULT_TEMPLATES))
+
+    def set_templates(self, waba_id: str, templates: list[dict[str, object]]) -> None:
+        """Replace the business account's templates."""
+        with self._cond:
+            self._templates[waba_id] = list(templates)
 
     def record_signal(self, signal: dict[str, object]) -> None:
         """A read receipt or typing indicator the brand sent (apart from messages: no id, no text)."""

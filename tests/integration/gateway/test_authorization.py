@@ -17,7 +17,7 @@ A new route without a declared scope, or without a row here, fails this test.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +43,7 @@ from common.domain import Channel, InboundMessage, MediaRef
 from common.errors import Conflict
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.gateway.auth import PUBLIC_SCOPE, declared_scope
+from serve_apps.simulator.server import SimulatorServer
 from tests.auth import key_token
 
 pytestmark = pytest.mark.integration
@@ -105,8 +106,17 @@ class World:
     mint: Callable[..., Any]
 
 
+@pytest.fixture(scope="module")
+def graph() -> Iterator[SimulatorServer]:
+    """The provider SIMULATOR as the Graph API: the template sync reaches a provider, not the internet."""
+    with SimulatorServer() as sim:
+        yield sim
+
+
 @pytest_asyncio.fixture
-async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIterator[World]:
+async def world(
+    database_url: str, redis_url: str, redis_prefix: str, graph: SimulatorServer
+) -> AsyncIterator[World]:
     engine = make_engine(database_url, pool_size=3)
     sessionmaker = make_sessionmaker(engine)
     service = Management(sessionmaker)
@@ -188,6 +198,7 @@ async def world(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIt
         database={"url": database_url},
         secrets={"encryption_keys": generate_key()},
         webchat={"sse_max_s": 0.2},  # event streams end at once here: the matrix only needs their status
+        channels={"meta_graph_url": graph.url},
     )
     # A supervisor of tenant A limited to another of A's brands: the "agent of another brand" column.
     brand_a2 = await service.create_brand(operator, a.tenant.id, BrandIn(slug="outlet", name="A outlet"))
@@ -324,6 +335,9 @@ REQUESTS: dict[tuple[str, str], Call] = {
         "/v1/channels/{connection_a}", lambda w: {"enabled": True}
     ),
     ("DELETE", "/v1/channels/{connection_id}"): Call("/v1/channels/{victim_connection_a}", consumes=True),
+    ("POST", "/v1/channels/{connection_id}/templates/sync"): Call(
+        "/v1/channels/{connection_a}/templates/sync"
+    ),
     ("POST", "/v1/agent-accounts"): Call(
         "/v1/agent-accounts",
         lambda w: {"email": f"{_slug()}@a.test", "display_name": "N", "password": "a long enough password"},

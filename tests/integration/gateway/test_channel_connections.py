@@ -498,3 +498,33 @@ async def test_a_whatsapp_connection_takes_its_out_of_window_template(world: Wor
     assert telegram.status_code == 400
     cleared = await world.client.patch(url, json={"clear_window_template": True}, headers=key)
     assert "window_template" not in cleared.json()["settings"] and cleared.json()["enabled"] is True
+
+
+async def test_templates_sync_from_whatsapp_and_check_the_window_template(world: World) -> None:
+    url, key = f"/v1/channels/{world.a.whatsapp_id}", world.a.headers
+    synced = await world.client.post(f"{url}/templates/sync", headers=key)
+    assert synced.status_code == 200, synced.text
+    templates = {
+        (t["name"], t["status"], t["body_parameters"]) for t in synced.json()["settings"]["templates"]
+    }
+    assert templates == {("support_followup", "APPROVED", 1), ("order_update", "PENDING", 2)}
+    assert synced.json()["settings"]["templates_synced_at"]
+    # Checked against them: a pending template, or one WhatsApp lacks, is refused with the usable ones.
+    pending = await world.client.patch(
+        url, json={"window_template": {"name": "order_update", "language": "en_US"}}, headers=key
+    )
+    assert pending.status_code == 400 and "PENDING" in pending.json()["error"]["message"]
+    assert pending.json()["error"]["details"]["usable"] == ["support_followup:en_US"]
+    unknown = await world.client.patch(
+        url, json={"window_template": {"name": "nope", "language": "en_US"}}, headers=key
+    )
+    assert unknown.status_code == 400
+    ok = await world.client.patch(
+        url, json={"window_template": {"name": "support_followup", "language": "en_US"}}, headers=key
+    )
+    assert ok.status_code == 200
+    # Only WhatsApp connections have templates; another tenant's connection is unknown.
+    telegram = await world.client.post(f"/v1/channels/{world.a.telegram_id}/templates/sync", headers=key)
+    assert telegram.status_code == 400
+    other = await world.client.post(f"{url}/templates/sync", headers=world.b.headers)
+    assert other.status_code == 404
