@@ -154,6 +154,8 @@ class InboundMessage:
     text: str = Field(min_length=1)
     provider_message_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=256)
     received_at: datetime = field(default_factory=utcnow)
+    #: When the customer sent it by the provider's clock (WhatsApp, Instagram webhooks); None: unknown.
+    sent_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     #: What came with (or instead of) the text; ``text`` is then the caption or a placeholder.
     media: MediaRef | None = None

@@ -107,9 +107,12 @@ def simulated_channel_env(settings: Settings) -> dict[str, str]:
         return {}
     path = settings.data_dir / "simulator.env"
     sim = f"http://127.0.0.1:{SIMULATOR_PORT}"
-    # Voice notes sent through the simulator are transcribed by its SIMULATED endpoint (not stored in the
-    # file: a data directory written before media existed gets it too, and a configured one wins).
+    # Voice notes sent through the simulator are transcribed by its SIMULATED endpoint, and the demo's
+    # tickets open in its SIMULATED helpdesk (not stored in the file: a data directory written before
+    # these existed gets them too, and a configured one wins).
     media = {} if settings.media.transcription_url else {"MEDIA__TRANSCRIPTION_URL": f"{sim}/v1"}
+    if not settings.actions.helpdesk_base_url:
+        media["ACTIONS__HELPDESK_BASE_URL"] = f"{sim}/_sim/helpdesk"
     if path.is_file():
         return {**{k: v for k, v in dotenv_values(path).items() if v is not None}, **media}
     env = {

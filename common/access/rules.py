@@ -1,6 +1,7 @@
 """A brand's automation rules, managed through the API (``/v1/brands/{id}/rules``) and validated on
 write: a rule's ``config`` must be what its ``kind`` reads (:class:`EscalateRuleConfig` for
-``escalate``, :class:`ActionsRuleConfig` with known action names for ``actions``), so a typo is a 400
+``escalate``, :class:`ActionsRuleConfig` with known action names for ``actions``,
+:class:`OfferRuleConfig` naming an action that asks the customer first for ``offer``), so a typo is a 400
 to the person who made it, not a rule silently skipped at read time. Every change is audited with the
 rule before and after.
 """
@@ -15,18 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.access.management import audit
 from common.access.principal import Principal
-from common.conversation.actions import PLUGIN_BUILDERS
+from common.conversation.actions import CONFIRMED_ACTIONS, PLUGIN_BUILDERS
 from common.conversation.escalation import (
     ACTIONS_RULE_KIND,
     ESCALATE_RULE_KIND,
+    OFFER_RULE_KIND,
     ActionsRuleConfig,
     EscalateRuleConfig,
+    OfferRuleConfig,
 )
 from common.db import repositories as repo
 from common.db.models import AutomationRule
 from common.errors import InvalidInput, NotFound
 
-RuleKind = Literal["escalate", "actions"]
+RuleKind = Literal["escalate", "actions", "offer"]
 
 
 class _Model(BaseModel):
@@ -78,6 +81,15 @@ def validate_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
                     details={"unknown": unknown, "known": sorted(PLUGIN_BUILDERS)},
                 )
             return parsed.model_dump(mode="json")
+        if kind == OFFER_RULE_KIND:
+            offer = OfferRuleConfig.model_validate(config)
+            if offer.action not in CONFIRMED_ACTIONS:
+                # A rule never acts on its own: only an action the customer confirms may be offered.
+                raise InvalidInput(
+                    "an offer rule names an action the customer confirms",
+                    details={"action": offer.action, "offerable": sorted(CONFIRMED_ACTIONS)},
+                )
+            return offer.model_dump(mode="json")
     except ValidationError as exc:
         errors = [{"loc": ["config", *map(str, e["loc"])], "msg": e["msg"]} for e in exc.errors()]
         raise InvalidInput(f"invalid {kind} rule config", details={"errors": errors[:20]}) from None
@@ -90,7 +102,7 @@ def rule_out(row: AutomationRule) -> RuleOut:
         id=row.id,
         brand_id=row.brand_id,
         name=row.name,
-        kind=row.kind,  # type: ignore[arg-type]  # the API only ever wrote these two kinds
+        kind=row.kind,  # type: ignore[arg-type]  # the API only ever wrote these kinds
         config=dict(row.config or {}),
         enabled=row.enabled,
         priority=row.priority,

@@ -25,8 +25,10 @@ parts that were delivered before the failure.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import SecretStr, ValidationError
@@ -53,6 +55,9 @@ class ChannelEvent:
     media: MediaRef | None = None
     #: Telegram's ``callback_query`` id of a button tap: answered so the button's spinner stops.
     callback_id: str | None = None
+    #: When the customer sent it, by the provider's clock: a customer-service window starts there, not
+    #: when a (possibly retried, hours-late) webhook reached us.
+    sent_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,20 @@ class ChannelAdapter(Protocol):
         ``account_id`` is the provider account named by the URL (Telegram's bot id), else None.
         """
         ...
+
+
+def sent_at(value: object, *, millis: bool = False) -> datetime | None:
+    """A provider's Unix timestamp (seconds, or ``millis``) as a UTC time; None when missing or absurd."""
+    try:
+        seconds = int(str(value)) / (1000 if millis else 1)
+        return datetime.fromtimestamp(seconds, UTC) if seconds > 0 else None
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def stamped(event: ParsedEvent, when: datetime | None) -> ParsedEvent:
+    """``event`` with the provider's ``sent_at`` when it is a customer message."""
+    return dataclasses.replace(event, sent_at=when) if isinstance(event, ChannelEvent) and when else event
 
 
 def media_event(account_id: str, customer_id: str, message_id: str, media: MediaRef) -> ChannelEvent:

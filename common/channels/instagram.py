@@ -35,6 +35,8 @@ from common.channels.base import (
     RecipientConfig,
     StatusEvent,
     media_event,
+    sent_at,
+    stamped,
     unsupported_text,
 )
 from common.channels.media import FetchedMedia, download
@@ -63,6 +65,7 @@ class _Messaging(Loose):
     message: _Message | None = None
     reaction: dict[str, Any] | None = None
     read: dict[str, Any] | None = None
+    timestamp: int | str | None = None  # milliseconds
 
 
 class _Entry(Loose):
@@ -83,7 +86,11 @@ class InstagramAdapter(MetaAdapter[_Payload]):
 
     def events(self, envelope: _Payload) -> list[ParsedEvent]:
         """One event per messaging item, across all entries."""
-        return [_event(entry, item) for entry in envelope.entry for item in entry.messaging]
+        return [
+            stamped(_event(entry, item), sent_at(item.timestamp, millis=True))
+            for entry in envelope.entry
+            for item in entry.messaging
+        ]
 
 
 def _event(entry: _Entry, item: _Messaging) -> ParsedEvent:

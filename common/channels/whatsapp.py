@@ -39,6 +39,8 @@ from common.channels.base import (
     RecipientConfig,
     StatusEvent,
     media_event,
+    sent_at,
+    stamped,
     unsupported_text,
 )
 from common.channels.http import body_json
@@ -66,6 +68,7 @@ class _Message(Loose):
     id: str = Field(min_length=1, max_length=256)
     sender: str = Field(alias="from", min_length=1, max_length=256)
     type: str
+    timestamp: str | int | None = None
     text: dict[str, Any] | None = None
     interactive: dict[str, Any] | None = None
     button: dict[str, Any] | None = None
@@ -119,7 +122,7 @@ def _change_events(change: _Change) -> list[ParsedEvent]:
     number = value.metadata.phone_number_id
     events: list[ParsedEvent] = [_status_event(number, s) for s in value.statuses]
     for message in value.messages:
-        events.append(_message_event(number, message))
+        events.append(stamped(_message_event(number, message), sent_at(message.timestamp)))
     return events
 
 

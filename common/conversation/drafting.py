@@ -2,8 +2,9 @@
 
 In order: a pending action confirmation is resolved first; input guardrails (prompt injection, toxicity)
 and escalation triggers (a person asked for, negative sentiment, brand automation rules) run before
-retrieval; the question's typos are corrected against the brand's words and a follow-up is searched with
-the previous message; retrieved passages are neutralised; their sentences are scored against the question
+retrieval; a brand ``offer`` rule the message matches proposes its action without the model; the
+question's typos are corrected against the brand's words and a follow-up is searched with the previous
+message; retrieved passages are neutralised; their sentences are scored against the question
 and a question they do not cover is declined (:mod:`common.conversation.answering`); with the embedded
 model the best sentences are the answer, else the persona prompt goes to the model, its action blocks go
 through :class:`common.conversation.actions.engine.ActionEngine` and its answer is checked for
@@ -28,7 +29,7 @@ from common import metrics
 from common.config import LLMProvider, Settings
 from common.conversation import answering, escalation, guardrails, prompting
 from common.conversation.actions import ActionContext, ActionResult
-from common.conversation.actions.engine import ActionEngine, extract_actions, message_key
+from common.conversation.actions.engine import ActionEngine, Proposal, extract_actions, message_key
 from common.conversation.media import MediaOutcome
 from common.db import repositories as repo
 from common.domain import (
@@ -45,6 +46,9 @@ from common.observability import stage
 from common.schemas import ChatMessage, ChatRequest, ChatResponse, RetrievedChunk
 
 log = get_logger(__name__)
+
+#: The decision of a reply an ``offer`` rule produced.
+OFFER_RULE = "offer"
 
 RetrieveFn = Callable[[uuid.UUID, uuid.UUID, str, int], Awaitable[list[RetrievedChunk]]]
 ChatFn = Callable[[ChatRequest], Awaitable[ChatResponse]]
@@ -204,7 +208,48 @@ class Drafter:
         early = self._screen_input(turn)
         if early is not None:
             return early
+        offered = await self._offered(turn, context)
+        if offered is not None:
+            return offered
         return await self._answer(turn, context)
+
+    async def _offered(self, turn: Turn, context: ActionContext) -> Draft | None:
+        """The confirmation question of the brand's ``offer`` rule the message matches: its action is
+        proposed as if the model had asked for it (allow-list, schema, recorded, parked until the
+        customer says yes). None when no rule matches or the engine would not ask (then the message is
+        answered as usual, and a refusal is in ``action_logs``)."""
+        match = turn.rules.offer(turn.message.text)
+        if match is None:
+            return None
+        name, rule = match
+        plugin = self._actions.registry.get(rule.action)
+        if plugin is None or not plugin.side_effect:
+            log.info("offer_rule_unavailable", rule=name, action=rule.action)
+            return None
+        properties = plugin.parameters.get("properties", {})
+        limits = {k: int(v["maxLength"]) for k, v in properties.items() if "maxLength" in v}
+        message = turn.message
+        outcome = await self._actions.process(
+            (Proposal(rule.action, rule.arguments_for(message.text, limits)),),
+            context=context,
+            key=message_key(
+                brand_id=turn.brand.id,
+                channel=message.channel,
+                provider_message_id=message.provider_message_id,
+            ),
+            # The rule is the brand allowing this action when its words match (validated on write to
+            # actions the customer confirms); the model is offered only the allow-list.
+            allowed=(rule.action,),
+            tainted=False,  # nothing was retrieved: the customer's own words, and they confirm first
+        )
+        if not outcome.confirmation:
+            log.info("offer_rule_refused", rule=name, action=rule.action, decisions=len(outcome.decisions))
+            return None
+        decisions = [
+            GuardrailDecision(OFFER_RULE, "pass", f"rule {name!r}: {rule.action}"),
+            *outcome.decisions,
+        ]
+        return Draft(outcome.confirmation, [], decisions, None, None, escalated=False)
 
     def _screen_input(self, turn: Turn) -> Draft | None:
         """Input guardrails and escalation triggers that need neither retrieval nor the model."""

@@ -13,7 +13,8 @@ Triggers (each becomes a ``GuardrailDecision`` with rule ``escalation:<trigger>`
 The orchestrator applies the decision: conversation state → ``handoff``, the persona's escalation message
 to the customer, and an :class:`AgentEvent` on the ``agent-events`` stream, written through the outbox in
 the same transaction as the state change. Automation rules of kind ``actions`` carry the brand's action
-allow-list (see :mod:`common.conversation.actions.engine`).
+allow-list (see :mod:`common.conversation.actions.engine`); rules of kind ``offer`` propose an action
+when the customer's words match (:class:`OfferRuleConfig`), with no model involved.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ log = get_logger(__name__)
 RULE_PREFIX = "escalation:"
 ESCALATE_RULE_KIND = "escalate"
 ACTIONS_RULE_KIND = "actions"
+OFFER_RULE_KIND = "offer"
+#: The one placeholder an ``offer`` rule's arguments may use: the customer's message.
+MESSAGE_PLACEHOLDER = "{message}"
 
 _HUMAN_PATTERNS = (
     # English
@@ -167,6 +171,46 @@ class ActionsRuleConfig(BaseModel):
     allowed: tuple[str, ...]
 
 
+class OfferRuleConfig(BaseModel):
+    """Config of an automation rule of kind ``offer``: when the message has one of ``keywords``, propose
+    ``action`` with ``arguments`` (``{message}`` in a value is the customer's message) instead of asking
+    the model. The proposal goes through the action engine like the model's own (allow-list, schema,
+    confirmation), so the customer still confirms before anything happens: the deterministic path for
+    the flows a brand does not want to leave to a model's judgement ("open a ticket", "complaint")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keywords: tuple[str, ...] = Field(min_length=1, max_length=50)
+    action: str = Field(min_length=1, max_length=100)
+    arguments: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("keywords")
+    @classmethod
+    def _words(cls, keywords: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(k.strip() for k in keywords)
+        if any(not k or len(k) > 100 for k in cleaned):
+            raise ValueError("keywords must be 1 to 100 characters")
+        return cleaned
+
+    @field_validator("arguments")
+    @classmethod
+    def _placeholders(cls, arguments: dict[str, str]) -> dict[str, str]:
+        for name, value in arguments.items():
+            if re.search(r"\{[^}]*\}", value.replace(MESSAGE_PLACEHOLDER, "")):
+                raise ValueError(f"argument {name!r}: the only placeholder is {MESSAGE_PLACEHOLDER}")
+        return arguments
+
+    def matches(self, text: str) -> bool:
+        """True when the message has one of the keywords (as whole words, any case)."""
+        return any(_has_word(text, k) for k in self.keywords)
+
+    def arguments_for(self, text: str, limits: dict[str, int]) -> dict[str, str]:
+        """The arguments with the message put in, each cut to its schema's ``maxLength`` (``limits``)."""
+        message = " ".join(text.split())
+        filled = {k: v.replace(MESSAGE_PLACEHOLDER, message) for k, v in self.arguments.items()}
+        return {k: v[: limits[k]] if k in limits else v for k, v in filled.items()}
+
+
 class BrandRules(BaseModel):
     """A brand's automation rules, parsed; invalid rules are skipped (and logged), never fatal."""
 
@@ -174,21 +218,33 @@ class BrandRules(BaseModel):
 
     escalate: tuple[tuple[str, EscalateRuleConfig], ...] = ()
     allowed_actions: tuple[str, ...] | None = None
+    offers: tuple[tuple[str, OfferRuleConfig], ...] = ()
 
     @classmethod
     def from_rows(cls, rows: Iterable[Any]) -> BrandRules:
         """Parse ``AutomationRule`` rows (already filtered to enabled and sorted by priority)."""
         escalate: list[tuple[str, EscalateRuleConfig]] = []
         allowed: list[str] | None = None
+        offers: list[tuple[str, OfferRuleConfig]] = []
         for row in rows:
             try:
                 if row.kind == ESCALATE_RULE_KIND:
                     escalate.append((row.name, EscalateRuleConfig.model_validate(row.config)))
                 elif row.kind == ACTIONS_RULE_KIND:
                     allowed = [*(allowed or []), *ActionsRuleConfig.model_validate(row.config).allowed]
+                elif row.kind == OFFER_RULE_KIND:
+                    offers.append((row.name, OfferRuleConfig.model_validate(row.config)))
             except ValidationError as exc:
                 log.warning("automation_rule_invalid", rule=row.name, kind=row.kind, errors=exc.error_count())
-        return cls(escalate=tuple(escalate), allowed_actions=tuple(allowed) if allowed is not None else None)
+        return cls(
+            escalate=tuple(escalate),
+            allowed_actions=tuple(allowed) if allowed is not None else None,
+            offers=tuple(offers),
+        )
+
+    def offer(self, text: str) -> tuple[str, OfferRuleConfig] | None:
+        """The first ``offer`` rule (in priority order) the message matches."""
+        return next(((n, r) for n, r in self.offers if r.matches(text)), None)
 
 
 def decision(trigger: str, reason: str) -> GuardrailDecision:

@@ -252,6 +252,9 @@ class MessageLog(Base):
     llm_usage: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # The brand's persona version a bot reply was drafted with (None: inbound, agent replies).
     persona_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Inbound: when the customer sent it by the provider's clock (WhatsApp, Instagram); a webhook retried
+    # for hours arrives late, and the customer-service window started at sending, not at ``created_at``.
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = _created_at(clock=True)
 
 

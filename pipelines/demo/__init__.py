@@ -100,6 +100,8 @@ DEMO_WIDGET_TOKEN = "acme-outdoor-web"  # noqa: S105 - a public widget id, not a
 #: Account ids the provider SIMULATOR uses by default (``python -m serve_apps.simulator demo``).
 SIM_PHONE_NUMBER_ID = "SIM-PHONE-1"
 SIM_INSTAGRAM_ID = "SIM-IG-1"
+#: The SIMULATOR's approved template the demo's WhatsApp number replies with outside the window.
+SIM_WINDOW_TEMPLATE = {"name": "support_followup", "language": "en_US"}
 
 
 async def seed_demo_brand(sessionmaker: async_sessionmaker[AsyncSession]) -> DemoBrand:
@@ -142,11 +144,40 @@ async def seed_brand(sessionmaker: async_sessionmaker[AsyncSession], path: Path)
         brand_id=demo.brand.id,
         body=BrandIn(slug=demo.brand.slug, name=demo.brand.name, persona=persona),
     )
+    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    await _seed_rules(sessionmaker, demo, data.get("rules") or [])
     async with sessionmaker() as session:
         from common.db import repositories as repo
 
         brand = await repo.require_brand(session, brand_id=demo.brand.id)
     return DemoBrand(tenant=demo.tenant, brand=brand)
+
+
+async def _seed_rules(
+    sessionmaker: async_sessionmaker[AsyncSession], demo: DemoBrand, rules: list[dict[str, Any]]
+) -> None:
+    """The ``rules:`` of a ``brand.yaml``, kept in step by name through the rules service (validated and
+    audited like ``POST /v1/brands/{id}/rules``; unchanged ones are left alone). Rules added through the
+    API under other names stay."""
+    from common.access.principal import operator_principal
+    from common.access.rules import RuleIn, RulePatch, Rules, validate_config
+
+    service, actor = Rules(sessionmaker), operator_principal("operator:seed")
+    tenant_id, brand_id = demo.tenant.id, demo.brand.id
+    existing = {r.name: r for r in await service.list_rules(tenant_id, brand_id)}
+    for raw in rules:
+        body = RuleIn.model_validate(raw)
+        found = existing.get(body.name)
+        if found is None:
+            await service.add(actor, tenant_id, brand_id, body)
+        elif found.kind != body.kind:
+            await service.delete(actor, tenant_id, brand_id, found.id)
+            await service.add(actor, tenant_id, brand_id, body)
+        else:
+            wanted = (validate_config(body.kind, body.config), body.enabled, body.priority)
+            if (found.config, found.enabled, found.priority) != wanted:
+                patch = RulePatch(config=body.config, enabled=body.enabled, priority=body.priority)
+                await service.update(actor, tenant_id, brand_id, found.id, patch)
 
 
 async def seed_simulated_channels(
@@ -161,6 +192,7 @@ async def seed_simulated_channels(
     from common.access.connections import Connections
     from common.access.principal import operator_principal
     from common.config import get_settings
+    from common.delivery.window import TEMPLATE_KEY
 
     service = Connections(sessionmaker, get_settings())
     accounts = {
@@ -169,13 +201,18 @@ async def seed_simulated_channels(
         Channel.TELEGRAM: telegram_bot_id,
     }
     for channel, external_id in accounts.items():
+        settings: dict[str, Any] = {"simulated": True}
+        if channel is Channel.WHATSAPP:
+            # Outside the 24-hour window a reply goes as this template (approved in the SIMULATOR's
+            # business account, one body parameter: the reply).
+            settings[TEMPLATE_KEY] = dict(SIM_WINDOW_TEMPLATE)
         await service.ensure_default(
             operator_principal("operator:seed"),
             demo.tenant.id,
             demo.brand.id,
             channel,
             external_id,
-            {"simulated": True},
+            settings,
         )
 
 

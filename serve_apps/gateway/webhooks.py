@@ -399,6 +399,7 @@ def _message(
         customer_id=event.customer_id,
         text=text,
         provider_message_id=event.message_id,
+        sent_at=event.sent_at,
         metadata=metadata,
         media=media,
     )

@@ -5,6 +5,10 @@
   Telegram question to the gateway as signed webhooks, then a WhatsApp **voice note** (the simulator
   holds its audio; its SIMULATED transcription endpoint answers ``--voice-question`` for those bytes),
   wait for the replies to reach the simulator, print them. ``--no-voice-note`` leaves the voice note out.
+  Then two WhatsApp journeys (:mod:`serve_apps.simulator.scenarios`; ``--no-journeys`` skips them): a
+  ticket asked for (``--ticket-request``) and confirmed by a tap on the reply's "Yes" button, opened in
+  the SIMULATED helpdesk (``ACTIONS__HELPDESK_BASE_URL``, which ``make run`` points at it); and a
+  question delivered 25 hours after the customer sent it, answered as the connection's template.
   The gateway must send through the simulator (``CHANNELS__META_GRAPH_URL`` and
   ``CHANNELS__TELEGRAM_API_URL`` = ``http://127.0.0.1:<sim-port>``; ``MEDIA__TRANSCRIPTION_URL`` =
   ``http://127.0.0.1:<sim-port>/v1``, which ``make run`` sets) and its brand must own the accounts named
@@ -24,6 +28,7 @@ import sys
 import time
 
 from common.config import get_settings
+from serve_apps.simulator.scenarios import TapJourney, late_message, ticket_by_tap
 from serve_apps.simulator.server import SimulatorServer
 from serve_apps.simulator.state import SentMessage, SimChannel
 from serve_apps.simulator.webhooks import (
@@ -65,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the replies")
     demo.add_argument("--voice-question", default="Do you ship to Canada?", help="what the voice note says")
     demo.add_argument("--no-voice-note", action="store_true", help="send no WhatsApp voice note")
+    demo.add_argument(
+        "--ticket-request",
+        default="My tent zipper broke on the first night. Please open a ticket.",
+        help="what the customer asking for a ticket writes",
+    )
+    demo.add_argument(
+        "--no-journeys", action="store_true", help="no ticket-by-tap and no reply-outside-the-window steps"
+    )
     return parser
 
 
@@ -76,10 +89,8 @@ def _channels(args: argparse.Namespace) -> tuple[SimChannel, ...]:
     return tuple(c for c in CHANNELS if c in wanted)
 
 
-async def _fire(
-    args: argparse.Namespace, channels: tuple[SimChannel, ...], sim: SimulatorServer
-) -> str | None:
-    """Fire the questions; the provider id of the voice note sent, if one was."""
+def _firer(args: argparse.Namespace, channels: tuple[SimChannel, ...]) -> WebhookFirer:
+    """A webhook firer signing with the gateway's secrets (from settings, or ``--meta-app-secret-file``)."""
     settings = get_settings().channels
     meta = settings.meta_app_secret.get_secret_value() if settings.meta_app_secret else None
     if args.meta_app_secret_file:
@@ -93,12 +104,21 @@ async def _fire(
             "set CHANNELS__META_APP_SECRET (or --meta-app-secret-file), CHANNELS__TELEGRAM_SECRET_TOKEN and"
             " CHANNELS__TELEGRAM_BOT_TOKEN (the gateway's values) for the channels fired"
         )
-    firer = WebhookFirer(
+    return WebhookFirer(
         args.gateway,
         meta_app_secret=meta or "",
         telegram_secret_token=tg.get_secret_value() if tg else "",
         paths=WebhookPaths(args.whatsapp_path, args.instagram_path, args.telegram_path),
     )
+
+
+async def _fire(
+    args: argparse.Namespace, channels: tuple[SimChannel, ...], sim: SimulatorServer
+) -> str | None:
+    """Fire the questions; the provider id of the voice note sent, if one was."""
+    firer = _firer(args, channels)
+    bot = get_settings().channels.telegram_bot_token
+    needs_tg = "telegram" in channels
     answers = []
     voice_id: str | None = None
     try:
@@ -163,7 +183,60 @@ def _demo(args: argparse.Namespace) -> int:
                 f"{heard} to {answer.recipient}: {answer.text}\n" if answer else f"{heard} no reply\n"
             )
             voiced = answer is not None
-    return 0 if len(replies) == len(channels) and voiced else 1
+        journeys = True
+        if "whatsapp" in channels and not args.no_journeys:
+            journeys = asyncio.run(_journeys(args, channels, sim, deadline))
+    return 0 if len(replies) == len(channels) and voiced and journeys else 1
+
+
+async def _journeys(
+    args: argparse.Namespace, channels: tuple[SimChannel, ...], sim: SimulatorServer, deadline: float
+) -> bool:
+    """A ticket confirmed by a button tap, and a reply outside the 24-hour window sent as a template."""
+    firer = _firer(args, channels)
+    try:
+        tap = await ticket_by_tap(
+            firer,
+            sim.state,
+            phone_number_id=args.phone_number_id,
+            sender="15550003333",
+            text=args.ticket_request,
+            timeout_s=max(deadline - time.monotonic(), 1),
+        )
+        _print_tap(args.ticket_request, tap)
+        late = await late_message(
+            firer,
+            sim.state,
+            phone_number_id=args.phone_number_id,
+            sender="15550004444",
+            text=args.question,
+            hours_late=25,
+            timeout_s=max(deadline - time.monotonic(), 1),
+        )
+    finally:
+        await firer.aclose()
+    heard = f"[whatsapp, delivered 25 h after the customer sent {args.question!r}]"
+    if late is None:
+        sys.stdout.write(f"{heard} no reply\n")
+    else:
+        how = "as a template" if late.body.get("type") == "template" else f"as {late.body.get('type')}"
+        sys.stdout.write(f"{heard} sent {how}: {late.text}\n")
+    return tap.ok and late is not None and late.body.get("type") == "template"
+
+
+def _print_tap(request: str, tap: TapJourney) -> None:
+    out = sys.stdout
+    if tap.asked is None:
+        out.write(f"[whatsapp ticket] {request!r}: no reply\n")
+        return
+    titles = " | ".join(b["title"] for b in tap.buttons) or "none"
+    out.write(f"[whatsapp ticket] {request!r} -> {tap.asked.text} [buttons: {titles}]\n")
+    if tap.done is None:
+        out.write("[whatsapp ticket] no reply to the tap on Yes\n" if tap.buttons else "")
+        return
+    out.write(f"[whatsapp ticket] tapped 'Yes' -> {tap.done.text}\n")
+    opened = f"{tap.ticket['id']}: {tap.ticket.get('subject')}" if tap.ticket else "no ticket"
+    out.write(f"[SIMULATED helpdesk] {opened}\n")
 
 
 def _wait_reply(sim: SimulatorServer, message_id: str, deadline: float) -> SentMessage | None:

@@ -22,6 +22,8 @@ the demo end to end without the internet. Emulated endpoints:
 * ``answerCallbackQuery`` (Telegram) is recorded in ``GET /_sim/callback-answers``; read receipts and
   typing indicators (WhatsApp ``status: read``, Instagram ``sender_action``, Telegram ``sendChatAction``)
   in ``GET /_sim/signals``.
+* ``POST /_sim/helpdesk/tickets``: a SIMULATED helpdesk speaking the ``create_ticket`` plugin's contract
+  (``Idempotency-Key`` answers the same ticket again); ``GET /_sim/helpdesk/tickets`` lists them.
 * ``GET /_sim/replies/{message_id}?wait_s=``: the sends that quote ``message_id`` (WhatsApp ``context``,
   Telegram ``reply_parameters``), waiting up to ``wait_s`` seconds for the first one: a load-test
   customer reads its answer before typing the next message.
@@ -143,6 +145,19 @@ def build_simulator_app(
         base = str(request.base_url).rstrip("/")
         url = f"{base}/_sim/cdn/{media.id}"
         return JSONResponse({"id": media.id, "sha256": media.sha256, "file_size": len(data), "url": url})
+
+    @app.post("/_sim/helpdesk/tickets")
+    async def open_ticket(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        key = request.headers.get("idempotency-key", "")
+        if not key or not isinstance(body.get("subject"), str):
+            return JSONResponse({"error": "subject and an Idempotency-Key header are required"}, 422)
+        ticket, created = state.open_ticket(body, idempotency_key=key)
+        return JSONResponse({"id": ticket["id"]}, status_code=201 if created else 200)
+
+    @app.get("/_sim/helpdesk/tickets")
+    async def tickets() -> list[dict[str, Any]]:
+        return state.tickets()
 
     @app.get("/_sim/signals")
     async def signals() -> list[dict[str, Any]]:
@@ -424,7 +439,13 @@ def _parse_template(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
             ]
     if any(len(p) > 1024 for p in params):
         return "(#132005) a template parameter is longer than 1024 characters"
-    return to, f"template:{template['name']}:{code}|" + "|".join(params), None
+    context = body.get("context")
+    reply_to = context.get("message_id") if isinstance(context, dict) else None
+    return (
+        to,
+        f"template:{template['name']}:{code}|" + "|".join(params),
+        reply_to if isinstance(reply_to, str) else None,
+    )
 
 
 def _parse_instagram(body: dict[str, Any]) -> tuple[str, str, str | None] | str:

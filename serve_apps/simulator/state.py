@@ -91,6 +91,23 @@ class SimulatorState:
         self.callback_answers: list[dict[str, object]] = []
         self._signals: list[dict[str, object]] = []
         self._templates: dict[str, list[dict[str, object]]] = {}
+        self._tickets: dict[str, dict[str, object]] = {}  # by Idempotency-Key
+
+    def open_ticket(self, body: dict[str, object], *, idempotency_key: str) -> tuple[dict[str, object], bool]:
+        """A SIMULATED helpdesk ticket for ``body``; the same key answers the same ticket (and False)."""
+        with self._cond:
+            found = self._tickets.get(idempotency_key)
+            if found is not None:
+                return found, False
+            ticket = {"id": f"SIM-T-{1000 + len(self._tickets)}", **body}
+            self._tickets[idempotency_key] = ticket
+            self._cond.notify_all()
+            return ticket, True
+
+    def tickets(self) -> list[dict[str, object]]:
+        """Tickets opened, oldest first."""
+        with self._cond:
+            return list(self._tickets.values())
 
     def templates(self, waba_id: str) -> list[dict[str, object]]:
         """The business account's message templates, as Graph lists them (a default set until set)."""

@@ -69,6 +69,21 @@ def whatsapp_media(
     return item
 
 
+def whatsapp_button_reply(*, sender: str, button_id: str, title: str, replied_to: str) -> dict[str, Any]:
+    """A tap on one of our reply buttons: an ``interactive`` ``button_reply`` quoting the message
+    (``replied_to``, our message's id) that carried the buttons."""
+    item = whatsapp_message(sender=sender, text="")
+    item["message"].pop("text")
+    item["message"].update(
+        {
+            "type": "interactive",
+            "interactive": {"type": "button_reply", "button_reply": {"id": button_id, "title": title}},
+            "context": {"from": "15550000000", "id": replied_to},
+        }
+    )
+    return item
+
+
 def whatsapp_location(*, sender: str, latitude: float, longitude: float, name: str = "") -> dict[str, Any]:
     """One inbound location message."""
     item = whatsapp_message(sender=sender, text="")

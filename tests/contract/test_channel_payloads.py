@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from common.channels.base import ChannelEvent, IgnoredEvent, StatusEvent
+from common.channels.base import ChannelEvent, IgnoredEvent, StatusEvent, sent_at
 from common.channels.registry import ADAPTERS, get_adapter
 from common.domain import Channel, MediaRef
 from common.errors import InvalidInput, Unauthorized
@@ -308,6 +310,10 @@ def test_fixture_parses_to_expected_events(channel: Channel, name: str) -> None:
     expected = EXPECTED[(channel, name)]
     assert len(events) == len(expected), events
     for event, want in zip(events, expected, strict=True):
+        if isinstance(event, ChannelEvent):
+            # The provider's sending time: every WhatsApp and Instagram message has one (checked below).
+            assert (event.sent_at is not None) == (channel is not Channel.TELEGRAM), event
+            event = dataclasses.replace(event, sent_at=None)
         if isinstance(want, ChannelEvent | StatusEvent):
             assert event == want
         else:
@@ -330,6 +336,23 @@ def test_bad_shapes_are_invalid_input(channel: Channel, payload: object) -> None
     with pytest.raises(InvalidInput) as info:
         get_adapter(channel).parse(payload, account_id=BOT)
     assert info.value.status_code == 400 and info.value.details["errors"]
+
+
+@pytest.mark.parametrize(
+    ("channel", "name", "sent"),
+    [
+        (Channel.WHATSAPP, "text", datetime.fromtimestamp(1749416383, UTC)),  # seconds, as a string
+        (Channel.INSTAGRAM, "attachment_image", datetime.fromtimestamp(1569262485.349, UTC)),  # millis
+    ],
+)
+def test_a_message_carries_when_the_customer_sent_it(channel: Channel, name: str, sent: datetime) -> None:
+    [event] = get_adapter(channel).parse(load(channel, name))
+    assert isinstance(event, ChannelEvent) and event.sent_at == sent
+
+
+@pytest.mark.parametrize("value", [None, "", "soon", -5, 0, 10**30])
+def test_an_absurd_provider_timestamp_is_no_time(value: object) -> None:
+    assert sent_at(value) is None
 
 
 def test_other_objects_are_ignored() -> None:

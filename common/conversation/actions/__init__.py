@@ -20,6 +20,12 @@ PLUGIN_BUILDERS: dict[str, PluginBuilder] = {
     faq_fallback.NAME: faq_fallback.build,
 }
 
+#: Plugins that change something and so run only once the customer confirms (``side_effect``); the only
+#: ones a brand's ``offer`` rule may propose.
+CONFIRMED_ACTIONS: frozenset[str] = frozenset(
+    p.NAME for p in (order_lookup, create_ticket, faq_fallback) if p.SIDE_EFFECT
+)
+
 
 class ActionRegistry:
     """The plugins available in this process, by name."""
@@ -44,6 +50,7 @@ class ActionRegistry:
 
 
 __all__ = [
+    "CONFIRMED_ACTIONS",
     "PLUGIN_BUILDERS",
     "ActionContext",
     "ActionPlugin",

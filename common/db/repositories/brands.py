@@ -216,7 +216,8 @@ async def add_automation_rule(
     priority: int = 100,
     enabled: bool = True,
 ) -> AutomationRule:
-    """Store a brand rule (``kind`` ``escalate`` or ``actions``; see ``common.conversation.escalation``)."""
+    """Store a brand rule (``kind`` ``escalate``, ``actions`` or ``offer``; see
+    ``common.conversation.escalation``)."""
     rule = AutomationRule(
         tenant_id=tenant_id,
         brand_id=brand_id,

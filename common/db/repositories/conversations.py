@@ -101,6 +101,7 @@ async def insert_inbound(
         text=message.text,
         citations=[],
         guardrails=[],
+        sent_at=message.sent_at,
     )
     stmt = stmt.on_conflict_do_nothing(
         index_elements=[
@@ -272,11 +273,15 @@ async def list_conversations(
 
 
 async def last_inbound_at(session: AsyncSession, *, conversation_id: uuid.UUID) -> datetime | None:
-    """When the customer last wrote in this conversation (the providers' windows start there)."""
-    stmt = select(func.max(MessageLog.created_at)).where(
+    """When the customer last wrote in this conversation (the providers' windows start there): the
+    provider's sending time where it gave one, never later than when the message reached us (a clock
+    ahead of ours cannot stretch a window; ``LEAST`` ignores a missing ``sent_at``)."""
+    started = func.least(MessageLog.sent_at, MessageLog.created_at)
+    stmt = select(func.max(started)).where(
         MessageLog.conversation_id == conversation_id, MessageLog.direction == domain.Direction.INBOUND.value
     )
-    return await session.scalar(stmt)
+    latest: datetime | None = await session.scalar(stmt)
+    return latest
 
 
 async def set_message_text(session: AsyncSession, *, message_id: uuid.UUID, text: str) -> None:

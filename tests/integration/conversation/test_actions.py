@@ -247,6 +247,67 @@ async def test_ticket_declined(env: Env) -> None:
     assert [s for _, s, _ in await env.actions(asked.conversation_id)] == ["declined"]
 
 
+async def offer_rule(env: Env, **config: object) -> None:
+    async with env.backend.sessionmaker() as session:
+        brand = await repo.require_brand(session, brand_id=env.brand_id)
+        await repo.add_automation_rule(
+            session,
+            tenant_id=brand.tenant_id,
+            brand_id=env.brand_id,
+            name="tickets",
+            kind="offer",
+            config={
+                "keywords": ["ticket", "complaint"],
+                "action": "create_ticket",
+                "arguments": {"subject": "Support: {message}", "description": "{message}"},
+                **config,
+            },
+        )
+        await session.commit()
+
+
+async def test_offer_rule_asks_without_the_model_and_the_tap_on_yes_runs_it(env: Env) -> None:
+    await offer_rule(env)
+    text = "My tent zipper broke on the first night and I want it looked at, so please open a TICKET " * 2
+    asked = await env.send(text, customer="cust-o")
+    assert env.chat.requests == []  # the rule decided, not the model
+    subject = f"Support: {' '.join(text.split())}"[:120]  # cut to the plugin's maxLength
+    assert asked.text.startswith(f'Shall I open a ticket for our team about "{subject}"?')
+    decided = {(d.rule, d.action) for d in asked.guardrails}
+    assert {("offer", "pass"), ("actions", "confirm")} <= decided  # confirm: sent with Yes / No buttons
+    assert env.fake.state.tickets == []
+
+    done = await env.send("Yes", customer="cust-o")  # what a tap on the Yes button sends
+    assert done.text.startswith("Done: I opened ticket T-")
+    [ticket] = env.fake.state.tickets
+    assert ticket["subject"] == subject and ticket["description"] == " ".join(text.split())
+    assert ticket["customer_id"] == "cust-o"
+    assert env.chat.requests == []
+
+
+async def test_offer_rule_without_its_keyword_leaves_the_model_to_answer(env: Env) -> None:
+    await offer_rule(env)
+    env.chat.script = lambda request: "Our tents have a two-year warranty."
+    await env.send("Is the warranty on tents long?", customer="cust-p")
+    assert len(env.chat.requests) == 1  # no keyword: the model answered
+
+
+async def test_offer_rule_is_the_brands_say_so_but_the_model_is_offered_only_the_allow_list(env: Env) -> None:
+    other = await seed_brand(env.backend.sessionmaker, allowed_actions=["faq_fallback", "order_lookup"])
+    await env.backend.knowledge.ingest(other.brand.tenant_id, other.brand.id, DOCUMENTS)
+    env.brand_id = other.brand.id
+    await offer_rule(env)
+    asked = await env.send("I have a complaint about my tent", customer="cust-q")
+    assert asked.text.startswith("Shall I open a ticket") and env.chat.requests == []
+    # A model proposing it on its own is refused: it was never offered create_ticket.
+    env.chat.script = lambda request: block("create_ticket", {"subject": "Hi there", "description": "x" * 5})
+    reply = await env.send("What is the status of order A-1001?", customer="cust-r")
+    assert "create_ticket" not in env.chat.requests[0].messages[0].content
+    assert await env.actions(reply.conversation_id) == [
+        ("create_ticket", "rejected", "not allowed for this brand")
+    ]
+
+
 async def test_malformed_and_unknown_blocks_are_never_executed_or_shown(env: Env) -> None:
     env.chat.script = lambda request: (
         'Sure! ```action\n{"action": "delete_all_orders", "arguments": {}}\n``` and '

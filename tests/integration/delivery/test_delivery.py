@@ -103,8 +103,10 @@ class World:
         customer: str | None = None,
         sender: str = "bot",
         wrote_ago: timedelta | None = timedelta(seconds=1),
+        sent_ago: timedelta | None = None,
     ) -> OutboundPayload:
-        """A reply to ``customer``, who last wrote ``wrote_ago`` (None: never; the providers' windows)."""
+        """A reply to ``customer``, whose last message reached us ``wrote_ago`` (None: never wrote; the
+        providers' windows) and was sent ``sent_ago`` by the provider's clock (None: not given)."""
         customer = customer or ("4242" if channel is Channel.TELEGRAM else f"cust-{uuid.uuid4().hex[:8]}")
         conversation_id = await self.conversation(channel, customer)
         if wrote_ago is not None:
@@ -119,6 +121,7 @@ class World:
                         provider_message_id=f"in-{uuid.uuid4().hex}",
                         text="a question",
                         created_at=datetime.now(UTC) - wrote_ago,
+                        sent_at=None if sent_ago is None else datetime.now(UTC) - sent_ago,
                     )
                 )
                 await session.commit()
@@ -522,6 +525,27 @@ async def test_outside_the_window_a_reply_goes_as_the_connections_template(world
     await world.publish(inside)
     assert await drain(world.dispatcher("d1")) == [Outcome.SENT]
     assert world.sent_for(inside)[0].body["type"] == "text"
+
+
+@pytest.mark.parametrize(
+    ("wrote_ago", "sent_ago", "expected"),
+    [
+        # A webhook Meta retried for a day: it reached us a second ago, but the window opened when the
+        # customer sent it, so free-form text would be refused (131047).
+        (timedelta(seconds=1), timedelta(hours=25), "template"),
+        # The provider's clock ahead of ours cannot stretch the window past when the message reached us.
+        (timedelta(hours=25), -timedelta(hours=2), "template"),
+        (timedelta(seconds=1), timedelta(minutes=5), "text"),
+    ],
+)
+async def test_the_window_starts_when_the_customer_sent_the_message(
+    world: World, wrote_ago: timedelta, sent_ago: timedelta, expected: str
+) -> None:
+    await _set_whatsapp_template(world, {"name": "support_followup", "language": "en_US"})
+    payload = await world.payload(Channel.WHATSAPP, "Yes, we do.", wrote_ago=wrote_ago, sent_ago=sent_ago)
+    await world.publish(payload)
+    assert await drain(world.dispatcher("d1")) == [Outcome.SENT]
+    assert world.sent_for(payload)[0].body["type"] == expected
 
 
 @pytest.mark.parametrize("channel", [Channel.WHATSAPP, Channel.INSTAGRAM, Channel.TELEGRAM])

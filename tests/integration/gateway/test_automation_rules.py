@@ -6,9 +6,12 @@ Real Postgres and Redis; ``ScriptedChatModel`` and ``ConstantEmbedder`` are test
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from common.config import ServiceEndpoints
@@ -17,9 +20,11 @@ from tests.integration.gateway.test_persona_versions import OPERATOR_KEY, replic
 pytestmark = pytest.mark.integration
 
 
-async def test_rules_are_validated_on_write_and_used_by_the_next_message(
+@contextlib.asynccontextmanager
+async def brand_api(
     database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
-) -> None:
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str], str]]:
+    """A replica, a new tenant's admin key headers and its new brand's id."""
     endpoints = ServiceEndpoints(
         database_url=database_url,
         redis_url=redis_url,
@@ -33,6 +38,13 @@ async def test_rules_are_validated_on_write_and_used_by_the_next_message(
         )
         key = {"authorization": f"Bearer {made.json()['admin_key']['token']}"}
         brand = (await client.post("/v1/brands", json={"slug": "b", "name": "B"}, headers=key)).json()["id"]
+        yield client, key, brand
+
+
+async def test_rules_are_validated_on_write_and_used_by_the_next_message(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    async with brand_api(database_url, redis_url, redis_prefix, tmp_path) as (client, key, brand):
         rules = f"/v1/brands/{brand}/rules"
 
         async def escalation(text: str) -> list[str]:
@@ -99,3 +111,45 @@ async def test_rules_are_validated_on_write_and_used_by_the_next_message(
         update = next(e for e in audit if e["action"] == "rule.update")
         assert update["before"]["enabled"] is True and update["after"]["enabled"] is False
         assert {"rule.create", "rule.delete"} <= {e["action"] for e in audit}
+
+
+async def test_offer_rules_are_validated_on_write(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    async with brand_api(database_url, redis_url, redis_prefix, tmp_path) as (client, key, brand):
+        rules = f"/v1/brands/{brand}/rules"
+
+        async def offer(config: dict[str, object]) -> dict[str, object]:
+            r = await client.post(rules, json={"name": "o", "kind": "offer", "config": config}, headers=key)
+            assert r.status_code in (201, 400), r.text
+            return {"status": r.status_code, **r.json()}
+
+        # A read-only action runs without asking, so a rule may not offer it; nor an unknown one.
+        lookup = await offer({"keywords": ["order"], "action": "order_lookup"})
+        assert lookup["status"] == 400
+        assert lookup["error"]["details"]["offerable"] == ["create_ticket"]  # type: ignore[index]
+        assert (await offer({"keywords": ["x"], "action": "launch_rocket"}))["status"] == 400
+        # No keywords, a blank one, a placeholder other than {message}.
+        assert (await offer({"keywords": [], "action": "create_ticket"}))["status"] == 400
+        assert (await offer({"keywords": [" "], "action": "create_ticket"}))["status"] == 400
+        odd = await offer(
+            {"keywords": ["ticket"], "action": "create_ticket", "arguments": {"subject": "{customer}"}}
+        )
+        assert odd["status"] == 400 and odd["error"]["details"]["errors"][0]["loc"][:2] == [  # type: ignore[index]
+            "config",
+            "arguments",
+        ]
+        assert (await client.get(rules, headers=key)).json() == []
+
+        good = await offer(
+            {
+                "keywords": [" ticket "],
+                "action": "create_ticket",
+                "arguments": {"subject": "Ticket: {message}", "description": "{message}"},
+            }
+        )
+        assert good["status"] == 201 and good["config"] == {  # stored in its normal form
+            "keywords": ["ticket"],
+            "action": "create_ticket",
+            "arguments": {"subject": "Ticket: {message}", "description": "{message}"},
+        }

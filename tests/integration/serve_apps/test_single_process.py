@@ -7,14 +7,16 @@ and a clean exit on SIGINT (workers and pools closed, no traceback).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -27,14 +29,22 @@ from pipelines.demo import (
     DemoBrand,
     demo_documents,
 )
+from serve_apps.simulator.scenarios import late_message, ticket_by_tap
 from serve_apps.simulator.server import SimulatorServer
 from serve_apps.simulator.state import SentMessage
-from serve_apps.simulator.webhooks import sign_meta, whatsapp_media, whatsapp_message, whatsapp_update
+from serve_apps.simulator.webhooks import (
+    WebhookFirer,
+    sign_meta,
+    whatsapp_media,
+    whatsapp_message,
+    whatsapp_update,
+)
 from tests.auth import key_headers_sync
 from tests.conftest import listen_port
 from tests.fakes.pipeline import seed_demo_world
 
 META_SECRET = "single-process-meta-secret"
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +74,7 @@ def single(
             "CHANNELS__META_GRAPH_URL": sim.url,
             "CHANNELS__TELEGRAM_API_URL": sim.url,
             "MEDIA__TRANSCRIPTION_URL": f"{sim.url}/v1",  # the simulator's SIMULATED speech-to-text
+            "ACTIONS__HELPDESK_BASE_URL": f"{sim.url}/_sim/helpdesk",  # ... and its SIMULATED helpdesk
             "LLM_PROVIDER": "openai",
             "LLM_BASE_URL": stub.base_url,
             "LLM_MODEL": "stub",
@@ -133,6 +144,68 @@ def test_a_voice_note_is_transcribed_and_answered_like_text(
     replies = _replies_to_whatsapp(base, sim, note)
     assert len(replies) == 1
     assert "only read text" not in replies[0].text and "return" in replies[0].text.lower()
+
+
+def test_a_ticket_is_confirmed_by_a_tap_on_the_yes_button(
+    single: tuple[str, DemoBrand, SimulatorServer, object, Path, dict[str, str]],
+) -> None:
+    """What ``make simulate`` shows: the demo brand's offer rule asks before opening a ticket, with reply
+    buttons; the tap (no typing) is the confirmation, and the SIMULATED helpdesk gets the ticket."""
+    base, _, sim, _, _, _ = single
+    text = "My tent zipper broke on the first night. Please open a ticket."
+    journey = asyncio.run(
+        _play(
+            base,
+            lambda firer: ticket_by_tap(
+                firer,
+                sim.state,
+                phone_number_id=SIM_PHONE_NUMBER_ID,
+                sender="15550004444",
+                text=text,
+                timeout_s=60,
+            ),
+        )
+    )
+    assert journey.ok, journey
+    assert journey.asked is not None and journey.asked.text.startswith(
+        f'Shall I open a ticket for our team about "{text}"'
+    )
+    assert [b["title"] for b in journey.buttons] == ["Yes", "No"]
+    assert journey.ticket is not None and journey.ticket["subject"] == text
+    assert journey.ticket["customer_id"] == "15550004444" and journey.ticket["channel"] == "whatsapp"
+    assert journey.done is not None and journey.done.text.startswith(
+        f"Done: I opened ticket {journey.ticket['id']}"
+    )
+
+
+def test_a_message_delivered_a_day_late_is_answered_with_the_template(
+    single: tuple[str, DemoBrand, SimulatorServer, object, Path, dict[str, str]],
+) -> None:
+    base, _, sim, _, _, _ = single
+    reply = asyncio.run(
+        _play(
+            base,
+            lambda firer: late_message(
+                firer,
+                sim.state,
+                phone_number_id=SIM_PHONE_NUMBER_ID,
+                sender="15550005555",
+                text="What is your return policy?",
+                hours_late=25,
+                timeout_s=60,
+            ),
+        )
+    )
+    assert reply is not None and reply.body["type"] == "template"
+    assert reply.text.startswith("template:support_followup:en_US|") and "return" in reply.text.lower()
+
+
+async def _play(base: str, journey: Callable[[WebhookFirer], Awaitable[T]]) -> T:
+    firer = WebhookFirer(base, meta_app_secret=META_SECRET)
+    try:
+        return await journey(firer)
+    finally:
+        await firer.aclose()
 
 
 def _replies_to_whatsapp(base: str, sim: SimulatorServer, item: dict) -> list[SentMessage]:

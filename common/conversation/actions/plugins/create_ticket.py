@@ -22,6 +22,8 @@ from common.logging import get_logger
 log = get_logger(__name__)
 
 NAME = "create_ticket"
+#: Runs only once the customer confirms (the plugin\'s ``side_effect``).
+SIDE_EFFECT = True
 
 
 class TicketBackend(Protocol):
@@ -81,7 +83,7 @@ class CreateTicket:
         "required": ["subject", "description"],
         "additionalProperties": False,
     }
-    side_effect = True
+    side_effect = SIDE_EFFECT
 
     def __init__(self, backend: TicketBackend) -> None:
         self._backend = backend

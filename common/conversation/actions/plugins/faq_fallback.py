@@ -11,6 +11,8 @@ from typing import Any
 from common.conversation.actions.base import ActionContext, ActionPlugin, ActionResult, PluginDeps, RetrieveFn
 
 NAME = "faq_fallback"
+#: Runs only once the customer confirms (the plugin\'s ``side_effect``).
+SIDE_EFFECT = False
 TOP_K = 3
 QUOTE_MAX_CHARS = 300
 
@@ -21,7 +23,7 @@ class FaqFallback:
     name = NAME
     description = "Quote the brand's best knowledge entry for the customer's question."
     parameters: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
-    side_effect = False
+    side_effect = SIDE_EFFECT
 
     def __init__(self, retrieve: RetrieveFn, min_score: float) -> None:
         self._retrieve = retrieve

@@ -26,6 +26,8 @@ from common.logging import get_logger
 log = get_logger(__name__)
 
 NAME = "order_lookup"
+#: Runs only once the customer confirms (the plugin\'s ``side_effect``).
+SIDE_EFFECT = False
 
 
 class OrderItem(BaseModel):
@@ -96,7 +98,7 @@ class OrderLookup:
         "required": ["order_id"],
         "additionalProperties": False,
     }
-    side_effect = False
+    side_effect = SIDE_EFFECT
 
     def __init__(self, backend: OrderBackend) -> None:
         self._backend = backend
