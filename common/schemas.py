@@ -198,6 +198,13 @@ class ChatResponse(_Strict):
 # --- streams --------------------------------------------------------------------------------------
 
 
+class LinkButton(_Strict):
+    """A button that opens a web page: a citation whose source is a public URL."""
+
+    title: str = Field(min_length=1, max_length=80, description="Cut to each channel's limit when sent")
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+
+
 class OutboundPayload(_Strict):
     """One reply on the ``outbound`` stream: everything a channel dispatcher needs to deliver it.
 
@@ -217,8 +224,14 @@ class OutboundPayload(_Strict):
     )
     quick_replies: list[str] = Field(
         default_factory=list,
+        max_length=10,
+        description="Options under the last part (an action's yes/no, a brand's suggested questions): up "
+        "to 3 are buttons, more a list where the channel has one; a tap comes back as that text",
+    )
+    links: list[LinkButton] = Field(
+        default_factory=list,
         max_length=3,
-        description="Reply buttons under the last part (an action's yes/no): a tap comes back as that text",
+        description="The cited pages that have a public URL, as buttons that open them (no reply comes back)",
     )
     trace: dict[str, str] | None = Field(
         default=None, description="W3C trace context (traceparent, baggage) the dispatcher continues"

@@ -81,6 +81,7 @@ class OrchestratorDeployment(Delegating):
             drafts=lambda conversation_id, inbound_id: WebchatDrafts(
                 redis, settings.redis, conversation_id=conversation_id, in_reply_to=inbound_id
             ),
+            redis=redis,
         )
 
     async def _retrieve(

@@ -67,6 +67,7 @@ class InProcessBackend:
                 drafts=lambda conversation_id, inbound_id: WebchatDrafts(
                     self.redis, s.redis, conversation_id=conversation_id, in_reply_to=inbound_id
                 ),
+                redis=self.redis,
             )
 
         self.orchestrator = pipeline()

@@ -1,7 +1,8 @@
 """A brand's automation rules, managed through the API (``/v1/brands/{id}/rules``) and validated on
 write: a rule's ``config`` must be what its ``kind`` reads (:class:`EscalateRuleConfig` for
 ``escalate``, :class:`ActionsRuleConfig` with known action names for ``actions``,
-:class:`OfferRuleConfig` naming an action that asks the customer first for ``offer``), so a typo is a 400
+:class:`OfferRuleConfig` naming an action that asks the customer first for ``offer``,
+:class:`SuggestRuleConfig` for ``suggest``), so a typo is a 400
 to the person who made it, not a rule silently skipped at read time. Every change is audited with the
 rule before and after.
 """
@@ -21,15 +22,17 @@ from common.conversation.escalation import (
     ACTIONS_RULE_KIND,
     ESCALATE_RULE_KIND,
     OFFER_RULE_KIND,
+    SUGGEST_RULE_KIND,
     ActionsRuleConfig,
     EscalateRuleConfig,
     OfferRuleConfig,
+    SuggestRuleConfig,
 )
 from common.db import repositories as repo
 from common.db.models import AutomationRule
 from common.errors import InvalidInput, NotFound
 
-RuleKind = Literal["escalate", "actions", "offer"]
+RuleKind = Literal["escalate", "actions", "offer", "suggest"]
 
 
 class _Model(BaseModel):
@@ -90,6 +93,8 @@ def validate_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
                     details={"action": offer.action, "offerable": sorted(CONFIRMED_ACTIONS)},
                 )
             return offer.model_dump(mode="json")
+        if kind == SUGGEST_RULE_KIND:
+            return SuggestRuleConfig.model_validate(config).model_dump(mode="json")
     except ValidationError as exc:
         errors = [{"loc": ["config", *map(str, e["loc"])], "msg": e["msg"]} for e in exc.errors()]
         raise InvalidInput(f"invalid {kind} rule config", details={"errors": errors[:20]}) from None

@@ -26,6 +26,7 @@ parts that were delivered before the failure.
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -177,15 +178,24 @@ class SendResult:
     parts: int = 1
 
 
+@dataclass(frozen=True, slots=True)
+class SignalTarget:
+    """Whom a read / typing signal is for: the brand's account (``account``) and the customer, their
+    message (``message_id``, the provider's) and our conversation (web chat is addressed by it)."""
+
+    account: RecipientConfig
+    customer_id: str
+    message_id: str
+    conversation_id: uuid.UUID
+
+
 @runtime_checkable
 class Signaller(Protocol):
     """A sender that can also tell the customer a message was read and a reply is being written."""
 
-    async def signal(
-        self, *, recipient_config: RecipientConfig, customer_id: str, message_id: str, first: bool
-    ) -> bool:
-        """Send the read / typing signal (``first``: the first of this draft); True when the provider's
-        indicator fades and should be renewed while drafting goes on. Raises a :class:`SendError`."""
+    async def signal(self, target: SignalTarget, *, first: bool) -> bool:
+        """Send the read / typing signal (``first``: the first of this draft); True when the indicator
+        fades and should be renewed while drafting goes on. Raises a :class:`SendError`."""
         ...
 
 

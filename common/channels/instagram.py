@@ -33,6 +33,7 @@ from common.channels.base import (
     IgnoredEvent,
     ParsedEvent,
     RecipientConfig,
+    SignalTarget,
     StatusEvent,
     media_event,
     sent_at,
@@ -152,6 +153,9 @@ async def fetch_media(
 # --- Sending --------------------------------------------------------------------------------------
 
 MAX_CHARS = 1000
+#: A button template's text holds 640 characters: a longer last part goes without link buttons.
+BUTTON_TEXT_MAX = 640
+MAX_QUICK_REPLIES = 13
 
 
 class InstagramSender(GraphSender):
@@ -160,14 +164,12 @@ class InstagramSender(GraphSender):
     channel: ClassVar[Channel] = Channel.INSTAGRAM
     max_chars: ClassVar[int] = MAX_CHARS
 
-    async def signal(
-        self, *, recipient_config: RecipientConfig, customer_id: str, message_id: str, first: bool
-    ) -> bool:
+    async def signal(self, target: SignalTarget, *, first: bool) -> bool:
         """``sender_action``: ``mark_seen`` once, then ``typing_on`` (Instagram shows it about 20 s).
         False: nothing to renew."""
         for action in ("mark_seen", "typing_on") if first else ():
             await self._post_message(
-                recipient_config, {"recipient": {"id": customer_id}, "sender_action": action}
+                target.account, {"recipient": {"id": target.customer_id}, "sender_action": action}
             )
         return False
 
@@ -176,11 +178,23 @@ class InstagramSender(GraphSender):
     ) -> str:
         body: dict[str, Any] = {"recipient": {"id": payload.customer_id}, "message": {"text": text}}
         if payload.quick_replies and last:
-            # Quick replies under the last part; a tap arrives as a message with the title as its text.
+            # Quick replies (up to 13) under the last part; a tap arrives as a message with the title as
+            # its text.
             body["message"]["quick_replies"] = [
                 {"content_type": "text", "title": title[:20], "payload": title}
-                for title in payload.quick_replies
+                for title in payload.quick_replies[:MAX_QUICK_REPLIES]
             ]
+        elif payload.links and last and len(text) <= BUTTON_TEXT_MAX:
+            # The cited pages as URL buttons (a button template: up to 3, text up to 640 characters).
+            buttons = [
+                {"type": "web_url", "url": link.url, "title": link.title[:20]} for link in payload.links
+            ]
+            body["message"] = {
+                "attachment": {
+                    "type": "template",
+                    "payload": {"template_type": "button", "text": text, "buttons": buttons[:3]},
+                }
+            }
         if account.window == "human_agent":
             # A person's reply after 24 hours (up to 7 days): allowed with Meta's HUMAN_AGENT tag.
             body["messaging_type"] = "MESSAGE_TAG"

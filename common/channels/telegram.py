@@ -40,6 +40,7 @@ from common.channels.base import (
     IgnoredEvent,
     ParsedEvent,
     RecipientConfig,
+    SignalTarget,
     invalid_payload,
     media_event,
     unsupported_text,
@@ -288,22 +289,29 @@ def reply_to_message_id(in_reply_to: str | None) -> int | None:
     return None
 
 
+def _keyboard(payload: OutboundPayload) -> list[list[dict[str, str]]]:
+    """The inline keyboard of a last part: the options (a tap arrives as a ``callback_query`` whose data
+    is the option's text) on one row when they are up to 3, one per row for more (a list); then one row
+    per cited page, a URL button opening it."""
+    options = [{"text": t, "callback_data": t[:64]} for t in payload.quick_replies]
+    rows = [options] if 0 < len(options) <= 3 else [[o] for o in options]
+    return rows + [[{"text": link.title, "url": link.url}] for link in payload.links]
+
+
 class TelegramSender(HttpSender):
     """Text replies through the Bot API; the first part replies to the customer's message."""
 
     channel: ClassVar[Channel] = Channel.TELEGRAM
     max_chars: ClassVar[int] = MAX_CHARS
 
-    async def signal(
-        self, *, recipient_config: RecipientConfig, customer_id: str, message_id: str, first: bool
-    ) -> bool:
+    async def signal(self, target: SignalTarget, *, first: bool) -> bool:
         """``sendChatAction typing``: Telegram shows it for 5 s, so True: renew it while drafting.
         (Telegram has no read receipts for bots.)"""
-        token = recipient_config.secret("bot_token", self._secrets.telegram_bot_token)
+        token = target.account.secret("bot_token", self._secrets.telegram_bot_token)
         if token is None:
             raise PermanentSendError("no bot token for sendChatAction")
         api = self._secrets.telegram_api_url.rstrip("/")
-        body = {"chat_id": customer_id, "action": "typing"}
+        body = {"chat_id": target.customer_id, "action": "typing"}
         response = await self._post(
             f"{api}/bot{token.get_secret_value()}/sendChatAction", json=body, headers={}
         )
@@ -325,11 +333,8 @@ class TelegramSender(HttpSender):
         if index == 0 and reply_id is not None:
             # Still answer when the customer deleted the message we reply to.
             body["reply_parameters"] = {"message_id": reply_id, "allow_sending_without_reply": True}
-        if payload.quick_replies and last:
-            # An inline keyboard; a tap arrives as a callback_query whose data is the button's text.
-            body["reply_markup"] = {
-                "inline_keyboard": [[{"text": t, "callback_data": t[:64]} for t in payload.quick_replies]]
-            }
+        if last and (payload.quick_replies or payload.links):
+            body["reply_markup"] = {"inline_keyboard": _keyboard(payload)}
         api = self._secrets.telegram_api_url.rstrip("/")
         response = await self._post(f"{api}/bot{token.get_secret_value()}/sendMessage", json=body, headers={})
         data = body_json(response)

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
-from common.channels.base import RecipientConfig, SendResult
+from common.channels.base import RecipientConfig, SendResult, SignalTarget
 from common.config import RedisSettings
 from common.domain import Channel
 from common.errors import RetryableSendError
@@ -85,6 +85,17 @@ class WebchatDrafts:
             log.info("webchat_draft_not_published", error=str(exc))
 
 
+class WebchatTyping(BaseModel):
+    """What is published while a reply to ``in_reply_to`` (the visitor's message id) is being drafted;
+    renewed while drafting goes on, so the widget keeps showing "typing" and does not give up waiting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["typing"] = "typing"
+    conversation_id: uuid.UUID
+    in_reply_to: str
+
+
 def webchat_channel(settings: RedisSettings, conversation_id: uuid.UUID) -> str:
     """The Pub/Sub channel of one conversation (``<prefix>:webchat:<conversation id>``)."""
     return settings.key("webchat", str(conversation_id))
@@ -118,3 +129,15 @@ class WebchatSender:
             raise RetryableSendError(f"could not publish web chat reply: {exc}") from exc
         log.info("webchat_reply_published", message_id=str(payload.message_id), receivers=int(receivers))
         return result
+
+    async def signal(self, target: SignalTarget, *, first: bool) -> bool:
+        """The ``typing`` event of the visitor's open SSE connections; True: renewed while drafting goes
+        on (the widget waits for a reply as long as these keep coming)."""
+        typing = WebchatTyping(conversation_id=target.conversation_id, in_reply_to=target.message_id)
+        try:
+            await self._client.publish(
+                webchat_channel(self._settings, target.conversation_id), typing.model_dump_json()
+            )
+        except RedisError as exc:
+            raise RetryableSendError(f"could not publish web chat typing: {exc}") from exc
+        return True

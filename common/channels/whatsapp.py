@@ -37,6 +37,7 @@ from common.channels.base import (
     IgnoredEvent,
     ParsedEvent,
     RecipientConfig,
+    SignalTarget,
     StatusEvent,
     media_event,
     sent_at,
@@ -307,25 +308,54 @@ BUTTON_BODY_MAX = 1024
 TEMPLATE_MAX_CHARS = 1024
 
 
+#: Interactive limits: 3 reply buttons (titles 20 characters), 10 list rows (titles 24), a URL
+#: button's label 20.
+MAX_BUTTONS = 3
+MAX_ROWS = 10
+
+
+def _interactive(payload: OutboundPayload, text: str) -> dict[str, Any]:
+    """The ``interactive`` object of a last part: reply buttons for up to 3 options, a list for more
+    (a tap on either comes back as its title), else a call-to-action button opening the first cited
+    page (WhatsApp has one URL button per message; options win over links)."""
+    options = payload.quick_replies
+    if 0 < len(options) <= MAX_BUTTONS:
+        buttons = [
+            {"type": "reply", "reply": {"id": f"qr{i}", "title": t[:20]}} for i, t in enumerate(options)
+        ]
+        return {"type": "button", "body": {"text": text}, "action": {"buttons": buttons}}
+    if options:
+        rows = [{"id": f"qr{i}", "title": t[:24]} for i, t in enumerate(options[:MAX_ROWS])]
+        return {
+            "type": "list",
+            "body": {"text": text},
+            "action": {"button": "Choose", "sections": [{"title": "Options", "rows": rows}]},
+        }
+    link = payload.links[0]
+    return {
+        "type": "cta_url",
+        "body": {"text": text},
+        "action": {"name": "cta_url", "parameters": {"display_text": link.title[:20], "url": link.url}},
+    }
+
+
 class WhatsAppSender(GraphSender):
     """Text replies through the WhatsApp Cloud API; the first part quotes the customer's message."""
 
     channel: ClassVar[Channel] = Channel.WHATSAPP
     max_chars: ClassVar[int] = MAX_CHARS
 
-    async def signal(
-        self, *, recipient_config: RecipientConfig, customer_id: str, message_id: str, first: bool
-    ) -> bool:
+    async def signal(self, target: SignalTarget, *, first: bool) -> bool:
         """Mark the customer's message read and show the typing indicator (one call; WhatsApp shows it
         for up to 25 s or until the reply). False: nothing to renew."""
         if first:
             body = {
                 "messaging_product": "whatsapp",
                 "status": "read",
-                "message_id": message_id,
+                "message_id": target.message_id,
                 "typing_indicator": {"type": "text"},
             }
-            await self._post_message(recipient_config, body)
+            await self._post_message(target.account, body)
         return False
 
     def part_limit(self, account: RecipientConfig) -> int:
@@ -351,20 +381,12 @@ class WhatsAppSender(GraphSender):
                 "language": {"code": account.template["language"]},
                 "components": [{"type": "body", "parameters": [{"type": "text", "text": text}]}],
             }
-        if last and payload.quick_replies and account.window == "open" and len(text) <= BUTTON_BODY_MAX:
-            # Reply buttons (max 3, titles <= 20 chars); a tap comes back as an interactive button_reply.
+        interactive = last and account.window == "open" and len(text) <= BUTTON_BODY_MAX
+        if interactive and (payload.quick_replies or payload.links):
+            # Interactive messages exist only inside the window (a template carries no buttons).
             body.pop("text")
             body["type"] = "interactive"
-            body["interactive"] = {
-                "type": "button",
-                "body": {"text": text},
-                "action": {
-                    "buttons": [
-                        {"type": "reply", "reply": {"id": f"qr{i}", "title": title[:20]}}
-                        for i, title in enumerate(payload.quick_replies[:3])
-                    ]
-                },
-            }
+            body["interactive"] = _interactive(payload, text)
         if index == 0 and payload.in_reply_to:
             body["context"] = {"message_id": payload.in_reply_to}
         answer = await self._post_message(account, body)

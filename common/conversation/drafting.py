@@ -356,6 +356,9 @@ class Drafter:
         if none_streak + 1 >= self._settings.escalation.no_knowledge_turns:
             reason = f"{none_streak + 1} turn(s) in a row without relevant knowledge"
             return self._handoff(turn, [*decisions, escalation.decision("no_knowledge", reason)], final.text)
+        if turn.rules.suggestions:
+            # The brand's suggested questions under the fallback: what it can help with, one tap away.
+            decisions.append(escalation.suggestion(turn.rules.suggestions))
         return Draft(final.text, [], decisions, None, None, escalated=True)
 
     async def _generated(

@@ -19,6 +19,7 @@ when the customer's words match (:class:`OfferRuleConfig`), with no model involv
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -38,6 +39,7 @@ RULE_PREFIX = "escalation:"
 ESCALATE_RULE_KIND = "escalate"
 ACTIONS_RULE_KIND = "actions"
 OFFER_RULE_KIND = "offer"
+SUGGEST_RULE_KIND = "suggest"
 #: The one placeholder an ``offer`` rule's arguments may use: the customer's message.
 MESSAGE_PLACEHOLDER = "{message}"
 
@@ -211,6 +213,28 @@ class OfferRuleConfig(BaseModel):
         return {k: v[: limits[k]] if k in limits else v for k, v in filled.items()}
 
 
+class SuggestRuleConfig(BaseModel):
+    """Config of an automation rule of kind ``suggest``: the questions offered as options (buttons, or a
+    list where there are more than 3) under a reply that could not answer, so the customer taps one of
+    the things the brand can help with instead of guessing words. A tap sends the option's text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    options: tuple[str, ...] = Field(min_length=2, max_length=10)
+
+    @field_validator("options")
+    @classmethod
+    def _labels(cls, options: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(" ".join(o.split()) for o in options)
+        # 20 characters: the shortest button title of the channels (WhatsApp, Instagram), so no channel
+        # cuts an option and a tap always sends back exactly the text offered.
+        if any(not o or len(o) > 20 for o in cleaned):
+            raise ValueError("each option must be 1 to 20 characters")
+        if len({o.casefold() for o in cleaned}) != len(cleaned):
+            raise ValueError("options must differ")
+        return cleaned
+
+
 class BrandRules(BaseModel):
     """A brand's automation rules, parsed; invalid rules are skipped (and logged), never fatal."""
 
@@ -219,6 +243,7 @@ class BrandRules(BaseModel):
     escalate: tuple[tuple[str, EscalateRuleConfig], ...] = ()
     allowed_actions: tuple[str, ...] | None = None
     offers: tuple[tuple[str, OfferRuleConfig], ...] = ()
+    suggestions: tuple[str, ...] = ()
 
     @classmethod
     def from_rows(cls, rows: Iterable[Any]) -> BrandRules:
@@ -226,6 +251,7 @@ class BrandRules(BaseModel):
         escalate: list[tuple[str, EscalateRuleConfig]] = []
         allowed: list[str] | None = None
         offers: list[tuple[str, OfferRuleConfig]] = []
+        suggestions: tuple[str, ...] = ()
         for row in rows:
             try:
                 if row.kind == ESCALATE_RULE_KIND:
@@ -234,17 +260,29 @@ class BrandRules(BaseModel):
                     allowed = [*(allowed or []), *ActionsRuleConfig.model_validate(row.config).allowed]
                 elif row.kind == OFFER_RULE_KIND:
                     offers.append((row.name, OfferRuleConfig.model_validate(row.config)))
+                elif row.kind == SUGGEST_RULE_KIND and not suggestions:  # the first by priority
+                    suggestions = SuggestRuleConfig.model_validate(row.config).options
             except ValidationError as exc:
                 log.warning("automation_rule_invalid", rule=row.name, kind=row.kind, errors=exc.error_count())
         return cls(
             escalate=tuple(escalate),
             allowed_actions=tuple(allowed) if allowed is not None else None,
             offers=tuple(offers),
+            suggestions=suggestions,
         )
 
     def offer(self, text: str) -> tuple[str, OfferRuleConfig] | None:
         """The first ``offer`` rule (in priority order) the message matches."""
         return next(((n, r) for n, r in self.offers if r.matches(text)), None)
+
+
+#: The decision that carries a reply's suggested questions (its reason: their JSON list).
+SUGGEST_RULE = "suggestions"
+
+
+def suggestion(options: Sequence[str]) -> GuardrailDecision:
+    """The decision that offers ``options`` under a reply (stored with it, so history shows them too)."""
+    return GuardrailDecision(SUGGEST_RULE, "options", json.dumps(list(options), ensure_ascii=False))
 
 
 def decision(trigger: str, reason: str) -> GuardrailDecision:

@@ -30,6 +30,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable
 
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.config import Settings
@@ -89,11 +90,13 @@ class MessageOrchestrator:
         signals: TypingSignals | None = None,
         stream: StreamFn | None = None,
         drafts: DraftsFn | None = None,
+        redis: aioredis.Redis | None = None,
     ) -> None:
         """``publish_after_ack``: see :class:`common.conversation.intake.Intake`; ``media`` fetches what
         customers send, ``signals`` the read / typing signals while drafting (both on these settings by
         default); ``stream`` (the chat model, streaming) and ``drafts`` (where a web chat reply's draft
-        goes, per conversation and inbound message) show web chat replies as they are written."""
+        goes, per conversation and inbound message) show web chat replies as they are written; ``redis``
+        carries web chat's typing signal (none without it)."""
         self._drafts = drafts
         self._settings = settings
         self._sessionmaker = sessionmaker
@@ -120,7 +123,7 @@ class MessageOrchestrator:
         self.replies = ReplyStore(settings=settings, sessionmaker=sessionmaker, outbox=outbox)
         self.agents = AgentOperations(settings=settings, sessionmaker=sessionmaker, outbox=outbox)
         self.media = media or MediaIntake(settings=settings, sessionmaker=sessionmaker)
-        self.signals = signals or TypingSignals(settings=settings, sessionmaker=sessionmaker)
+        self.signals = signals or TypingSignals(settings=settings, sessionmaker=sessionmaker, redis=redis)
 
     async def handle(self, message: InboundMessage) -> OutboundResponse:
         """Answer one message now (synchronous API); a repeated message id returns the stored reply.

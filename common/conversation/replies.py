@@ -7,10 +7,12 @@ worker got there first, its reply stands and is returned (``duplicate=True``); o
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,7 +34,7 @@ from common.errors import StreamUnavailable
 from common.logging import get_logger
 from common.observability import carrier, stage
 from common.outbox import OutboxEntry, OutboxPublisher
-from common.schemas import ChatMessage, ChatResponse, OutboundPayload
+from common.schemas import ChatMessage, ChatResponse, LinkButton, OutboundPayload
 from common.streams import OUTBOUND_STREAM
 
 log = get_logger(__name__)
@@ -234,7 +236,8 @@ def outbound_payload(
         in_reply_to=response.in_reply_to or None,
         text=response.text,
         sender=sender,
-        quick_replies=reply_buttons(d.action for d in response.guardrails),
+        quick_replies=reply_buttons(response.guardrails),
+        links=link_buttons(response.citations),
         trace=carrier(),  # the dispatcher continues this trace (through outbox and relay too)
     )
     return stream_payload(payload)
@@ -244,10 +247,48 @@ def outbound_payload(
 CONFIRM_BUTTONS = ("Yes", "No")
 
 
-def reply_buttons(actions: Iterable[str]) -> list[str]:
-    """The buttons a reply goes out with, from its guardrail actions: a confirmation question gets yes /
-    no, so the tap comes back as the answer with no typing needed (every channel, web chat included)."""
-    return list(CONFIRM_BUTTONS) if "confirm" in set(actions) else []
+def reply_buttons(decisions: Iterable[GuardrailDecision | Mapping[str, Any]]) -> list[str]:
+    """The options a reply goes out with, from its stored decisions: a confirmation question gets
+    yes / no, a reply that could not answer the brand's suggested questions; so a tap comes back as the
+    answer with no typing needed (every channel, web chat included)."""
+    pairs = [
+        (d.rule, d.action, d.reason)
+        if isinstance(d, GuardrailDecision)
+        else (str(d.get("rule")), str(d.get("action")), str(d.get("reason", "")))
+        for d in decisions
+    ]
+    if any(action == "confirm" for _, action, _ in pairs):
+        return list(CONFIRM_BUTTONS)
+    for rule, _, reason in pairs:
+        if rule == escalation.SUGGEST_RULE:
+            try:
+                options = json.loads(reason)
+            except ValueError:
+                return []
+            return [str(o) for o in options][:10] if isinstance(options, list) else []
+    return []
+
+
+#: How many cited pages go out as link buttons (WhatsApp shows the first only; Instagram and Telegram 3).
+MAX_LINKS = 3
+
+
+def link_buttons(citations: Iterable[Citation]) -> list[LinkButton]:
+    """The cited sources that are public web pages (an ``http(s)://`` uri), once each, as buttons titled
+    with the section they came from. A file or upload has no page to open and gets none."""
+    buttons: list[LinkButton] = []
+    for citation in citations:
+        url = citation.source.strip()
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or any(b.url == url for b in buttons):
+            continue
+        if len(url) > 2000 or any(c.isspace() for c in url):
+            continue
+        section = citation.heading_path.split(" > ")[-1].strip() if citation.heading_path else ""
+        buttons.append(LinkButton(title=section[:80] or "Read more", url=url))
+        if len(buttons) == MAX_LINKS:
+            break
+    return buttons
 
 
 def response_from_log(message: InboundMessage, reply: Any, *, duplicate: bool) -> OutboundResponse:

@@ -4,7 +4,7 @@ and that an answer is being written.
 Per channel (the sender's ``signal``, :class:`common.channels.base.Signaller`): WhatsApp ``status: read``
 with ``typing_indicator``; Instagram ``sender_action`` ``mark_seen`` then ``typing_on``; Telegram
 ``sendChatAction typing``, renewed every :data:`RENEW_S` seconds while drafting goes on (Telegram shows it
-for 5 s). Web chat has no signal yet.
+for 5 s); web chat a ``typing`` event on the conversation's SSE stream, renewed the same way.
 
 Best effort by design: the signal runs beside drafting in its own task, a failure is logged and dropped,
 and the task is cancelled the moment the reply is stored, so it never delays an answer. It is sent from
@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.channels.base import RecipientConfig, Signaller
+from common.channels.base import RecipientConfig, Signaller, SignalTarget
 from common.channels.registry import SenderRegistry, build_registry
 from common.config import Settings
 from common.crypto import CredentialCipher
@@ -34,9 +36,21 @@ log = get_logger(__name__)
 
 #: Telegram's typing action fades after 5 s: renewed a little before.
 RENEW_S = 4.5
-#: Channels with a provider signal (web chat: not yet).
-SIGNALLED = frozenset({Channel.WHATSAPP, Channel.INSTAGRAM, Channel.TELEGRAM})
+#: Channels with a read / typing signal.
+SIGNALLED = frozenset({Channel.WHATSAPP, Channel.INSTAGRAM, Channel.TELEGRAM, Channel.WEBCHAT})
 _MAX_TRACKED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """The message being answered, whose customer gets the signal."""
+
+    brand_id: uuid.UUID
+    tenant_id: uuid.UUID
+    channel: Channel
+    conversation_id: uuid.UUID
+    customer_id: str
+    message_id: str
 
 
 class TypingSignals:
@@ -48,8 +62,10 @@ class TypingSignals:
         settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
         registry: SenderRegistry | None = None,
+        redis: aioredis.Redis | None = None,
     ) -> None:
         self._settings = settings
+        self._redis = redis  # web chat's typing goes out through Redis, like its replies
         self._sessionmaker = sessionmaker
         self._registry = registry
         self._cipher = CredentialCipher.from_settings(settings.secrets)
@@ -75,16 +91,14 @@ class TypingSignals:
         if len(self._last) >= _MAX_TRACKED:
             self._last.clear()  # a coarse bound: at worst one extra signal per conversation
         self._last[conversation_id] = now
-        task = asyncio.create_task(
-            self._run(brand_id, tenant_id, channel, customer_id, message_id), name="typing-signal"
-        )
+        who = _Draft(brand_id, tenant_id, channel, conversation_id, customer_id, message_id)
+        task = asyncio.create_task(self._run(who), name="typing-signal")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _run(
-        self, brand_id: uuid.UUID, tenant_id: uuid.UUID, channel: Channel, customer_id: str, message_id: str
-    ) -> None:
+    async def _run(self, draft: _Draft) -> None:
+        brand_id, tenant_id, channel = draft.brand_id, draft.tenant_id, draft.channel
         try:
             async with self._sessionmaker() as session:
                 config = await repo.find_brand_channel_config(session, brand_id=brand_id, channel=channel)
@@ -100,11 +114,10 @@ class TypingSignals:
             sender = self._senders().get(channel)
             if not isinstance(sender, Signaller):
                 return
+            target = SignalTarget(account, draft.customer_id, draft.message_id, draft.conversation_id)
             first = True
             while True:
-                renew = await sender.signal(
-                    recipient_config=account, customer_id=customer_id, message_id=message_id, first=first
-                )
+                renew = await sender.signal(target, first=first)
                 first = False
                 if not renew:
                     return
@@ -116,7 +129,7 @@ class TypingSignals:
 
     def _senders(self) -> SenderRegistry:
         if self._registry is None:
-            self._registry = build_registry(self._settings)
+            self._registry = build_registry(self._settings, redis=self._redis)
         return self._registry
 
     async def aclose(self) -> None:

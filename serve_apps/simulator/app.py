@@ -405,17 +405,41 @@ def _parse_whatsapp(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
 
 
 def _parse_interactive(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
-    """Reply buttons: recorded as the body text (the buttons stay in the recorded body)."""
+    """Reply buttons, a list, or a call-to-action URL button: recorded as the body text (the options stay
+    in the recorded body); each checked against the Cloud API's limits."""
     interactive = body.get("interactive")
     to = body.get("to")
     text = interactive.get("body", {}).get("text") if isinstance(interactive, dict) else None
-    buttons = (interactive.get("action") or {}).get("buttons") if isinstance(interactive, dict) else None
-    if not isinstance(text, str) or not isinstance(to, str) or not isinstance(buttons, list):
-        return "(#100) interactive.body.text, interactive.action.buttons and to are required"
-    if not 1 <= len(buttons) <= 3:
-        return "(#131009) 1 to 3 buttons are allowed"
+    if not isinstance(text, str) or not isinstance(to, str) or not isinstance(interactive, dict):
+        return "(#100) interactive.body.text and to are required"
     if len(text) > 1024:
         return "(#131009) interactive body text longer than 1024 characters"
+    action = interactive.get("action") or {}
+    kind = interactive.get("type")
+    if kind == "button":
+        buttons = action.get("buttons")
+        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+            return "(#131009) 1 to 3 buttons are allowed"
+    elif kind == "list":
+        sections = action.get("sections")
+        rows = (
+            [r for s in sections if isinstance(s, dict) for r in s.get("rows") or []]
+            if isinstance(sections, list)
+            else []
+        )
+        if not rows or len(rows) > 10 or not isinstance(action.get("button"), str):
+            return "(#131009) a list needs action.button and 1 to 10 rows"
+        if any(len(str(r.get("title", ""))) > 24 for r in rows):
+            return "(#131009) a list row title is longer than 24 characters"
+    elif kind == "cta_url":
+        params = action.get("parameters") or {}
+        url, label = params.get("url"), params.get("display_text")
+        if action.get("name") != "cta_url" or not isinstance(url, str) or not url.startswith("http"):
+            return "(#131009) cta_url needs action.name cta_url and parameters.url"
+        if not isinstance(label, str) or not 1 <= len(label) <= 20:
+            return "(#131009) parameters.display_text must be 1 to 20 characters"
+    else:
+        return f"(#131009) interactive type {kind!r} is not simulated"
     context = body.get("context")
     reply_to = context.get("message_id") if isinstance(context, dict) else None
     return to, text, reply_to if isinstance(reply_to, str) else None
@@ -455,9 +479,34 @@ def _parse_instagram(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
     text = message.get("text") if isinstance(message, dict) else None
     if not isinstance(rid, str) or not rid:
         return "(#100) The parameter recipient is required"
+    attachment = message.get("attachment") if isinstance(message, dict) else None
+    if isinstance(attachment, dict):
+        return _parse_instagram_template(rid, attachment)
     if not isinstance(text, str) or not text:
         return "(#100) message.text is required"
+    if len(message.get("quick_replies") or []) > 13:  # type: ignore[union-attr]
+        return "(#100) at most 13 quick replies are allowed"
     return rid, text, None
+
+
+def _parse_instagram_template(
+    recipient: str, attachment: dict[str, Any]
+) -> tuple[str, str, str | None] | str:
+    """A button template (text and 1 to 3 URL or postback buttons): recorded as its text."""
+    payload = attachment.get("payload") or {}
+    if attachment.get("type") != "template" or payload.get("template_type") != "button":
+        return "(#100) only the button template is simulated"
+    text, buttons = payload.get("text"), payload.get("buttons")
+    if not isinstance(text, str) or not text or len(text) > 640:
+        return "(#100) a button template's text must be 1 to 640 characters"
+    if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+        return "(#100) a button template has 1 to 3 buttons"
+    for button in buttons:
+        if not isinstance(button, dict) or not 1 <= len(str(button.get("title", ""))) <= 20:
+            return "(#100) a button title must be 1 to 20 characters"
+        if button.get("type") == "web_url" and not str(button.get("url", "")).startswith("http"):
+            return "(#100) a web_url button needs a url"
+    return recipient, text, None
 
 
 def _graph_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

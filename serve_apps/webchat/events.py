@@ -13,7 +13,9 @@ Wire format: ``retry:`` once, ``: connected`` and ``: heartbeat`` comments, and 
 ``id: <message id>`` / ``event: message`` / ``data: <WebchatMessageOut JSON>``. While a streaming model
 writes a reply, ``event: draft`` / ``data: {"in_reply_to", "text"}`` carries the text so far (from
 Pub/Sub, provisional: the stored reply's ``message`` event replaces it, and no draft follows the reply it
-drafted). The stream ends on client
+drafted). While any reply is drafted, ``event: typing`` / ``data: {}`` comes every few seconds (the
+orchestrator's typing signal), so a widget opened in a second tab shows it too and none gives up waiting
+while the answer is still being written. The stream ends on client
 disconnect or after ``webchat.sse_max_s`` (the browser then reconnects with ``Last-Event-ID``); the
 subscription is always released.
 """
@@ -30,7 +32,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.channels.webchat import WebchatDraft, WebchatNotice, webchat_channel
+from common.channels.webchat import WebchatDraft, WebchatNotice, WebchatTyping, webchat_channel
 from common.config import Settings
 from common.conversation.replies import reply_buttons
 from common.db import repositories as repo
@@ -54,9 +56,7 @@ def message_out(row: MessageLog) -> WebchatMessageOut:
         text=row.text,
         created_at=row.created_at,
         citations=_citations(row),
-        buttons=[]
-        if row.direction == Direction.INBOUND
-        else reply_buttons(str(g.get("action")) for g in row.guardrails or []),
+        buttons=[] if row.direction == Direction.INBOUND else reply_buttons(row.guardrails or []),
     )
 
 
@@ -72,15 +72,21 @@ def format_draft(draft: WebchatDraft) -> str:
     return f"event: draft\ndata: {body}\n\n"
 
 
-def _draft_of(conversation_id: uuid.UUID, data: object) -> WebchatDraft | None:
-    """A published draft of this conversation, or None (a reply notice, or something else)."""
+#: The one SSE ``typing`` frame (no ``id:``: a reconnect never resumes after it).
+TYPING_EVENT = "event: typing\ndata: {}\n\n"
+
+
+def _live_of(conversation_id: uuid.UUID, data: object) -> WebchatDraft | WebchatTyping | None:
+    """A published draft or typing signal of this conversation, or None (a reply notice, or else)."""
     if not isinstance(data, str | bytes):
         return None
-    try:
-        draft = WebchatDraft.model_validate_json(data)
-    except ValidationError:
-        return None  # a reply notice (WebchatNotice) has no "kind" and fails here
-    return draft if draft.conversation_id == conversation_id else None
+    for model in (WebchatDraft, WebchatTyping):
+        try:
+            live = model.model_validate_json(data)
+        except ValidationError:
+            continue  # a reply notice (WebchatNotice) has no "kind" and fails both
+        return live if live.conversation_id == conversation_id else None
+    return None
 
 
 async def reply_stream(
@@ -114,10 +120,13 @@ async def reply_stream(
                     next_beat = loop.time() + cfg.heartbeat_s
                     yield ": heartbeat\n\n"
                 continue
-            draft = _draft_of(conversation_id, raw.get("data"))
-            if draft is not None:
-                if draft.in_reply_to not in answered:
-                    yield format_draft(draft)
+            live = _live_of(conversation_id, raw.get("data"))
+            if isinstance(live, WebchatTyping):
+                yield TYPING_EVENT
+                continue
+            if live is not None:
+                if live.in_reply_to not in answered:
+                    yield format_draft(live)
                 continue
             row = await _noticed_reply(sessionmaker, conversation_id, raw.get("data"))
             if row is None or row.id in seen:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -121,10 +122,12 @@ async def world_fixture(
 
 
 def whatsapp_body(text: str) -> bytes:
-    """The WhatsApp text fixture with a fresh message id and ``text`` as the customer's words."""
+    """The WhatsApp text fixture with a fresh message id, sent just now (the reply is inside the 24-hour
+    window), and ``text`` as the customer's words."""
     payload = json.loads(raw(Channel.WHATSAPP, "text"))
     message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
     message["id"] = f"wamid.{uuid.uuid4().hex}"
+    message["timestamp"] = str(int(time.time()))
     message["text"]["body"] = text
     return json.dumps(payload).encode()
 

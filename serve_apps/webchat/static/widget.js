@@ -76,8 +76,9 @@
       r + " .log .notice{background:transparent;color:#5b6472;font-size:13px;text-align:center;max-width:100%}",
       r + " .sources{margin:6px 0 0;padding:6px 0 0;border-top:1px solid #eceef2;font-size:12px;color:#4b5563;list-style:none}",
       r + " .sources li{margin:2px 0;padding:0;border:0;background:none}",
+      r + " .sources a{color:inherit;text-decoration:underline}",
       r + " .log .draft{opacity:.7}",
-      r + " .buttons{display:flex;gap:6px;margin-top:8px;white-space:normal}",
+      r + " .buttons{display:flex;flex-wrap:wrap;gap:6px;margin-top:8px;white-space:normal}",
       r + " .buttons button{background:#fff;color:" + p + ";border:1px solid " + p + ";border-radius:16px;padding:4px 14px;font:inherit;cursor:pointer}",
       r + " .typing span{display:inline-block;width:6px;height:6px;margin:0 2px;border-radius:50%;background:#8a93a3;animation:" + uid + "-b 1s infinite}",
       r + " .typing span:nth-child(2){animation-delay:.15s}" + r + " .typing span:nth-child(3){animation-delay:.3s}",
@@ -183,7 +184,15 @@
       var list = el("ul", { "class": "sources", "aria-label": "Sources" });
       cites.forEach(function (c) {
         var heading = (c.heading_path || "").split(" > ").join(" \u203a ");
-        list.appendChild(el("li", { "class": "source" }, c.source + (heading ? " \u203a " + heading : "")));
+        var label = c.source + (heading ? " \u203a " + heading : "");
+        var item = el("li", { "class": "source" });
+        if (/^https?:\/\//i.test(c.source)) {
+          // A public page: a link that opens it (never the page's script: only http(s) URLs get one).
+          item.appendChild(el("a", { href: c.source, target: "_blank", rel: "noopener noreferrer" }, label));
+        } else {
+          item.textContent = label;
+        }
+        list.appendChild(item);
       });
       li.appendChild(list);
     }
@@ -214,13 +223,15 @@
 
   Chat.prototype.setTyping = function (on) {
     var self = this;
-    if (on && !this.typingRow) {
-      this.typingRow = el("li", { "class": "assistant typing", "aria-hidden": "true" });
-      for (var i = 0; i < 3; i++) { this.typingRow.appendChild(el("span")); }
-      this.log.appendChild(this.typingRow);
-      this.log.setAttribute("aria-busy", "true");
-      this.status.textContent = this.cfg.brand_name + " is typing\u2026";
-      clearTimeout(this.timer);
+    if (on) {
+      if (!this.typingRow) {
+        this.typingRow = el("li", { "class": "assistant typing", "aria-hidden": "true" });
+        for (var i = 0; i < 3; i++) { this.typingRow.appendChild(el("span")); }
+        this.log.appendChild(this.typingRow);
+        this.log.setAttribute("aria-busy", "true");
+        this.status.textContent = this.cfg.brand_name + " is typing\u2026";
+      }
+      clearTimeout(this.timer);  // again on every server "typing": the answer is still coming
       this.timer = setTimeout(function () {
         self.setTyping(false);
         self.notice("No reply yet. It will appear here as soon as it is ready.");
@@ -263,6 +274,12 @@
         // The checked reply differs from what was being written: say so, rather than swap silently.
         self.notice("The reply was revised after checking it.");
       }
+    });
+    this.source.addEventListener("typing", function () {
+      // The reply is still being written (renewed every few seconds): show it, and keep waiting.
+      var rows = self.log.querySelectorAll("li.visitor, li.assistant:not(.typing):not(.draft)");
+      var newest = rows.length ? rows[rows.length - 1] : null;
+      if (newest && newest.classList.contains("visitor")) { self.setTyping(true); }
     });
     this.source.addEventListener("draft", function (ev) {
       var d = JSON.parse(ev.data);

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from common.access.principal import Scope
 from common.config import AnswerSettings, ServiceEndpoints, Settings
+from common.conversation.replies import reply_buttons
 from common.domain import Channel, InboundMessage
 from common.errors import NotFound, PayloadTooLarge
 from pipelines.demo import DemoBrand, demo_documents, seed_demo_brand
@@ -262,3 +263,28 @@ async def test_json_upload_takes_csv_and_html_and_refuses_other_types_readably(p
         "validation_error",
     )
     await client.aclose()
+
+
+async def test_a_question_not_covered_offers_the_brands_suggestions_and_each_is_answered(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """The demo brand's ``suggest`` rule: the fallback carries its questions as options, and a tap on any
+    of them (its text) is answered from the knowledge, with the embedded model's default answering."""
+    chat = ScriptedChatModel("unused")
+    async with _pipeline(
+        Settings(), chat, database_url=database_url, redis_url=redis_url, prefix=redis_prefix, tmp=tmp_path
+    ) as (backend, demo, _):
+        declined = await backend.orchestrator.handle(
+            _message(demo, "Can you recommend a good pizza place near your store?", customer="s1")
+        )
+        options = reply_buttons(declined.guardrails)
+        assert len(options) == 6 and "Store hours" in options
+        [outbound] = [
+            p for p in await _stream(backend, "outbound") if p["message_id"] == str(declined.message_id)
+        ]
+        assert outbound["quick_replies"] == options  # what the channels send (a list on WhatsApp)
+        for number, option in enumerate(options):
+            tapped = await backend.orchestrator.handle(_message(demo, option, customer=f"s-tap-{number}"))
+            decided = {(d.rule, d.action) for d in tapped.guardrails}
+            assert ("answerability", "pass") in decided, (option, tapped.text, tapped.guardrails)
+            assert reply_buttons(tapped.guardrails) == []  # answered: no options under it

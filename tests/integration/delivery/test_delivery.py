@@ -27,7 +27,7 @@ from common.db.models import MessageLog
 from common.db.session import make_engine, make_sessionmaker
 from common.delivery import OutboundDispatcher, OutboxRelay, Outcome
 from common.domain import Channel, ConversationState, Persona
-from common.schemas import OutboundPayload
+from common.schemas import LinkButton, OutboundPayload
 from common.streams import OUTBOUND_STREAM, StreamPublisher
 from serve_apps.simulator import FaultSpec, SimulatorServer
 
@@ -566,3 +566,71 @@ async def test_a_confirmation_goes_with_yes_no_buttons(world: World, channel: Ch
     else:
         titles = [b["callback_data"] for b in body["reply_markup"]["inline_keyboard"][0]]
     assert titles == ["Yes", "No"]
+
+
+SUGGESTIONS = ["Shipping times", "Return policy", "Warranty claims", "Order status", "Payment methods"]
+
+
+@pytest.mark.parametrize("channel", [Channel.WHATSAPP, Channel.INSTAGRAM, Channel.TELEGRAM])
+async def test_more_options_than_buttons_go_as_a_list(world: World, channel: Channel) -> None:
+    await _set_whatsapp_template(world, None)
+    payload = (await world.payload(channel, "I can help with these:")).model_copy(
+        update={"quick_replies": SUGGESTIONS}
+    )
+    await world.publish(payload)
+    assert await drain(world.dispatcher("d1")) == [Outcome.SENT]
+    [sent] = world.sent_for(payload)
+    body = sent.body
+    if channel is Channel.WHATSAPP:  # a list message: 5 rows (buttons hold 3); a tap is a list_reply
+        assert body["interactive"]["type"] == "list"
+        titles = [r["title"] for r in body["interactive"]["action"]["sections"][0]["rows"]]
+    elif channel is Channel.INSTAGRAM:  # quick replies hold 13
+        titles = [q["title"] for q in body["message"]["quick_replies"]]
+    else:  # one option per keyboard row
+        keyboard = body["reply_markup"]["inline_keyboard"]
+        assert all(len(row) == 1 for row in keyboard)
+        titles = [row[0]["callback_data"] for row in keyboard]
+    assert titles == SUGGESTIONS
+
+
+LINKS = [
+    LinkButton(title="Refund timing", url="https://help.example.com/returns#refunds"),
+    LinkButton(title="International shipping rates", url="https://help.example.com/shipping"),
+]
+
+
+@pytest.mark.parametrize("channel", [Channel.WHATSAPP, Channel.INSTAGRAM, Channel.TELEGRAM])
+async def test_cited_pages_go_as_link_buttons(world: World, channel: Channel) -> None:
+    await _set_whatsapp_template(world, None)
+    payload = (await world.payload(channel, "Refunds take 5 to 7 days.")).model_copy(update={"links": LINKS})
+    await world.publish(payload)
+    assert await drain(world.dispatcher("d1")) == [Outcome.SENT]
+    [sent] = world.sent_for(payload)
+    body = sent.body
+    assert sent.text == "Refunds take 5 to 7 days."
+    if channel is Channel.WHATSAPP:  # one call-to-action URL button per message: the first page
+        assert body["interactive"]["type"] == "cta_url"
+        assert body["interactive"]["action"]["parameters"] == {
+            "display_text": "Refund timing",
+            "url": "https://help.example.com/returns#refunds",
+        }
+    elif channel is Channel.INSTAGRAM:  # a button template, titles cut to 20 characters
+        buttons = body["message"]["attachment"]["payload"]["buttons"]
+        assert [(b["type"], b["title"], b["url"]) for b in buttons] == [
+            ("web_url", "Refund timing", LINKS[0].url),
+            ("web_url", "International shippi", LINKS[1].url),
+        ]
+    else:
+        keyboard = body["reply_markup"]["inline_keyboard"]
+        assert keyboard == [[{"text": link.title, "url": link.url}] for link in LINKS]
+
+
+async def test_outside_the_window_a_template_carries_no_buttons_or_links(world: World) -> None:
+    await _set_whatsapp_template(world, {"name": "support_followup", "language": "en_US"})
+    payload = (
+        await world.payload(Channel.WHATSAPP, "Your refund was approved.", wrote_ago=timedelta(days=2))
+    ).model_copy(update={"links": LINKS, "quick_replies": ["Yes", "No"]})
+    await world.publish(payload)
+    assert await drain(world.dispatcher("d1")) == [Outcome.SENT]
+    [sent] = world.sent_for(payload)
+    assert sent.body["type"] == "template" and "interactive" not in sent.body

@@ -153,3 +153,27 @@ async def test_offer_rules_are_validated_on_write(
             "action": "create_ticket",
             "arguments": {"subject": "Ticket: {message}", "description": "{message}"},
         }
+
+
+async def test_suggest_rules_are_validated_on_write(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    async with brand_api(database_url, redis_url, redis_prefix, tmp_path) as (client, key, brand):
+        rules = f"/v1/brands/{brand}/rules"
+
+        async def suggest(options: object) -> int:
+            body = {"name": "s", "kind": "suggest", "config": {"options": options}}
+            return (await client.post(rules, json=body, headers=key)).status_code
+
+        assert await suggest(["Only one"]) == 400  # a choice needs two
+        assert (
+            await suggest(["Delivery times", "A label longer than twenty"]) == 400
+        )  # a channel would cut it
+        assert await suggest(["Refunds", "refunds"]) == 400
+        assert await suggest([f"Option {i}" for i in range(11)]) == 400  # a WhatsApp list holds 10
+        made = await client.post(
+            rules,
+            json={"name": "s", "kind": "suggest", "config": {"options": ["  Delivery   times ", "Refunds"]}},
+            headers=key,
+        )
+        assert made.status_code == 201 and made.json()["config"] == {"options": ["Delivery times", "Refunds"]}

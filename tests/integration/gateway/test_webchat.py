@@ -16,6 +16,7 @@ whole responses and cannot show a stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -38,6 +39,7 @@ from common.channels.base import RecipientConfig
 from common.channels.registry import build_registry
 from common.channels.webchat import WebchatSender, webchat_channel
 from common.config import ChannelSecrets, ServiceEndpoints, Settings, WebchatSettings
+from common.conversation.signals import RENEW_S
 from common.db import repositories as repo
 from common.db.models import ChannelConfig
 from common.domain import Channel
@@ -219,6 +221,14 @@ class SseReader:
                 lines.append(line)
         raise EOFError("stream ended")
 
+    async def next_frame(self, timeout: float) -> list[str]:
+        """The next frame that is not a comment (heartbeats are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.frame(max(0.01, deadline - time.monotonic()))
+            if not all(line.startswith(":") for line in frame):
+                return frame
+
     async def next_event(self, timeout: float) -> tuple[str, dict[str, Any]]:
         """The next ``message`` event (id, data), skipping comments."""
         deadline = time.monotonic() + timeout
@@ -227,6 +237,27 @@ class SseReader:
             fields = dict(line.split(": ", 1) for line in frame if not line.startswith(":") and ": " in line)
             if fields.get("event") == "message":
                 return fields["id"], json.loads(fields["data"])
+
+
+@contextlib.asynccontextmanager
+async def asked_and_listening(
+    w: Webchat, client_message_id: str
+) -> AsyncIterator[tuple[dict[str, Any], SseReader]]:
+    """A new visitor asks QUESTION and opens the reply stream; yields the POST's answer (with its
+    ``visitor_id``) and the stream, past its opening frame."""
+    visitor = anon()
+    async with served(w.app) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+        posted = (
+            await client.post(
+                f"/v1/webchat/{w.token}/messages",
+                json={"visitor_id": visitor, "text": QUESTION, "client_message_id": client_message_id},
+            )
+        ).json()
+        params = {"visitor_id": visitor, "after": posted["message_id"]}
+        async with client.stream("GET", f"/v1/webchat/{w.token}/events", params=params) as resp:
+            sse = SseReader(resp)
+            assert await sse.frame(5) == ["retry: 3000", ": connected"]
+            yield {**posted, "visitor_id": visitor}, sse
 
 
 # --- accept, process, history ---------------------------------------------------------------------
@@ -302,9 +333,13 @@ async def test_sse_streams_the_reply_the_sender_delivers_and_releases_on_disconn
             sse = SseReader(resp)
             assert await sse.frame(5) == ["retry: 3000", ": connected"]
 
-            # Answered and stored, but not delivered: nothing reaches the stream...
+            # Answered and stored, but not delivered: nothing but "typing" while it was drafted (when
+            # drafting outlasted the signal's start) reaches the stream...
             await webchat.backend.orchestrator.process_stored(uuid.UUID(posted["message_id"]))
-            assert await sse.frame(3) == [": heartbeat"]
+            frame = await sse.frame(3)
+            while frame != [": heartbeat"]:
+                assert frame == ["event: typing", "data: {}"]
+                frame = await sse.frame(3)
             # ...until the web chat sender publishes it.
             [payload] = await deliver_pending(webchat)
             event_id, data = await sse.next_event(5)
@@ -324,41 +359,50 @@ async def test_sse_streams_the_reply_the_sender_delivers_and_releases_on_disconn
 async def test_a_streaming_model_shows_the_reply_as_it_is_written_then_the_stored_one(
     streaming: Webchat,
 ) -> None:
-    visitor = anon()
-    async with served(streaming.app) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
-        posted = (
-            await client.post(
-                f"/v1/webchat/{streaming.token}/messages",
-                json={"visitor_id": visitor, "text": QUESTION, "client_message_id": "s1"},
-            )
-        ).json()
-        params = {"visitor_id": visitor, "after": posted["message_id"]}
-        async with client.stream("GET", f"/v1/webchat/{streaming.token}/events", params=params) as resp:
-            sse = SseReader(resp)
-            assert await sse.frame(5) == ["retry: 3000", ": connected"]
-            drafting = asyncio.create_task(
-                streaming.backend.orchestrator.process_stored(uuid.UUID(posted["message_id"]))
-            )
-            drafts: list[dict[str, Any]] = []
-            while not drafting.done() or not drafts:
-                frame = await sse.frame(5)
-                fields = dict(
-                    line.split(": ", 1) for line in frame if ": " in line and not line.startswith(":")
-                )
-                if fields.get("event") == "draft":
-                    assert "id" not in fields  # a reconnect resumes after stored replies only
-                    drafts.append(json.loads(fields["data"]))
-            reply = await drafting
-            # The drafts grow, each the beginning of the answer, for this inbound message.
-            assert len(drafts) >= 2 and all(d["in_reply_to"] == posted["message_id"] for d in drafts)
-            texts = [d["text"] for d in drafts]
-            assert all(RETURNS_ANSWER.startswith(t) for t in texts) and texts == sorted(texts, key=len)
-            # The stored, checked reply is what the customer keeps.
-            [payload] = await deliver_pending(streaming)
-            event_id, data = await sse.next_event(5)
-            assert event_id == str(payload.message_id) and data["text"] == reply.text == RETURNS_ANSWER
+    async with asked_and_listening(streaming, "s1") as (posted, sse):
+        drafting = asyncio.create_task(
+            streaming.backend.orchestrator.process_stored(uuid.UUID(posted["message_id"]))
+        )
+        drafts: list[dict[str, Any]] = []
+        while not drafting.done() or not drafts:
+            frame = await sse.frame(5)
+            fields = dict(line.split(": ", 1) for line in frame if ": " in line and not line.startswith(":"))
+            if fields.get("event") == "draft":
+                assert "id" not in fields  # a reconnect resumes after stored replies only
+                drafts.append(json.loads(fields["data"]))
+        reply = await drafting
+        # The drafts grow, each the beginning of the answer, for this inbound message.
+        assert len(drafts) >= 2 and all(d["in_reply_to"] == posted["message_id"] for d in drafts)
+        texts = [d["text"] for d in drafts]
+        assert all(RETURNS_ANSWER.startswith(t) for t in texts) and texts == sorted(texts, key=len)
+        # The stored, checked reply is what the customer keeps.
+        [payload] = await deliver_pending(streaming)
+        event_id, data = await sse.next_event(5)
+        assert event_id == str(payload.message_id) and data["text"] == reply.text == RETURNS_ANSWER
     assert isinstance(streaming.backend.chat_model, StreamingScriptedChatModel)
     assert streaming.backend.chat_model.streamed == 1
+
+
+async def test_the_stream_says_typing_while_a_reply_is_drafted(webchat: Webchat) -> None:
+    """The orchestrator's typing signal for web chat: a ``typing`` event, renewed while drafting goes
+    on, with no ``id:`` (a reconnect never resumes after it)."""
+    async with asked_and_listening(webchat, "t1") as (posted, sse):
+        signal = webchat.backend.orchestrator.signals.start(
+            brand_id=webchat.demo.brand.id,
+            tenant_id=webchat.demo.tenant.id,
+            channel=Channel.WEBCHAT,
+            conversation_id=uuid.UUID(posted["conversation_id"]),
+            customer_id=posted["visitor_id"],
+            message_id=f"{posted['visitor_id']}/t1",
+        )
+        assert signal is not None
+        try:
+            first = time.monotonic()
+            assert await sse.next_frame(5) == ["event: typing", "data: {}"]
+            assert await sse.next_frame(RENEW_S + 3) == ["event: typing", "data: {}"]  # renewed
+            assert time.monotonic() - first >= RENEW_S - 0.5
+        finally:
+            signal.cancel()
 
 
 async def test_sse_catches_up_after_reconnect(webchat: Webchat) -> None:

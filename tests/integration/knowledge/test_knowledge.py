@@ -216,7 +216,10 @@ async def test_retrieve_context_answers_demo_questions(
 
 
 async def test_seed_demo_brand_is_idempotent(database_url: str) -> None:
+    from sqlalchemy import func, select
+
     from common.db import repositories as repo
+    from common.db.models import AuditEntry
     from common.db.session import make_engine, make_sessionmaker
 
     engine = make_engine(database_url, pool_size=1)
@@ -230,7 +233,19 @@ async def test_seed_demo_brand_is_idempotent(database_url: str) -> None:
         assert dataclasses.replace(second, brand=unversioned) == load_demo_brand()
         async with sessionmaker() as session:
             stored = await repo.get_brand_profile(session, brand_id=BRAND_ID)
+            rules = await repo.list_automation_rules(session, brand_id=BRAND_ID, include_disabled=True)
+            edits = await session.scalar(
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(AuditEntry.tenant_id == second.tenant.id, AuditEntry.action.like("rule.%"))
+            )
         assert stored == second.brand
+        # brand.yaml's rules, once each, and not rewritten when unchanged (one audit entry per rule).
+        assert sorted((r.name, r.kind) for r in rules) == [
+            ("tickets on request", "offer"),
+            ("what we can help with", "suggest"),
+        ]
+        assert edits == 2
     finally:
         await engine.dispose()
 
