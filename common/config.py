@@ -257,6 +257,16 @@ class MediaSettings(BaseModel):
     transcription_api_key: SecretStr | None = None
     transcription_model: str = "whisper-1"
     transcription_language: str | None = Field(default=None, description="ISO-639-1 hint, e.g. 'en'")
+    s3_bucket: str | None = Field(
+        default=None,
+        description="Keep media bytes in this S3-compatible bucket (endpoint, keys: S3__*); unset: Postgres",
+    )
+    s3_prefix: str = Field(default="media/", max_length=200, description="Object key prefix in the bucket")
+    clamd_address: str | None = Field(
+        default=None,
+        description="host:port of a ClamAV clamd: every file is scanned before it is stored (fail closed)",
+    )
+    scan_timeout_s: float = Field(default=30.0, gt=0, description="Per file, clamd's whole answer")
 
 
 class IngestionSettings(BaseModel):

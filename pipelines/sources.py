@@ -24,6 +24,7 @@ from sqlalchemy import Engine, text
 
 from common.config import S3Settings
 from common.errors import DependencyError, InvalidInput, NotFound, SourceReadError
+from common.media_store import s3_client
 
 S3_SCHEME = "s3"
 BLOB_PREFIX = "pglo:"
@@ -37,20 +38,6 @@ class SourceItem:
     uri: str
     location: str
     content_type: str | None = None
-
-
-def s3_client(settings: S3Settings) -> Any:
-    """A boto3 S3 client for ``settings`` (imported lazily: only S3 users pay for boto3)."""
-    import boto3
-
-    secret = settings.secret_access_key.get_secret_value() if settings.secret_access_key else None
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.endpoint_url,
-        aws_access_key_id=settings.access_key_id,
-        aws_secret_access_key=secret,
-        region_name=settings.region,
-    )
 
 
 def split_s3_url(url: str) -> tuple[str, str]:

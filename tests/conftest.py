@@ -26,6 +26,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from common.config import S3Settings
 from common.db import migrate
 from common.db.session import make_engine
 from common.embedded import EmbeddedPostgres, EmbeddedValkey, postgres_reachable, redis_reachable
@@ -220,3 +221,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _EXIT_STATUS = pytest.StashKey[int]()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Settings]:
+    """An S3-compatible server for the session: moto's standalone ``ThreadedMotoServer`` over HTTP (a real
+    server speaking the S3 wire protocol, not a mocked client). Tests create their own buckets."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Settings(
+            endpoint_url=f"http://127.0.0.1:{port}",
+            access_key_id="test",
+            secret_access_key="test",  # type: ignore[arg-type]  # pydantic coerces str → SecretStr
+            region="us-east-1",
+        )
+    finally:
+        server.stop()

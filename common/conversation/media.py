@@ -5,10 +5,12 @@ inbound worker's :meth:`MediaIntake.prepare` runs before the message is drafted:
 
 1. **fetch** with the connection's own credentials (:data:`common.channels.registry.FETCHERS`), retrying
    429 / 5xx / timeouts, refusing anything over ``MEDIA__MAX_BYTES`` (declared or counted);
-2. **store** the bytes and ``stored`` in one transaction, or ``too_large`` / ``failed`` with the reason
-   the agents see; nothing is ever half-stored, and a crash before the commit leaves it ``pending``
-   (the redelivered entry fetches it again);
-3. **transcribe** a stored voice note or audio file when ``MEDIA__TRANSCRIPTION_URL`` is set: the
+2. **scan** them with clamd when ``MEDIA__CLAMD_ADDRESS`` is set (:mod:`common.media_scan`; an infected
+   file is refused, never stored);
+3. **store** the bytes (:mod:`common.media_store`: Postgres, or an S3-compatible bucket) and ``stored``,
+   or ``too_large`` / ``failed`` with the reason the agents see; nothing is ever half-stored, and a
+   crash before the commit leaves it ``pending`` (the redelivered entry fetches it again);
+4. **transcribe** a stored voice note or audio file when ``MEDIA__TRANSCRIPTION_URL`` is set: the
    transcript becomes the message's text (in the log too, so history and agents read it) and is answered
    like typed text.
 
@@ -36,6 +38,8 @@ from common.domain import Channel, ChannelRoute, MediaRef
 from common.errors import AssistantError
 from common.llm.transcription import Transcriber, TranscriptionError
 from common.logging import get_logger
+from common.media_scan import ClamdScanner
+from common.media_store import MediaStore, build_media_store
 from common.observability import stage
 from common.retry import RetryPolicy, retry_async
 
@@ -64,9 +68,16 @@ class MediaIntake:
         sessionmaker: async_sessionmaker[AsyncSession],
         transport: httpx.AsyncBaseTransport | None = None,
         transcriber: Transcriber | None = None,
+        store: MediaStore | None = None,
     ) -> None:
-        """``transcriber``: defaults to one on ``MEDIA__TRANSCRIPTION_URL`` when that is set."""
+        """``transcriber``: defaults to one on ``MEDIA__TRANSCRIPTION_URL`` when that is set; ``store``
+        to the one the settings name (Postgres, or ``MEDIA__S3_BUCKET``)."""
         self._settings = settings
+        self._store = store or build_media_store(settings)
+        media = settings.media
+        self._scanner = (
+            ClamdScanner(media.clamd_address, timeout_s=media.scan_timeout_s) if media.clamd_address else None
+        )
         self._media = settings.media
         self._sessionmaker = sessionmaker
         self._cipher = CredentialCipher.from_settings(settings.secrets)
@@ -103,7 +114,7 @@ class MediaIntake:
         if caption:
             return MediaOutcome(caption)  # the words that came with it are the question
         if media.status == "failed":
-            return MediaOutcome(None, f"{label} could not be fetched: {media.error}")
+            return MediaOutcome(None, f"{label} not stored: {media.error}")  # fetch failed, or refused
         if media.kind != "audio":
             return MediaOutcome(None, f"{label} received without text")
         if media.transcript:
@@ -117,7 +128,7 @@ class MediaIntake:
     async def _transcribe(self, inbound: Any, media: Any, label: str) -> MediaOutcome:
         assert self._transcriber is not None
         async with self._sessionmaker() as session:
-            data = await repo.media_content(session, media_id=media.id)
+            data = await self._store.get(session, media)
         if data is None:  # pragma: no cover - stored always has content (one transaction)
             return MediaOutcome(None, f"{label} has no stored content")
         filename = media.filename or f"{label.replace(' ', '-')}{_extension(media.mime_type)}"
@@ -176,14 +187,17 @@ class MediaIntake:
             status, error = "too_large", exc.message
         except (MediaFetchError, KeyError) as exc:
             error = exc.message if isinstance(exc, AssistantError) else f"no media fetcher for {channel}"
+        if fetched is not None and self._scanner is not None:
+            # Before anything is kept; clamd unreachable raises (retried later, the media still pending).
+            with stage("media.scan", bytes=len(fetched.data)):
+                verdict = await self._scanner.scan(fetched.data)
+            if not verdict.clean:
+                fetched, error = None, f"refused by the virus scan: {verdict.signature}"
+                status = "failed"
         async with self._sessionmaker() as session:
             if fetched is not None:
-                await repo.store_media(
-                    session,
-                    media_id=media.id,
-                    data=fetched.data,
-                    mime_type=fetched.mime_type,
-                    sha256=fetched.sha256,
+                await self._store.put(
+                    session, media, data=fetched.data, mime_type=fetched.mime_type, sha256=fetched.sha256
                 )
             else:
                 await repo.finish_media(session, media_id=media.id, status=status, error=error)

@@ -401,6 +401,9 @@ class MessageMedia(Base):
     error: Mapped[str | None] = mapped_column(Text)
     size_bytes: Mapped[int | None] = mapped_column(Integer)
     sha256: Mapped[str | None] = mapped_column(String(64))
+    # Where the bytes are when they are in an S3-compatible bucket (``MEDIA__S3_BUCKET``); None: in
+    # ``media_contents`` (or not stored).
+    object_key: Mapped[str | None] = mapped_column(Text)
     transcript: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()

@@ -35,6 +35,7 @@ from common.db import repositories as repo
 from common.domain import Channel, ConversationState, Direction, OutboundResponse
 from common.errors import InvalidInput, NotFound
 from common.logging import get_logger
+from common.media_store import build_media_store
 from common.schemas import CitationOut, DeliveryOut, GuardrailOut, MediaOut
 from serve_apps.gateway.agent_events import queue_events
 from serve_apps.gateway.auth import PUBLIC, authenticator, requires
@@ -157,6 +158,7 @@ class AgentCaller:
 def build_agents_router(backend: GatewayBackend) -> APIRouter:
     """Routes ``/v1/agents/...`` (tenant key with the ``agents`` scope) and the console page ``/agent``."""
     router = APIRouter()
+    media_store = build_media_store(backend.settings)  # one client for every download
 
     def agent(request: Request, principal: Principal = requires(Scope.AGENTS)) -> AgentCaller:
         if principal.agent_id is not None:  # signed in: the account is the agent, whatever a header says
@@ -248,7 +250,7 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
     @router.get("/v1/agents/media/{media_id}/content", response_class=Response)
     async def media_content(media_id: uuid.UUID, caller: AgentCaller = require_agent) -> Response:
         # What the customer sent, for the agent who answers (the console fetches it with the session).
-        return await media_download(backend.sessionmaker, caller.principal, media_id)
+        return await media_download(backend.sessionmaker, media_store, caller.principal, media_id)
 
     @router.get("/v1/agents/conversations/{conversation_id}", response_model=AgentConversationOut)
     async def conversation(

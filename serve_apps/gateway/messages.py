@@ -13,6 +13,7 @@ from common.db import repositories as repo
 from common.domain import InboundMessage, OutboundResponse
 from common.errors import InvalidInput, NotFound
 from common.logging import get_logger
+from common.media_store import build_media_store
 from common.observability import message_received
 from common.schemas import (
     CitationOut,
@@ -45,6 +46,7 @@ def build_messages_router(backend: GatewayBackend) -> APIRouter:
     Every route needs a tenant key with its scope and sees only its tenant's brands and conversations.
     """
     router = APIRouter()
+    media_store = build_media_store(backend.settings)  # one client for every download
 
     @router.post("/v1/messages/inbound", response_model=ReplyOut)
     async def inbound(body: InboundMessageIn, caller: Principal = requires(Scope.MESSAGES_WRITE)) -> ReplyOut:
@@ -105,7 +107,7 @@ def build_messages_router(backend: GatewayBackend) -> APIRouter:
     async def media_content(
         media_id: uuid.UUID, caller: Principal = requires(Scope.CONVERSATIONS_READ)
     ) -> Response:
-        return await media_download(backend.sessionmaker, caller, media_id)
+        return await media_download(backend.sessionmaker, media_store, caller, media_id)
 
     @router.post("/v1/brands/{brand_id}/knowledge", response_model=IngestResult, status_code=201)
     async def knowledge(

@@ -12,6 +12,7 @@ from common.access.principal import Principal
 from common.db import repositories as repo
 from common.domain import Channel, ConversationState, Direction
 from common.errors import NotFound
+from common.media_store import MediaStore
 from common.schemas import CitationOut, DeliveryOut, GuardrailOut, MediaOut
 
 
@@ -60,7 +61,10 @@ def media_out(row: Any | None, *, content_path: str) -> MediaOut | None:
 
 
 async def media_download(
-    sessionmaker: async_sessionmaker[AsyncSession], principal: Principal, media_id: uuid.UUID
+    sessionmaker: async_sessionmaker[AsyncSession],
+    store: MediaStore,
+    principal: Principal,
+    media_id: uuid.UUID,
 ) -> Response:
     """The stored bytes of one media item of the caller's tenant and brands (else the one 404).
 
@@ -71,7 +75,7 @@ async def media_download(
         row = await repo.get_media(session, media_id=media_id)
         if row is None or row.tenant_id != principal.tenant_id or not principal.sees_brand(row.brand_id):
             raise NotFound("unknown media", details={"media_id": str(media_id)})
-        data = await repo.media_content(session, media_id=media_id)
+        data = await store.get(session, row) if row.status == "stored" else None
     if data is None:
         raise NotFound(
             "the media has no stored content", details={"media_id": str(media_id), "status": row.status}

@@ -53,11 +53,27 @@ async def media_for(session: AsyncSession, *, message_ids: list[uuid.UUID]) -> d
 
 
 async def store_media(
-    session: AsyncSession, *, media_id: uuid.UUID, data: bytes, mime_type: str | None, sha256: str
+    session: AsyncSession,
+    *,
+    media_id: uuid.UUID,
+    data: bytes | None,
+    mime_type: str | None,
+    sha256: str,
+    object_key: str | None = None,
+    size_bytes: int | None = None,
 ) -> None:
-    """The fetched bytes and ``stored``, together (a crash in between leaves it ``pending``, refetched)."""
-    session.add(MediaContent(media_id=media_id, data=data))
-    values: dict[str, Any] = {"status": "stored", "size_bytes": len(data), "sha256": sha256, "error": None}
+    """``stored``, with the fetched bytes (Postgres) or the object key they were uploaded under (S3),
+    together (a crash in between leaves it ``pending``, refetched)."""
+    if data is not None:
+        session.add(MediaContent(media_id=media_id, data=data))
+        size_bytes = len(data)
+    values: dict[str, Any] = {
+        "status": "stored",
+        "size_bytes": size_bytes,
+        "sha256": sha256,
+        "error": None,
+        "object_key": object_key,
+    }
     if mime_type:
         values["mime_type"] = mime_type[:200]
     await session.execute(update(MessageMedia).where(MessageMedia.id == media_id).values(**values))

@@ -25,13 +25,16 @@ import pytest_asyncio
 from sqlalchemy import func, select
 
 from common.access.principal import Scope
-from common.config import ChannelSecrets, MediaSettings, ServiceEndpoints, Settings
+from common.config import ChannelSecrets, MediaSettings, S3Settings, ServiceEndpoints, Settings
 from common.db import repositories as repo
 from common.db.models import MediaContent, MessageLog, MessageMedia
 from common.domain import Channel, ConversationState, OutboundResponse
+from common.errors import DependencyError
+from common.media_store import s3_client
 from serve_apps.gateway.app import build_gateway_api
 from serve_apps.inprocess import InProcessBackend
 from serve_apps.simulator import webhooks as sim_hooks
+from serve_apps.simulator.clamd import EICAR, SimulatedClamd
 from serve_apps.simulator.server import SimulatorServer
 from tests.auth import key_headers
 from tests.contract.test_channel_payloads import BOT, IG, WA
@@ -63,10 +66,20 @@ class Env:
     firer: sim_hooks.WebhookFirer
     tenant_id: uuid.UUID
     brand_id: uuid.UUID
+    clamd: SimulatedClamd | None = None
 
 
 async def _env(
-    sim: SimulatorServer, database_url: str, redis_url: str, prefix: str, tmp: Path, *, transcribe: bool
+    sim: SimulatorServer,
+    database_url: str,
+    redis_url: str,
+    prefix: str,
+    tmp: Path,
+    *,
+    transcribe: bool,
+    s3: S3Settings | None = None,
+    bucket: str | None = None,
+    clamd: str | None = None,
 ) -> AsyncIterator[Env]:
     endpoints = ServiceEndpoints(
         database_url=database_url,
@@ -88,7 +101,10 @@ async def _env(
             max_bytes=MAX_BYTES,
             fetch_attempts=2,
             transcription_url=f"{sim.url}/v1" if transcribe else None,
+            s3_bucket=bucket,
+            clamd_address=clamd,
         ),
+        s3=s3 or S3Settings(),
     )
     backend = InProcessBackend(
         settings, endpoints, embedder=ConstantEmbedder(), chat_model=ScriptedChatModel("x")
@@ -428,3 +444,110 @@ async def test_an_instagram_read_event_is_the_replys_read_receipt(env: Env) -> N
     async with env.backend.sessionmaker() as s:
         delivery = (await repo.deliveries_for(s, message_ids=[reply.message_id]))[reply.message_id]
     assert delivery.status == "sent" and delivery.receipt == "read"
+
+
+@pytest_asyncio.fixture(name="bucketed")
+async def bucketed_fixture(
+    simulator, database_url, redis_url, redis_prefix, tmp_path, s3: S3Settings
+) -> AsyncIterator[Env]:
+    """Media bytes in an S3-compatible bucket (``MEDIA__S3_BUCKET``), on moto's S3 server."""
+    bucket = f"media-{uuid.uuid4().hex[:8]}"
+    s3_client(s3).create_bucket(Bucket=bucket)
+    async for env in _env(
+        simulator, database_url, redis_url, redis_prefix, tmp_path, transcribe=True, s3=s3, bucket=bucket
+    ):
+        yield env
+
+
+async def test_with_a_bucket_media_is_kept_in_it_transcribed_and_downloadable(
+    bucketed: Env, s3: S3Settings
+) -> None:
+    env = bucketed
+    file = held(env.sim, VOICE + b"s3", "audio/ogg", transcript="Do you ship to Canada?")
+    item = sim_hooks.whatsapp_media(
+        sender="16505559999", kind="audio", media_id=file["id"], mime_type="audio/ogg", voice=True
+    )
+    await env.firer.whatsapp(sim_hooks.whatsapp_update(phone_number_id=WA, messages=[item]))
+    reply, _, media = await answer(env, item["message"]["id"])
+    # In the bucket under a key of tenant, brand and media id; nothing in Postgres but the row.
+    assert media.status == "stored" and media.size_bytes == len(VOICE) + 2
+    assert media.object_key == f"media/{env.tenant_id}/{env.brand_id}/{media.id}"
+    bucket = env.backend.settings.media.s3_bucket
+    stored = s3_client(s3).get_object(Bucket=bucket, Key=media.object_key)
+    assert stored["Body"].read() == VOICE + b"s3" and stored["ContentType"] == "audio/ogg"
+    assert await stored_bytes(env, media.id) is None
+    # Transcribed from the bucket's bytes and answered like text.
+    assert media.transcript == "Do you ship to Canada?" and MEDIA_MESSAGE not in reply.text
+    key = await key_headers(env.backend.sessionmaker, env.tenant_id, Scope.CONVERSATIONS_READ)
+    download = await env.client.get(f"/v1/media/{media.id}/content", headers=key)
+    assert download.status_code == 200 and download.content == VOICE + b"s3"
+
+
+async def test_an_unreachable_bucket_leaves_the_media_pending_for_the_retry(bucketed: Env) -> None:
+    env = bucketed
+    inbound = await picture_sent(env, b"\x89PNG-not-stored", sender="16505558888")
+    s3_client(env.backend.settings.s3).delete_bucket(Bucket=env.backend.settings.media.s3_bucket)
+    await still_pending_after_failing(env, inbound, "media storage")
+
+
+@pytest_asyncio.fixture(name="scanned")
+async def scanned_fixture(simulator, database_url, redis_url, redis_prefix, tmp_path) -> AsyncIterator[Env]:
+    """Every file scanned by a SIMULATED clamd (the INSTREAM wire protocol on a local port)."""
+    with SimulatedClamd() as clamd:
+        async for env in _env(
+            simulator, database_url, redis_url, redis_prefix, tmp_path, transcribe=True, clamd=clamd.address
+        ):
+            env.clamd = clamd
+            yield env
+
+
+async def test_a_clean_file_is_scanned_and_stored_an_infected_one_refused_and_never_stored(
+    scanned: Env,
+) -> None:
+    env = scanned
+    clean = held(env.sim, b"%PDF-1.7 an invoice", "application/pdf")
+    infected = held(env.sim, b"%PDF-1.7 " + EICAR, "application/pdf")
+    items = [
+        sim_hooks.whatsapp_media(
+            sender=f"1650555700{i}", kind="document", media_id=f["id"], mime_type="application/pdf"
+        )
+        for i, f in enumerate((clean, infected))
+    ]
+    await env.firer.whatsapp(sim_hooks.whatsapp_update(phone_number_id=WA, messages=items))
+    _, _, ok = await answer(env, items[0]["message"]["id"])
+    assert ok.status == "stored" and await stored_bytes(env, ok.id) == b"%PDF-1.7 an invoice"
+    reply, _, bad = await answer(env, items[1]["message"]["id"])
+    assert bad.status == "failed" and bad.error == "refused by the virus scan: Eicar-Test-Signature"
+    assert await stored_bytes(env, bad.id) is None
+    assert reply.escalated and any(
+        "refused by the virus scan" in g.reason for g in reply.guardrails if g.rule == "escalation:media"
+    )
+    assert env.clamd is not None and env.clamd.scanned == 2
+
+
+async def test_an_unreachable_scanner_leaves_the_media_pending_for_the_retry(scanned: Env) -> None:
+    env = scanned
+    inbound = await picture_sent(env, b"GIF89a-unscanned", sender="16505557100")
+    assert env.clamd is not None
+    env.clamd.stop()  # clamd goes away
+    await still_pending_after_failing(env, inbound, "virus scan unavailable")
+
+
+async def picture_sent(env: Env, data: bytes, *, sender: str) -> MessageLog:
+    """A WhatsApp picture the provider holds, its webhook accepted; the stored inbound message."""
+    file = held(env.sim, data, "image/gif")
+    item = sim_hooks.whatsapp_media(sender=sender, kind="image", media_id=file["id"], mime_type="image/gif")
+    await env.firer.whatsapp(sim_hooks.whatsapp_update(phone_number_id=WA, messages=[item]))
+    return await _inbound(env, item["message"]["id"])
+
+
+async def still_pending_after_failing(env: Env, inbound: MessageLog, error: str) -> None:
+    """Processing fails with a retryable error naming ``error``, and leaves nothing half-done: the media
+    ``pending`` with no bytes anywhere, no reply; the redelivered message does it all once it is back."""
+    with pytest.raises(DependencyError, match=error):
+        await env.backend.orchestrator.process_stored(inbound.id)
+    async with env.backend.sessionmaker() as session:
+        media = await repo.media_of_message(session, message_id=inbound.id)
+        reply = await repo.find_reply_to(session, inbound_id=inbound.id)
+    assert media is not None and media.status == "pending" and media.object_key is None
+    assert await stored_bytes(env, media.id) is None and reply is None

@@ -8,9 +8,7 @@ exercised by ``test_ray_job_submit.py``.
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from common.db.models import KnowledgeChunk
 from common.db.session import make_engine, make_sessionmaker
 from common.domain import Persona
 from common.knowledge.vectorstore import VectorStore
+from common.media_store import s3_client
 from pipelines import stages
 from pipelines.ingest import Engine, IngestRequest, run_ingest
 
@@ -43,12 +42,6 @@ You have 30 days to return an unworn item for a full refund.
 FAQ_CSV = (
     "question,answer\nDo you ship on weekends?,No - only on business days.\nCan I pick up in store?,Yes.\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_brand(database_url: str) -> tuple[uuid.UUID, uuid.UUID]:
@@ -112,37 +105,13 @@ def pg_chunk_count(database_url: str, brand_id: uuid.UUID) -> int:
 
 
 @pytest.fixture(scope="module")
-def s3_server() -> Iterator[S3Settings]:
-    """moto's S3-compatible HTTP server on a free port, with a bucket ``kb-test``."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    settings = S3Settings(
-        endpoint_url=f"http://127.0.0.1:{port}",
-        access_key_id="test",
-        secret_access_key="test",  # type: ignore[arg-type]  # pydantic coerces str → SecretStr
-        region="us-east-1",
-    )
-    client = boto3.client(
-        "s3",
-        endpoint_url=settings.endpoint_url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket="kb-test")
-    try:
-        yield settings
-    finally:
-        server.stop()
+def s3_server(s3: S3Settings) -> S3Settings:
+    """The S3-compatible test server (``tests/conftest.py``), with a bucket ``kb-test``."""
+    s3_client(s3).create_bucket(Bucket="kb-test")
+    return s3
 
 
 def _put(s3: S3Settings, key: str, body: bytes) -> None:
-    from pipelines.sources import s3_client
-
     s3_client(s3).put_object(Bucket="kb-test", Key=key, Body=body)
 
 
