@@ -144,6 +144,10 @@ def invalid_payload(exc: ValidationError) -> InvalidInput:
     return InvalidInput("webhook payload failed validation", details={"errors": errors[:20]})
 
 
+#: Where the reply goes in a window template's body parameters (:mod:`common.delivery.window`).
+REPLY_PLACEHOLDER = "{reply}"
+
+
 @dataclass(frozen=True)
 class RecipientConfig:
     """The brand's account a reply is sent from (WhatsApp phone number id, Instagram account id, bot id).
@@ -157,9 +161,21 @@ class RecipientConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     credentials: dict[str, SecretStr] | None = None
     #: How the provider's window lets this reply go (:mod:`common.delivery.window`): ``open`` (free
-    #: form), ``template`` (WhatsApp, as ``template`` = ``{name, language}``), ``human_agent`` (Instagram).
+    #: form), ``template`` (WhatsApp, as ``template`` = ``{name, language, parameters}``), ``human_agent``
+    #: (Instagram).
     window: str = "open"
-    template: dict[str, str] | None = None
+    template: dict[str, Any] | None = None
+
+    def template_parameters(self, reply: str) -> list[str]:
+        """The window template's body parameters with ``reply`` in its place."""
+        params = (self.template or {}).get("parameters") or [REPLY_PLACEHOLDER]
+        return [str(p).replace(REPLY_PLACEHOLDER, reply) for p in params]
+
+    def template_reply_room(self, limit: int) -> int:
+        """How much of a reply fits the template parameter that holds it (``limit`` a parameter)."""
+        params = (self.template or {}).get("parameters") or [REPLY_PLACEHOLDER]
+        holder = next((str(p) for p in params if REPLY_PLACEHOLDER in str(p)), REPLY_PLACEHOLDER)
+        return max(1, limit - (len(holder) - len(REPLY_PLACEHOLDER)))
 
     def secret(self, name: str, default: SecretStr | None) -> SecretStr | None:
         """The connection's own secret ``name``, else ``default`` (only when it has no credentials at all:

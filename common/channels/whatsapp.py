@@ -359,8 +359,9 @@ class WhatsAppSender(GraphSender):
         return False
 
     def part_limit(self, account: RecipientConfig) -> int:
-        """A template's body parameter holds 1024 characters; a free-form text 4096."""
-        return TEMPLATE_MAX_CHARS if account.window == "template" else MAX_CHARS
+        """A template's body parameter holds 1024 characters (less the fixed text around the reply in
+        it); a free-form text 4096."""
+        return account.template_reply_room(TEMPLATE_MAX_CHARS) if account.window == "template" else MAX_CHARS
 
     async def _send_part(
         self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int, *, last: bool
@@ -373,13 +374,14 @@ class WhatsAppSender(GraphSender):
             "text": {"body": text, "preview_url": False},
         }
         if account.window == "template" and account.template is not None:
-            # Outside the 24-hour window only an approved template may go; the reply is its parameter.
+            # Outside the 24-hour window only an approved template may go; the reply is in its parameters.
             body.pop("text")
             body["type"] = "template"
+            values = account.template_parameters(text)
             body["template"] = {
                 "name": account.template["name"],
                 "language": {"code": account.template["language"]},
-                "components": [{"type": "body", "parameters": [{"type": "text", "text": text}]}],
+                "components": [{"type": "body", "parameters": [{"type": "text", "text": v} for v in values]}],
             }
         interactive = last and account.window == "open" and len(text) <= BUTTON_BODY_MAX
         if interactive and (payload.quick_replies or payload.links):

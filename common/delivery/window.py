@@ -3,7 +3,8 @@
 * **WhatsApp** (Cloud API): free-form messages only within 24 hours of the customer's last message;
   outside it the API refuses them (error 131047) and only an approved **template** may be sent. A reply
   outside the window goes out as the template its connection configured for that
-  (``settings.window_template``: ``{name, language}``, the reply as its one body parameter), or is
+  (``settings.window_template``: ``{name, language, parameters}``, the reply in the parameter that
+  says ``{reply}``, by default the only one), or is
   **held**: recorded with the reason, shown to the agents, never sent and never dead-lettered.
 * **Instagram**: free-form within 24 hours; a person's reply (``sender="agent"``) up to 7 days with the
   ``HUMAN_AGENT`` tag, as Meta documents it; beyond that held.
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from common.channels.base import REPLY_PLACEHOLDER
 from common.domain import Channel
 
 #: The channels whose providers limit when a free-form reply may go.
@@ -36,23 +38,48 @@ TEMPLATES_SYNCED_KEY = "templates_synced_at"
 Mode = Literal["open", "template", "human_agent", "held"]
 
 
+#: The placeholder of the reply in a template's body parameters.
+REPLY = REPLY_PLACEHOLDER
+
+
 class WindowTemplate(BaseModel):
-    """An approved WhatsApp template whose body has one parameter: the reply."""
+    """An approved WhatsApp template a reply goes out as: its body parameters in order, each a text in
+    which ``{reply}`` is the reply (exactly one of them has it; the others are fixed texts, e.g. a
+    department's name). The default, ``["{reply}"]``, is a template whose body has one parameter."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9_]{1,512}$", description="As approved in WhatsApp Manager")
     language: str = Field(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$", description="e.g. en_US")
+    parameters: tuple[str, ...] = Field(
+        default=(REPLY,),
+        min_length=1,
+        max_length=10,
+        description="The body parameters {{1}}, {{2}}...: texts; {reply} in exactly one is the reply",
+    )
+
+    @field_validator("parameters")
+    @classmethod
+    def _one_reply(cls, parameters: tuple[str, ...]) -> tuple[str, ...]:
+        if sum(REPLY in p for p in parameters) != 1 or any(p.count(REPLY) > 1 for p in parameters):
+            raise ValueError("exactly one parameter holds {reply} (once)")
+        if any(not p.strip() or len(p) > 1024 for p in parameters):
+            raise ValueError("each parameter is 1 to 1024 characters")
+        return parameters
 
 
 def usable_templates(settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """Synced templates a reply can go out as: approved, with exactly one body parameter (the reply)."""
+    """Synced templates a reply can go out as: approved, with at least one body parameter (one holds the
+    reply; ``parameters`` fills the others)."""
     synced = settings.get(TEMPLATES_KEY)
     candidates = synced if isinstance(synced, list) else []
     return [
         t
         for t in candidates
-        if isinstance(t, dict) and t.get("status") == "APPROVED" and t.get("body_parameters") == 1
+        if isinstance(t, dict)
+        and t.get("status") == "APPROVED"
+        and isinstance(t.get("body_parameters"), int)
+        and t["body_parameters"] >= 1
     ]
 
 
@@ -72,10 +99,10 @@ def template_problem(settings: dict[str, Any], template: WindowTemplate) -> str 
     found = same[0]
     if found.get("status") != "APPROVED":
         return f"template {template.name} ({template.language}) is {found.get('status') or 'not approved'}"
-    if found.get("body_parameters") != 1:
+    if found.get("body_parameters") != len(template.parameters):
         return (
             f"template {template.name} ({template.language}) has {found.get('body_parameters')} body "
-            "parameters; a reply needs a template with exactly one"
+            f"parameters and {len(template.parameters)} are given (parameters: one of them '{REPLY}')"
         )
     return None
 

@@ -512,6 +512,29 @@ async def test_each_window_rule(
             assert sent[0].body["tag"] == "HUMAN_AGENT" and sent[0].body["messaging_type"] == "MESSAGE_TAG"
 
 
+async def test_a_template_with_more_parameters_carries_the_reply_in_its_own(world: World) -> None:
+    parameters = ["Customer Care", "about your question: {reply}"]
+    await _set_whatsapp_template(
+        world, {"name": "care_followup", "language": "en_US", "parameters": parameters}
+    )
+    reply = "Refunds take 5 to 7 days. " * 60  # 1560 characters: split to the room left in its parameter
+    payload = await world.payload(Channel.WHATSAPP, reply.strip(), wrote_ago=timedelta(days=2))
+    await world.publish(payload)
+    assert await drain(world.dispatcher("d1")) == [Outcome.SENT]
+    sent = world.sent_for(payload)
+    assert len(sent) == 2
+    for part in sent:
+        [body] = part.body["template"]["components"]
+        first, second = (p["text"] for p in body["parameters"])
+        assert first == "Customer Care" and second.startswith("about your question: ")
+        assert len(second) <= 1024
+    joined = " ".join(
+        p.body["template"]["components"][0]["parameters"][1]["text"].removeprefix("about your question: ")
+        for p in sent
+    )
+    assert " ".join(joined.split()) == " ".join(reply.split())
+
+
 async def test_outside_the_window_a_reply_goes_as_the_connections_template(world: World) -> None:
     await _set_whatsapp_template(world, {"name": "support_followup", "language": "en_US"})
     payload = await world.payload(Channel.WHATSAPP, "Your refund was approved.", wrote_ago=timedelta(days=3))

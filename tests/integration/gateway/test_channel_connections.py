@@ -485,7 +485,11 @@ async def test_a_whatsapp_connection_takes_its_out_of_window_template(world: Wor
         url, json={"window_template": {"name": "support_followup", "language": "en_US"}}, headers=key
     )
     assert ok.status_code == 200, ok.text
-    assert ok.json()["settings"]["window_template"] == {"name": "support_followup", "language": "en_US"}
+    assert ok.json()["settings"]["window_template"] == {
+        "name": "support_followup",
+        "language": "en_US",
+        "parameters": ["{reply}"],  # the default: the reply is the one body parameter
+    }
     bad = await world.client.patch(
         url, json={"window_template": {"name": "Has Spaces", "language": "en"}}, headers=key
     )
@@ -519,6 +523,12 @@ async def test_templates_sync_from_whatsapp_and_check_the_window_template(world:
         url, json={"window_template": {"name": "nope", "language": "en_US"}}, headers=key
     )
     assert unknown.status_code == 400
+    no_reply = await world.client.patch(
+        url,
+        json={"window_template": {"name": "support_followup", "language": "en_US", "parameters": ["Hi"]}},
+        headers=key,
+    )
+    assert no_reply.status_code == 400  # a template that would not carry the reply
     ok = await world.client.patch(
         url, json={"window_template": {"name": "support_followup", "language": "en_US"}}, headers=key
     )
