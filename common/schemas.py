@@ -228,6 +228,11 @@ class OutboundPayload(_Strict):
         description="Options under the last part (an action's yes/no, a brand's suggested questions): up "
         "to 3 are buttons, more a list where the channel has one; a tap comes back as that text",
     )
+    handoff: bool = Field(
+        default=False,
+        description="The bot's message that hands the conversation to a person (written with the state "
+        "change): sent although a person now owns the conversation; other bot replies then are not",
+    )
     links: list[LinkButton] = Field(
         default_factory=list,
         max_length=3,

@@ -276,7 +276,9 @@ class Drafter:
         question = message.text
         if self._spell is not None and answers.spelling:
             question = await self._spell(brand.tenant_id, brand.id, message.text)
-        query = answering.retrieval_query(question, turn.customer_texts) if answers.followups else question
+        # A tap on a suggestion is a whole question of its own, never a follow-up of the one before.
+        followup = answers.followups and message.text not in turn.rules.suggestions
+        query = answering.retrieval_query(question, turn.customer_texts) if followup else question
         started = time.perf_counter()
         with stage("orchestrator.retrieve", top_k=top_k) as span:
             chunks = await self._retrieve(brand.tenant_id, brand.id, query, top_k)

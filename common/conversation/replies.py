@@ -175,7 +175,7 @@ class ReplyStore:
             )
             log.info("conversation_handed_off", conversation_id=str(conversation.id))
         if draft.text:
-            payload = outbound_payload(brand, response)
+            payload = outbound_payload(brand, response, handoff=draft.handoff)
             publish.insert(0, await outbox.add(session, stream=OUTBOUND_STREAM, payload=payload))
         return Written(response, publish)
 
@@ -223,9 +223,14 @@ async def stored_reply(session: AsyncSession, message: InboundMessage) -> Outbou
 
 
 def outbound_payload(
-    brand: BrandProfile, response: OutboundResponse, *, sender: Literal["bot", "agent"] = "bot"
+    brand: BrandProfile,
+    response: OutboundResponse,
+    *,
+    sender: Literal["bot", "agent"] = "bot",
+    handoff: bool = False,
 ) -> dict[str, Any]:
-    """The JSON (an :class:`common.schemas.OutboundPayload`) a channel dispatcher needs for one reply."""
+    """The JSON (an :class:`common.schemas.OutboundPayload`) a channel dispatcher needs for one reply;
+    ``handoff``: the bot's last message, the one that tells the customer a person takes over."""
     payload = OutboundPayload(
         message_id=response.message_id,
         conversation_id=response.conversation_id,
@@ -236,6 +241,7 @@ def outbound_payload(
         in_reply_to=response.in_reply_to or None,
         text=response.text,
         sender=sender,
+        handoff=handoff,
         quick_replies=reply_buttons(response.guardrails),
         links=link_buttons(response.citations),
         trace=carrier(),  # the dispatcher continues this trace (through outbox and relay too)

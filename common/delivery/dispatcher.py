@@ -3,7 +3,7 @@
 Per stream entry (one :class:`common.schemas.OutboundPayload`)::
 
     claim deliveries row (atomic upsert, lease)  ──none──► terminal? XACK : leave pending (another holder)
-      │ bot reply and conversation not ``bot``  ──────────► status skipped, XACK
+      │ bot reply (not the handoff message) and conversation not ``bot`` ► status skipped, XACK
       │ no enabled account / sender / bad payload ────────► status failed, XADD outbound-dead, XACK
       ▼
     sending_since := now ─► provider call(s), bounded retries honouring Retry-After (common.retry)
@@ -244,7 +244,9 @@ class OutboundDispatcher:
                     )
                 except NotFound:
                     raise _Permanent("unknown conversation") from None
-                if conversation.state != ConversationState.BOT.value:
+                # A person owns it: bot replies drafted before that are dropped, but not the message
+                # that handed it over (written with the state change: "I'll connect you with...").
+                if conversation.state != ConversationState.BOT.value and not payload.handoff:
                     return None
             config = await repo.find_brand_channel_config(
                 session, brand_id=payload.brand_id, channel=payload.channel

@@ -250,6 +250,46 @@ def test_chat_page_answers_cites_and_reloads_history(gateway: GatewayThread, bro
     assert len([r for r in _replies(driver) if RETURNS_ANSWER in r[0]]) == 1
 
 
+def test_a_question_not_covered_offers_the_suggestions_and_a_tap_asks_one(
+    gateway: GatewayThread, browser
+) -> None:
+    """The demo brand's ``suggest`` rule in the browser: the fallback shows its questions as buttons, a
+    click sends that text as the visitor's message (no typing), and the answer replaces the buttons."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser
+    driver.get(f"{gateway.base_url}/chat/{load_demo_brand().brand.id}")
+    field = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#chat input[name=text]"), "chat mounted")
+    field.send_keys("Can you recommend a good pizza place near your store?", Keys.ENTER)
+    buttons = _wait(
+        driver,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "ol[role=log] .buttons button"),
+        "the suggestions under the fallback",
+    )
+    labels = [b.text for b in buttons]
+    assert labels == [
+        "Delivery times",
+        "How do I return?",
+        "Refunds",
+        "Payment methods",
+        "Store hours",
+        "Warranty claims",
+    ]
+    answered = len(_replies(driver))
+    buttons[labels.index("Refunds")].click()
+    _wait(
+        driver,
+        lambda d: (
+            [li.text for li in d.find_elements(By.CSS_SELECTOR, "ol[role=log] li.visitor")][-1:]
+            == ["Refunds"]
+        ),
+        "the tap sent as the visitor's message",
+    )
+    _wait(driver, lambda d: len(_replies(d)) > answered, "the suggestion answered")
+    assert not driver.find_elements(By.CSS_SELECTOR, "ol[role=log] .buttons button"), "buttons gone"
+
+
 def test_one_script_tag_embeds_the_widget_cross_origin(
     gateway: GatewayThread, browser, tmp_path: Path
 ) -> None:

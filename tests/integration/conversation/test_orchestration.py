@@ -284,7 +284,13 @@ async def test_a_question_not_covered_offers_the_brands_suggestions_and_each_is_
         ]
         assert outbound["quick_replies"] == options  # what the channels send (a list on WhatsApp)
         for number, option in enumerate(options):
-            tapped = await backend.orchestrator.handle(_message(demo, option, customer=f"s-tap-{number}"))
+            # Tapped in the conversation that declined (a short text there is no follow-up of the
+            # question before), and by a new customer.
+            customer = "s1" if number == 0 else f"s-tap-{number}"
+            tapped = await backend.orchestrator.handle(_message(demo, option, customer=customer))
             decided = {(d.rule, d.action) for d in tapped.guardrails}
             assert ("answerability", "pass") in decided, (option, tapped.text, tapped.guardrails)
             assert reply_buttons(tapped.guardrails) == []  # answered: no options under it
+        for option in options[1:]:  # and every one of them in that same conversation
+            tapped = await backend.orchestrator.handle(_message(demo, option, customer="s1"))
+            assert ("answerability", "pass") in {(d.rule, d.action) for d in tapped.guardrails}, option

@@ -381,6 +381,20 @@ async def test_permanent_4xx_goes_to_dead_letter_with_reason(world: World) -> No
     assert await world.pending() == 0
 
 
+async def test_the_message_that_hands_over_is_sent_though_a_person_now_owns_it(world: World) -> None:
+    payload = (
+        await world.payload(Channel.WHATSAPP, "I'll connect you with our team.", customer="ho-2")
+    ).model_copy(update={"handoff": True})
+    async with world.sessionmaker() as session:  # the state change was written with this reply
+        await repo.set_conversation_state(
+            session, conversation_id=payload.conversation_id, state=ConversationState.HANDOFF
+        )
+        await session.commit()
+    await world.publish(payload)
+    assert await drain(world.dispatcher("d1")) == [Outcome.SENT]
+    assert [s.text for s in world.sent_for(payload)] == ["I'll connect you with our team."]
+
+
 async def test_handoff_conversation_skips_bot_reply_but_sends_agent_message(world: World) -> None:
     bot = await world.payload(Channel.WHATSAPP, "bot answer", customer="handoff-1")
     async with world.sessionmaker() as session:

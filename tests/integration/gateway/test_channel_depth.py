@@ -223,6 +223,11 @@ async def test_voice_note_without_a_transcription_endpoint_gets_the_media_messag
     assert reasons and "MEDIA__TRANSCRIPTION_URL" in reasons[0]
     assert inbound.text == "[voice note]"
     assert await state_of(plain, reply.conversation_id) is ConversationState.HANDOFF
+    # The message that hands it over reaches the customer, though a person now owns the conversation.
+    before = len(plain.sim.state.sent("telegram"))
+    await dispatch_all(plain.backend, consumer="handoff")
+    sent = plain.sim.state.sent("telegram")[before:]
+    assert [(m.recipient, m.text) for m in sent] == [("4242", MEDIA_MESSAGE)]
 
 
 async def test_a_captioned_instagram_picture_is_stored_and_its_caption_answered(env: Env) -> None:
