@@ -49,6 +49,8 @@ class WidgetConfigOut(_Strict):
     launcher_label: str
     placeholder: str
     require_identity: bool
+    #: The brand's suggested questions (its ``suggest`` rule), offered under the greeting: one tap asks.
+    suggestions: list[str] = Field(default_factory=list)
 
 
 class WebchatMessageIn(_Strict):

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.conversation.escalation import BrandRules
 from common.db import repositories as repo
 from common.domain import BrandProfile, Channel
 from common.errors import NotFound, Unauthorized
@@ -33,6 +34,7 @@ class Widget:
     token: str
     brand: BrandProfile
     display: WidgetDisplay
+    suggestions: tuple[str, ...] = ()
 
     @property
     def tenant_id(self) -> uuid.UUID:
@@ -52,6 +54,7 @@ class Widget:
             launcher_label=d.launcher_label,
             placeholder=d.placeholder,
             require_identity=d.require_identity,
+            suggestions=list(self.suggestions),
         )
 
     def check_origin(self, origin: str | None) -> None:
@@ -75,9 +78,11 @@ async def resolve_widget(sessionmaker: async_sessionmaker[AsyncSession], token: 
             raise NotFound("unknown widget")
         brand = await repo.get_brand_profile(session, brand_id=config.brand_id)
         settings = dict(config.settings or {})
+        rules = BrandRules.from_rows(await repo.list_automation_rules(session, brand_id=config.brand_id))
     if brand is None:  # pragma: no cover - the foreign key keeps the brand
         raise NotFound("unknown widget")
-    return Widget(token=token, brand=brand, display=parse_display(settings, token=token))
+    display = parse_display(settings, token=token)
+    return Widget(token=token, brand=brand, display=display, suggestions=rules.suggestions)
 
 
 async def brand_widget(sessionmaker: async_sessionmaker[AsyncSession], brand_id: uuid.UUID) -> Widget:

@@ -162,7 +162,8 @@
   Chat.prototype.start = function () {
     if (this.started) { return; }
     this.started = true;
-    this.add({ role: "assistant", text: this.cfg.greeting, citations: [] }, "greeting");
+    // The brand's suggested questions under the greeting: the first message clears them.
+    this.add({ role: "assistant", text: this.cfg.greeting, citations: [], buttons: this.cfg.suggestions || [] }, "greeting");
     this.loadHistory();
   };
 

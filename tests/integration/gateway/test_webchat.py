@@ -615,6 +615,8 @@ async def test_widget_config_page_and_script(webchat: Webchat) -> None:
         no_widget_brand = await client.get(f"/chat/{uuid.uuid4()}")
     assert config["brand_name"] == "Acme Outdoor" and config["primary_color"] == "#0a7d38"
     assert config["greeting"] == "Howdy from the test widget"
+    # The demo brand's suggest rule: its questions, offered under the greeting.
+    assert config["suggestions"][:3] == ["Delivery times", "How do I return?", "Refunds"]
     # A bad stored color falls back alone; the persona greeting is the default greeting.
     assert fallback["primary_color"] == "#1f6feb" and fallback["title"] == "Acme help"
     assert fallback["greeting"] == brand.persona.greeting
