@@ -289,11 +289,20 @@ def reply_to_message_id(in_reply_to: str | None) -> int | None:
     return None
 
 
+#: Telegram's limit on a button's ``callback_data``: 64 bytes (not characters).
+CALLBACK_DATA_BYTES = 64
+
+
+def _callback_data(text: str) -> str:
+    """``text`` cut to 64 bytes of UTF-8 at a character boundary (more is refused: BUTTON_DATA_INVALID)."""
+    return text.encode()[:CALLBACK_DATA_BYTES].decode("utf-8", "ignore")
+
+
 def _keyboard(payload: OutboundPayload) -> list[list[dict[str, str]]]:
     """The inline keyboard of a last part: the options (a tap arrives as a ``callback_query`` whose data
     is the option's text) on one row when they are up to 3, one per row for more (a list); then one row
     per cited page, a URL button opening it."""
-    options = [{"text": t, "callback_data": t[:64]} for t in payload.quick_replies]
+    options = [{"text": t, "callback_data": _callback_data(t)} for t in payload.quick_replies]
     rows = [options] if 0 < len(options) <= 3 else [[o] for o in options]
     return rows + [[{"text": link.title, "url": link.url}] for link in payload.links]
 

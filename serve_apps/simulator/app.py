@@ -337,6 +337,12 @@ def build_simulator_app(
             return _tg_error(400, "Bad Request: chat not found")
         if len(text) > LIMITS["telegram"]:
             return _tg_error(400, "Bad Request: message is too long")
+        markup = body.get("reply_markup")
+        rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+        for button in [b for row in rows or [] if isinstance(row, list) for b in row if isinstance(b, dict)]:
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                return _tg_error(400, "Bad Request: BUTTON_DATA_INVALID")
         reply = body.get("reply_parameters")
         reply_to = str(reply.get("message_id")) if isinstance(reply, dict) else None
         record = state.record(

@@ -630,6 +630,18 @@ async def test_more_options_than_buttons_go_as_a_list(world: World, channel: Cha
     assert titles == SUGGESTIONS
 
 
+async def test_a_telegram_option_is_cut_to_64_bytes_not_characters(world: World) -> None:
+    option = "¿Dónde está mi pedido? " * 3  # 69 characters, 75 bytes
+    payload = (await world.payload(Channel.TELEGRAM, "Pick one:")).model_copy(
+        update={"quick_replies": [option, "Otra cosa"]}
+    )
+    await world.publish(payload)
+    assert await drain(world.dispatcher("d1")) == [Outcome.SENT]  # not refused (BUTTON_DATA_INVALID)
+    [sent] = world.sent_for(payload)
+    data = sent.body["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    assert len(data.encode()) <= 64 and option.startswith(data)
+
+
 LINKS = [
     LinkButton(title="Refund timing", url="https://help.example.com/returns#refunds"),
     LinkButton(title="International shipping rates", url="https://help.example.com/shipping"),
