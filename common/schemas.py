@@ -205,6 +205,16 @@ class LinkButton(_Strict):
     url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
 
 
+class OutboundAttachment(_Strict):
+    """A file a person sends with a message (its bytes stay in the media store, under ``media_id``)."""
+
+    media_id: uuid.UUID
+    kind: Literal["image", "document"]
+    mime_type: str = Field(max_length=200)
+    filename: str = Field(max_length=300)
+    caption: str = Field(default="", max_length=1024)
+
+
 class OutboundPayload(_Strict):
     """One reply on the ``outbound`` stream: everything a channel dispatcher needs to deliver it.
 
@@ -232,6 +242,9 @@ class OutboundPayload(_Strict):
         default=False,
         description="The bot's message that hands the conversation to a person (written with the state "
         "change): sent although a person now owns the conversation; other bot replies then are not",
+    )
+    attachment: OutboundAttachment | None = Field(
+        default=None, description="An agent's file: sent as one image or document message with its caption"
     )
     links: list[LinkButton] = Field(
         default_factory=list,

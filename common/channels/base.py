@@ -144,6 +144,17 @@ def invalid_payload(exc: ValidationError) -> InvalidInput:
     return InvalidInput("webhook payload failed validation", details={"errors": errors[:20]})
 
 
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file a person sends the customer (an agent's attachment): sent as one message with its caption."""
+
+    data: bytes
+    kind: str  # "image" or "document"
+    mime_type: str
+    filename: str
+    caption: str = ""
+
+
 #: Where the reply goes in a window template's body parameters (:mod:`common.delivery.window`).
 REPLY_PLACEHOLDER = "{reply}"
 
@@ -230,7 +241,12 @@ class Sender(Protocol):
         ...
 
     async def send(
-        self, payload: OutboundPayload, *, recipient_config: RecipientConfig, start_part: int = 0
+        self,
+        payload: OutboundPayload,
+        *,
+        recipient_config: RecipientConfig,
+        start_part: int = 0,
+        attachment: Attachment | None = None,
     ) -> SendResult:
         """Deliver ``payload`` (parts from ``start_part`` on, in order); raise a :class:`SendError`."""
         ...

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from common.channels.base import RecipientConfig, SendResult
+from common.channels.base import Attachment, RecipientConfig, SendResult
 from common.channels.splitting import split_text
 from common.config import ChannelSecrets
 from common.domain import Channel
@@ -53,9 +53,20 @@ class HttpSender:
         self._secrets = secrets
 
     async def send(
-        self, payload: OutboundPayload, *, recipient_config: RecipientConfig, start_part: int = 0
+        self,
+        payload: OutboundPayload,
+        *,
+        recipient_config: RecipientConfig,
+        start_part: int = 0,
+        attachment: Attachment | None = None,
     ) -> SendResult:
-        """Send every part from ``start_part`` on; the first part quotes the customer's message."""
+        """Send every part from ``start_part`` on; the first part quotes the customer's message. With an
+        ``attachment`` the reply is that one file and its caption (one part)."""
+        if attachment is not None:
+            if start_part >= 1:  # the file already went out
+                return SendResult(provider_message_id="", provider_message_ids=(), parts=1)
+            sent = await self._send_attachment(payload, recipient_config, attachment)
+            return SendResult(provider_message_id=sent, provider_message_ids=(sent,), parts=1)
         parts = split_text(payload.text, limit=self.part_limit(recipient_config))
         if not parts:
             raise PermanentSendError("empty reply")
@@ -83,9 +94,26 @@ class HttpSender:
         """Send part ``index`` (``last``: the final part, which carries any reply buttons)."""
         raise NotImplementedError
 
-    async def _post(self, url: str, *, json: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
-        """POST; transport failures become :class:`RetryableSendError` (the provider may be fine later)."""
+    async def _send_attachment(
+        self, payload: OutboundPayload, account: RecipientConfig, file: Attachment
+    ) -> str:
+        """Send one file (and its caption); the provider's message id."""
+        raise PermanentSendError(f"{self.channel} cannot send files")
+
+    async def _post(
+        self,
+        url: str,
+        *,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, str],
+        data: dict[str, str] | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+    ) -> httpx.Response:
+        """POST JSON (or a multipart form: ``data`` and ``files``); transport failures become
+        :class:`RetryableSendError` (the provider may be fine later)."""
         try:
+            if files is not None:
+                return await self._client.post(url, data=data, files=files, headers=headers)
             return await self._client.post(url, json=json, headers=headers)
         except httpx.TimeoutException as exc:
             raise RetryableSendError(f"{self.channel} provider timed out ({type(exc).__name__})") from exc

@@ -103,16 +103,28 @@ class GraphSender(HttpSender):
 
     async def _post_message(self, account: RecipientConfig, body: dict[str, Any]) -> dict[str, Any]:
         """Send one message body from ``account``; the provider's JSON answer, or a classified error."""
+        return await self._graph_post(account, "messages", json=body)
+
+    async def _graph_post(
+        self,
+        account: RecipientConfig,
+        edge: str,
+        *,
+        json: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+    ) -> dict[str, Any]:
+        """``POST {graph}/{version}/{account}/{edge}`` with the account's token (JSON, or a multipart
+        form); the provider's JSON answer, or a classified error."""
         token = account.secret("access_token", self._secrets.meta_access_token)
         if token is None:
             raise PermanentSendError(
                 "no access token: the connection has none and CHANNELS__META_ACCESS_TOKEN is unset"
             )
         graph = self._secrets.meta_graph_url.rstrip("/")
-        url = f"{graph}/{self._secrets.meta_graph_version}/{account.external_id}/messages"
-        response = await self._post(
-            url, json=body, headers={"Authorization": f"Bearer {token.get_secret_value()}"}
-        )
+        url = f"{graph}/{self._secrets.meta_graph_version}/{account.external_id}/{edge}"
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
+        response = await self._post(url, json=json, data=data, files=files, headers=headers)
         if not response.is_success:
             raise graph_error(response, channel=str(self.channel))
         return body_json(response)

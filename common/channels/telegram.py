@@ -33,9 +33,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from common.channels.base import (
+    Attachment,
     ChannelEvent,
     IgnoredEvent,
     ParsedEvent,
@@ -329,14 +330,35 @@ class TelegramSender(HttpSender):
             raise _telegram_error(response.status_code, data)
         return True
 
-    async def _send_part(
-        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int, *, last: bool
+    async def _send_attachment(
+        self, payload: OutboundPayload, account: RecipientConfig, file: Attachment
     ) -> str:
+        """``sendPhoto`` (a picture) or ``sendDocument`` (anything else), the file in a multipart form."""
+        method, field = ("sendPhoto", "photo") if file.kind == "image" else ("sendDocument", "document")
+        form = {"chat_id": payload.customer_id}
+        if file.caption:
+            form["caption"] = file.caption
+        url = f"{self._api()}/bot{self._token(account).get_secret_value()}/{method}"
+        response = await self._post(
+            url, data=form, files={field: (file.filename, file.data, file.mime_type)}, headers={}
+        )
+        return _sent_id(response)
+
+    def _token(self, account: RecipientConfig) -> SecretStr:
         token = account.secret("bot_token", self._secrets.telegram_bot_token)
         if token is None:
             raise PermanentSendError(
                 "no bot token: the connection has none and CHANNELS__TELEGRAM_BOT_TOKEN is unset"
             )
+        return token
+
+    def _api(self) -> str:
+        return self._secrets.telegram_api_url.rstrip("/")
+
+    async def _send_part(
+        self, payload: OutboundPayload, account: RecipientConfig, text: str, index: int, *, last: bool
+    ) -> str:
+        token = self._token(account)
         body: dict[str, Any] = {"chat_id": payload.customer_id, "text": text}
         reply_id = reply_to_message_id(payload.in_reply_to)
         if index == 0 and reply_id is not None:
@@ -344,15 +366,19 @@ class TelegramSender(HttpSender):
             body["reply_parameters"] = {"message_id": reply_id, "allow_sending_without_reply": True}
         if last and (payload.quick_replies or payload.links):
             body["reply_markup"] = {"inline_keyboard": _keyboard(payload)}
-        api = self._secrets.telegram_api_url.rstrip("/")
-        response = await self._post(f"{api}/bot{token.get_secret_value()}/sendMessage", json=body, headers={})
-        data = body_json(response)
-        if response.is_success and data.get("ok") is True:
-            result = data.get("result")
-            if isinstance(result, dict) and "message_id" in result:
-                return str(result["message_id"])
-            raise PermanentSendError("telegram answered ok without a message_id")
-        raise _telegram_error(response.status_code, data)
+        url = f"{self._api()}/bot{token.get_secret_value()}/sendMessage"
+        return _sent_id(await self._post(url, json=body, headers={}))
+
+
+def _sent_id(response: httpx.Response) -> str:
+    """The ``message_id`` of what Telegram accepted, or its classified refusal."""
+    data = body_json(response)
+    if response.is_success and data.get("ok") is True:
+        result = data.get("result")
+        if isinstance(result, dict) and "message_id" in result:
+            return str(result["message_id"])
+        raise PermanentSendError("telegram answered ok without a message_id")
+    raise _telegram_error(response.status_code, data)
 
 
 def _telegram_error(status: int, data: dict[str, Any]) -> RetryableSendError | PermanentSendError:

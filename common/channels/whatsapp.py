@@ -33,6 +33,7 @@ import httpx
 from pydantic import Field
 
 from common.channels.base import (
+    Attachment,
     ChannelEvent,
     IgnoredEvent,
     ParsedEvent,
@@ -358,6 +359,34 @@ class WhatsAppSender(GraphSender):
             await self._post_message(target.account, body)
         return False
 
+    async def _send_attachment(
+        self, payload: OutboundPayload, account: RecipientConfig, file: Attachment
+    ) -> str:
+        """Upload the file (``POST /{phone_number_id}/media``, multipart) and send it by its media id as an
+        ``image`` or ``document`` message with the caption (documents keep their file name)."""
+        uploaded = await self._graph_post(
+            account,
+            "media",
+            data={"messaging_product": "whatsapp", "type": file.mime_type},
+            files={"file": (file.filename, file.data, file.mime_type)},
+        )
+        media_id = uploaded.get("id")
+        if not isinstance(media_id, str) or not media_id:
+            raise PermanentSendError("whatsapp accepted the upload but returned no media id")
+        media: dict[str, Any] = {"id": media_id}
+        if file.caption:
+            media["caption"] = file.caption
+        if file.kind == "document":
+            media["filename"] = file.filename
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": payload.customer_id,
+            "type": file.kind,
+            file.kind: media,
+        }
+        return _message_id(await self._post_message(account, body))
+
     def part_limit(self, account: RecipientConfig) -> int:
         """A template's body parameter holds 1024 characters (less the fixed text around the reply in
         it); a free-form text 4096."""
@@ -391,13 +420,12 @@ class WhatsAppSender(GraphSender):
             body["interactive"] = _interactive(payload, text)
         if index == 0 and payload.in_reply_to:
             body["context"] = {"message_id": payload.in_reply_to}
-        answer = await self._post_message(account, body)
-        messages = answer.get("messages")
-        if (
-            isinstance(messages, list)
-            and messages
-            and isinstance(messages[0], dict)
-            and messages[0].get("id")
-        ):
-            return str(messages[0]["id"])
-        raise PermanentSendError("whatsapp accepted the request but returned no message id")
+        return _message_id(await self._post_message(account, body))
+
+
+def _message_id(answer: dict[str, Any]) -> str:
+    """The id of the message the Cloud API accepted."""
+    messages = answer.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[0], dict) and messages[0].get("id"):
+        return str(messages[0]["id"])
+    raise PermanentSendError("whatsapp accepted the request but returned no message id")

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.config import Settings
 from common.conversation.actions import ActionRegistry, PluginDeps
 from common.conversation.actions.engine import ActionEngine
-from common.conversation.agents import AgentOperations
+from common.conversation.agents import AgentFile, AgentOperations
 from common.conversation.drafting import (
     HISTORY_TURNS,
     ChatFn,
@@ -235,6 +235,12 @@ class MessageOrchestrator:
     async def agent_reply(self, conversation_id: uuid.UUID, text: str, agent_id: str) -> OutboundResponse:
         """A human agent's message on a conversation in ``handoff`` (see :class:`AgentOperations`)."""
         return await self.agents.agent_reply(conversation_id, text, agent_id)
+
+    async def agent_attachment(
+        self, conversation_id: uuid.UUID, file: AgentFile, agent_id: str
+    ) -> OutboundResponse:
+        """A human agent's file on a conversation in ``handoff`` (see :class:`AgentOperations`)."""
+        return await self.agents.agent_attachment(conversation_id, file, agent_id)
 
     async def release(self, conversation_id: uuid.UUID, agent_id: str) -> ConversationState:
         """Hand a conversation back to the bot (``handoff`` → ``bot``)."""

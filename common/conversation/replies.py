@@ -34,7 +34,7 @@ from common.errors import StreamUnavailable
 from common.logging import get_logger
 from common.observability import carrier, stage
 from common.outbox import OutboxEntry, OutboxPublisher
-from common.schemas import ChatMessage, ChatResponse, LinkButton, OutboundPayload
+from common.schemas import ChatMessage, ChatResponse, LinkButton, OutboundAttachment, OutboundPayload
 from common.streams import OUTBOUND_STREAM
 
 log = get_logger(__name__)
@@ -228,6 +228,7 @@ def outbound_payload(
     *,
     sender: Literal["bot", "agent"] = "bot",
     handoff: bool = False,
+    attachment: OutboundAttachment | None = None,
 ) -> dict[str, Any]:
     """The JSON (an :class:`common.schemas.OutboundPayload`) a channel dispatcher needs for one reply;
     ``handoff``: the bot's last message, the one that tells the customer a person takes over."""
@@ -242,6 +243,7 @@ def outbound_payload(
         text=response.text,
         sender=sender,
         handoff=handoff,
+        attachment=attachment,
         quick_replies=reply_buttons(response.guardrails),
         links=link_buttons(response.citations),
         trace=carrier(),  # the dispatcher continues this trace (through outbox and relay too)

@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common import metrics
-from common.channels.base import RecipientConfig
+from common.channels.base import Attachment, RecipientConfig
 from common.channels.registry import SenderRegistry
 from common.config import Settings
 from common.crypto import CredentialCipher
@@ -44,6 +44,7 @@ from common.delivery.window import decide as window_decision
 from common.domain import ConversationState
 from common.errors import CredentialsUnavailable, NotFound, PermanentSendError, RetryableSendError, SendError
 from common.logging import get_logger
+from common.media_store import build_media_store
 from common.observability import BacklogReporter, received_at, stage
 from common.retry import RetryPolicy, retry_async
 from common.schemas import OutboundPayload
@@ -99,6 +100,7 @@ class OutboundDispatcher:
         self._cipher = CredentialCipher.from_settings(settings.secrets)
         self._sessionmaker = sessionmaker
         self._senders = senders
+        self._store = build_media_store(settings)  # agents' files are sent from there
         self._sleep = sleep
         self._consumer = StreamConsumer(
             redis,
@@ -271,6 +273,11 @@ class OutboundDispatcher:
         )
         if verdict.mode == "held":
             raise _Held(verdict.reason)
+        if payload.attachment is not None and verdict.mode == "template":
+            raise _Held(
+                "outside WhatsApp's 24-hour window only a template may go, and a file is not one: "
+                "the customer must write first"
+            )
         return RecipientConfig(
             channel=payload.channel,
             external_id=config.external_id,
@@ -278,6 +285,19 @@ class OutboundDispatcher:
             credentials=route.credentials,
             window=verdict.mode,
             template=None if verdict.template is None else verdict.template.model_dump(),
+        )
+
+    async def _attachment(self, payload: OutboundPayload) -> Attachment:
+        """The file of an agent's message, from the media store (:class:`_Permanent` when it is gone)."""
+        meta = payload.attachment
+        assert meta is not None
+        async with self._sessionmaker() as session:
+            row = await repo.get_media(session, media_id=meta.media_id)
+            data = await self._store.get(session, row) if row is not None else None
+        if row is None or data is None or row.tenant_id != payload.tenant_id:
+            raise _Permanent("the attached file is no longer stored")
+        return Attachment(
+            data=data, kind=meta.kind, mime_type=meta.mime_type, filename=meta.filename, caption=meta.caption
         )
 
     async def _send(
@@ -294,6 +314,10 @@ class OutboundDispatcher:
             await session.commit()
         progress = row.parts_sent
         ids = list(row.provider_message_ids or [])
+        try:
+            attachment = await self._attachment(payload) if payload.attachment is not None else None
+        except _Permanent as exc:
+            return await self._fail(entry_id, fields, payload, reason=exc.reason, parts=progress, ids=ids)
 
         channel = payload.channel.value
 
@@ -303,7 +327,9 @@ class OutboundDispatcher:
                 with stage(
                     "provider.send", stage_label="provider_send", channel=channel, start_part=progress
                 ):
-                    result = await sender.send(payload, recipient_config=account, start_part=progress)
+                    result = await sender.send(
+                        payload, recipient_config=account, start_part=progress, attachment=attachment
+                    )
             except SendError as exc:
                 outcome = "permanent" if isinstance(exc, PermanentSendError) else "retryable"
                 metrics.inc("ema_outbound_attempts_total", channel=channel, outcome=outcome)

@@ -26,14 +26,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
 
 from common.access.agents import AgentAccounts, SessionOut, SignInIn
 from common.access.management import Management
 from common.access.principal import Principal, Scope
-from common.conversation.agents import AGENT_RULE
+from common.conversation.agents import AGENT_RULE, AgentFile
 from common.db import repositories as repo
 from common.domain import Channel, ConversationState, Direction, OutboundResponse
-from common.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from common.logging import get_logger
 from common.media_store import build_media_store
 from common.schemas import CitationOut, DeliveryOut, GuardrailOut, MediaOut
@@ -299,6 +300,30 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
         await record(caller, "agent.reply", conversation_id, message_id=str(sent.message_id))
         return AgentReplyOut(conversation_id=sent.conversation_id, message_id=sent.message_id, text=sent.text)
 
+    @router.post(
+        "/v1/agents/conversations/{conversation_id}/attachments",
+        response_model=AgentReplyOut,
+        status_code=201,
+    )
+    async def attach(
+        conversation_id: uuid.UUID, request: Request, caller: AgentCaller = require_agent
+    ) -> AgentReplyOut:
+        # multipart/form-data: ``file`` (a picture or a document) and an optional ``caption``.
+        await own_conversation(caller, conversation_id)
+        limit = backend.settings.media.max_bytes
+        upload, caption = await _attachment_form(request, max_bytes=limit)
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise PayloadTooLarge("the file is too large", details={"max_bytes": limit})
+        file = AgentFile(
+            data=data, mime_type=upload.content_type or "", filename=upload.filename or "", caption=caption
+        )
+        sent: OutboundResponse = await backend.orchestrator.agent_attachment(
+            conversation_id, file, caller.agent_id
+        )
+        await record(caller, "agent.attachment", conversation_id, message_id=str(sent.message_id))
+        return AgentReplyOut(conversation_id=sent.conversation_id, message_id=sent.message_id, text=sent.text)
+
     @router.post("/v1/agents/conversations/{conversation_id}/release", response_model=StateOut)
     async def release(conversation_id: uuid.UUID, caller: AgentCaller = require_agent) -> StateOut:
         await own_conversation(caller, conversation_id)
@@ -314,6 +339,25 @@ def build_agents_router(backend: GatewayBackend) -> APIRouter:
         return StateOut(conversation_id=conversation_id, state=state)
 
     return router
+
+
+async def _attachment_form(request: Request, *, max_bytes: int) -> tuple[UploadFile, str]:
+    """The ``file`` and ``caption`` of an attachment upload; a clear 4xx for any other body."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "multipart/form-data":
+        raise UnsupportedMediaType(
+            "send multipart/form-data with a file field (and an optional caption)",
+            details={"content_type": media},
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
+        raise PayloadTooLarge("the file is too large", details={"max_bytes": max_bytes})
+    form = await request.form(max_files=1, max_fields=4)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput("no file in the form (field 'file')")
+    caption = form.get("caption")
+    return upload, caption if isinstance(caption, str) else ""
 
 
 def brand_tenant(caller: AgentCaller) -> uuid.UUID:

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.config import Settings
+from common.conversation.agents import AgentFile
 from common.domain import (
     Accepted,
     Channel,
@@ -50,6 +51,10 @@ class Conversations(Intake, Protocol):
     async def process_stored(self, inbound_id: uuid.UUID) -> OutboundResponse: ...
 
     async def agent_reply(self, conversation_id: uuid.UUID, text: str, agent_id: str) -> OutboundResponse: ...
+
+    async def agent_attachment(
+        self, conversation_id: uuid.UUID, file: AgentFile, agent_id: str
+    ) -> OutboundResponse: ...
 
     async def take_over(self, conversation_id: uuid.UUID, agent_id: str) -> ConversationState: ...
 

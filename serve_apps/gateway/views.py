@@ -80,6 +80,12 @@ async def media_download(
         raise NotFound(
             "the media has no stored content", details={"media_id": str(media_id), "status": row.status}
         )
+    return attachment_response(row, data)
+
+
+def attachment_response(row: Any, data: bytes) -> Response:
+    """The bytes of a media item as a download: an attachment with ``nosniff``, never rendered as a page
+    of this origin (an HTML "document" would otherwise run script there)."""
     name = (row.filename or f"{row.kind}-{row.id}").replace('"', "")
     headers = {
         "content-disposition": f'attachment; filename="{name}"',

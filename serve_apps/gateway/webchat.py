@@ -29,13 +29,15 @@ from fastapi.routing import APIRoute
 
 from common.db import repositories as repo
 from common.db.models import Conversation
-from common.domain import Channel, InboundMessage
+from common.domain import Channel, Direction, InboundMessage
 from common.errors import AssistantError, InvalidInput, NotFound, RateLimited
 from common.logging import bind_correlation_id, get_logger
+from common.media_store import build_media_store
 from common.observability import message_received, stage
 from serve_apps.gateway.backend import GatewayBackend
 from serve_apps.gateway.errors import error_response, unwrap_error, validation_error
-from serve_apps.webchat.events import message_out, reply_stream
+from serve_apps.gateway.views import attachment_response
+from serve_apps.webchat.events import messages_out, reply_stream
 from serve_apps.webchat.identity import Visitor, resolve_visitor
 from serve_apps.webchat.ratelimit import FixedWindowLimiter
 from serve_apps.webchat.schemas import (
@@ -93,6 +95,7 @@ class WebchatRoute(APIRoute):
 def build_webchat_router(backend: GatewayBackend) -> APIRouter:
     """The web chat routes over ``backend`` (in-process objects or Serve handle proxies)."""
     router = APIRouter(route_class=WebchatRoute, tags=["webchat"])
+    media_store = build_media_store(backend.settings)  # agents' files the visitor downloads
     cfg = backend.settings.webchat
     redis_key = backend.settings.redis.key
     send_limit = FixedWindowLimiter(
@@ -181,9 +184,35 @@ def build_webchat_router(backend: GatewayBackend) -> APIRouter:
             rows = await repo.recent_messages(
                 session, conversation_id=conversation.id, limit=cfg.history_limit
             )
-        return WebchatHistoryOut(
-            conversation_id=conversation.id, messages=[message_out(r) for r in rows if r.text]
-        )
+            messages = await messages_out(session, [r for r in rows if r.text])
+        return WebchatHistoryOut(conversation_id=conversation.id, messages=messages)
+
+    @router.get(API_PREFIX + "/{token}/media/{media_id}", response_class=Response)
+    async def media(
+        token: str,
+        media_id: uuid.UUID,
+        request: Request,
+        visitor_id: VisitorIdQuery = None,
+        identity: IdentityQuery = None,
+    ) -> Response:
+        # A file a person sent this visitor: only from the visitor's own conversation, else the one 404.
+        conversation = await reader_conversation(request, token, visitor_id, identity)
+        async with backend.sessionmaker() as session:
+            row = await repo.get_media(session, media_id=media_id)
+            message = await repo.get_message(session, message_id=row.message_id) if row is not None else None
+            data = None
+            if (
+                row is not None
+                and message is not None
+                and conversation is not None
+                and message.conversation_id == conversation.id
+                and message.direction == Direction.OUTBOUND
+                and row.status == "stored"
+            ):
+                data = await media_store.get(session, row)
+        if data is None or row is None:
+            raise NotFound("unknown media", details={"media_id": str(media_id)})
+        return attachment_response(row, data)
 
     @router.get(API_PREFIX + "/{token}/events", response_class=StreamingResponse)
     async def events(

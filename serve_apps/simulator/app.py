@@ -243,15 +243,32 @@ def build_simulator_app(
             }
         )
 
+    def _account_authorised(account_id: str, request: Request) -> bool:
+        expected = per_account.get(account_id, meta_access_token)
+        if expected is None and not per_account:
+            return True
+        given = request.headers.get("authorization", "")
+        return expected is not None and hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
+
+    @app.post("/{version}/{account_id}/media")
+    async def whatsapp_upload(version: str, account_id: str, request: Request) -> JSONResponse:
+        # The business uploads a file to send (multipart: messaging_product, type, file): its media id.
+        if not _account_authorised(account_id, request):
+            return _graph_error(401, 190, "Invalid OAuth access token (simulated)")
+        form = await request.form()
+        upload = form.get("file")
+        if form.get("messaging_product") != "whatsapp" or not isinstance(upload, UploadFile):
+            return _graph_error(400, 100, "(#100) messaging_product whatsapp and a file are required")
+        data = await upload.read()
+        media = state.add_media(data, mime_type=str(form.get("type") or upload.content_type or ""))
+        return JSONResponse({"id": media.id})
+
     @app.post("/{version}/{account_id}/messages")
     async def graph_messages(version: str, account_id: str, request: Request) -> JSONResponse:
         body = await _json_body(request)
         channel: SimChannel = "whatsapp" if body.get("messaging_product") == "whatsapp" else "instagram"
-        expected = per_account.get(account_id, meta_access_token)
-        if expected is not None or per_account:
-            given = request.headers.get("authorization", "")
-            if expected is None or not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
-                return _graph_error(401, 190, "Invalid OAuth access token (simulated)")
+        if not _account_authorised(account_id, request):
+            return _graph_error(401, 190, "Invalid OAuth access token (simulated)")
         if body.get("status") == "read" or "sender_action" in body:
             # Read receipts and typing indicators: recorded apart, and never given the faults queued
             # for sends (a test's injected 429 is meant for a reply).
@@ -259,7 +276,7 @@ def build_simulator_app(
         fault = await _apply_fault(state, channel)
         if fault is not None:
             return _graph_fault(fault)
-        parsed = _parse_whatsapp(body) if channel == "whatsapp" else _parse_instagram(body)
+        parsed = _parse_whatsapp(body, state) if channel == "whatsapp" else _parse_instagram(body)
         if isinstance(parsed, str):
             return _graph_error(400, 100, parsed)
         recipient, text, reply_to = parsed
@@ -293,7 +310,7 @@ def build_simulator_app(
             return _tg_error(404, "Not Found")
         if bots and not any(hmac.compare_digest(token.encode(), b.encode()) for b in bots):
             return _tg_error(401, "Unauthorized")
-        body = await _json_body(request)
+        body = {} if method in ("sendPhoto", "sendDocument") else await _json_body(request)
         bot_id = token.split(":", 1)[0]
         if method == "getMe":
             me = {"id": int(bot_id) if bot_id.isdigit() else 0, "is_bot": True, "first_name": "Sim"}
@@ -324,6 +341,8 @@ def build_simulator_app(
                 )
             state.callback_answers.append({"bot_id": bot_id, **body})
             return JSONResponse({"ok": True, "result": True})
+        if method in ("sendPhoto", "sendDocument"):
+            return await _telegram_file(state, request, bot_id, method)
         if method != "sendMessage":
             return _tg_error(404, "Not Found: method not found")
         fault = await _apply_fault(state, "telegram")
@@ -364,6 +383,37 @@ def build_simulator_app(
 TELEGRAM_ACTIONS = frozenset({"typing", "upload_photo", "record_voice", "upload_document", "find_location"})
 
 
+async def _telegram_file(state: SimulatorState, request: Request, bot_id: str, method: str) -> JSONResponse:
+    """``sendPhoto`` / ``sendDocument`` with the file in a multipart form: recorded as its caption."""
+    field = "photo" if method == "sendPhoto" else "document"
+    form = await request.form()
+    upload, chat_id = form.get(field), form.get("chat_id")
+    if not isinstance(upload, UploadFile) or not isinstance(chat_id, str) or not chat_id:
+        return _tg_error(400, f"Bad Request: chat_id and the {field} file are required")
+    caption = form.get("caption")
+    caption = caption if isinstance(caption, str) else ""
+    if len(caption) > 1024:
+        return _tg_error(400, "Bad Request: message caption is too long")
+    data = await upload.read()
+    media = state.add_media(data, mime_type=upload.content_type or "")
+    body: dict[str, object] = {
+        "chat_id": chat_id,
+        "caption": caption,
+        field: {"file_id": media.id, "file_size": len(data)},
+    }
+    record = state.record(
+        channel="telegram",
+        account=bot_id,
+        recipient=chat_id,
+        text=caption or f"[{field}]",
+        reply_to=None,
+        body=body,
+        id_prefix="",
+    )
+    message = {"message_id": record.seq, "chat": {"id": chat_id, "type": "private"}, "caption": caption}
+    return JSONResponse({"ok": True, "result": {**message, "date": int(record.received_at)}})
+
+
 def _signal(state: SimulatorState, channel: SimChannel, account: str, body: dict[str, Any]) -> JSONResponse:
     if channel == "whatsapp":
         if not isinstance(body.get("message_id"), str) or not body["message_id"]:
@@ -394,9 +444,11 @@ async def _apply_fault(state: SimulatorState, channel: SimChannel) -> FaultSpec 
     return fault
 
 
-def _parse_whatsapp(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
+def _parse_whatsapp(body: dict[str, Any], state: SimulatorState) -> tuple[str, str, str | None] | str:
     if body.get("type") == "template":
         return _parse_template(body)
+    if body.get("type") in ("image", "document"):
+        return _parse_media_message(body, state)
     if body.get("type") == "interactive":
         return _parse_interactive(body)
     text = body.get("text")
@@ -408,6 +460,20 @@ def _parse_whatsapp(body: dict[str, Any]) -> tuple[str, str, str | None] | str:
     context = body.get("context")
     reply_to = context.get("message_id") if isinstance(context, dict) else None
     return to, text["body"], reply_to if isinstance(reply_to, str) else None
+
+
+def _parse_media_message(body: dict[str, Any], state: SimulatorState) -> tuple[str, str, str | None] | str:
+    """A picture or a document by the media id of an upload: recorded as its caption, else ``[image]``."""
+    kind = str(body["type"])
+    media = body.get(kind)
+    to = body.get("to")
+    media_id = media.get("id") if isinstance(media, dict) else None
+    if not isinstance(to, str) or not isinstance(media_id, str) or state.media(media_id) is None:
+        return f"(#131053) {kind}.id must name an uploaded media item"
+    caption = media.get("caption") if isinstance(media, dict) else None
+    if isinstance(caption, str) and len(caption) > 1024:
+        return "(#100) the caption is longer than 1024 characters"
+    return to, caption if isinstance(caption, str) and caption else f"[{kind}]", None
 
 
 def _parse_interactive(body: dict[str, Any]) -> tuple[str, str, str | None] | str:

@@ -26,6 +26,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
@@ -39,7 +40,7 @@ from common.db import repositories as repo
 from common.db.models import MessageLog
 from common.domain import Direction
 from common.logging import get_logger
-from serve_apps.webchat.schemas import WebchatCitationOut, WebchatMessageOut
+from serve_apps.webchat.schemas import WebchatAttachmentOut, WebchatCitationOut, WebchatMessageOut
 
 log = get_logger(__name__)
 
@@ -48,16 +49,34 @@ CATCH_UP_LIMIT = 50
 POLL_S = 1.0
 
 
-def message_out(row: MessageLog) -> WebchatMessageOut:
-    """The public view of a logged message (no prompts, scores or guardrail internals)."""
+def message_out(row: MessageLog, media: Any | None = None) -> WebchatMessageOut:
+    """The public view of a logged message (no prompts, scores or guardrail internals); ``media``: the
+    file that came with it (only a stored one sent to the visitor is shown)."""
+    inbound = row.direction == Direction.INBOUND
+    attachment = None
+    if media is not None and not inbound and media.status == "stored":
+        attachment = WebchatAttachmentOut(
+            id=media.id,
+            kind=media.kind,
+            filename=media.filename or media.kind,
+            mime_type=media.mime_type or "application/octet-stream",
+            size_bytes=media.size_bytes,
+        )
     return WebchatMessageOut(
         id=row.id,
-        role="visitor" if row.direction == Direction.INBOUND else "assistant",
+        role="visitor" if inbound else "assistant",
         text=row.text,
         created_at=row.created_at,
         citations=_citations(row),
-        buttons=[] if row.direction == Direction.INBOUND else reply_buttons(row.guardrails or []),
+        buttons=[] if inbound else reply_buttons(row.guardrails or []),
+        attachment=attachment,
     )
+
+
+async def messages_out(session: AsyncSession, rows: list[MessageLog]) -> list[WebchatMessageOut]:
+    """The public view of ``rows``, with their files."""
+    media = await repo.media_for(session, message_ids=[r.id for r in rows])
+    return [message_out(r, media.get(r.id)) for r in rows]
 
 
 def format_event(message: WebchatMessageOut) -> str:
@@ -110,7 +129,7 @@ async def reply_stream(
         if after is not None:
             for earlier in await _catch_up(sessionmaker, conversation_id, after):
                 seen.add(earlier.id)
-                yield format_event(message_out(earlier))
+                yield format_event(earlier)
         deadline = loop.time() + cfg.sse_max_s
         next_beat = loop.time() + cfg.heartbeat_s
         while loop.time() < deadline and not await is_disconnected():
@@ -128,20 +147,21 @@ async def reply_stream(
                 if live.in_reply_to not in answered:
                     yield format_draft(live)
                 continue
-            row = await _noticed_reply(sessionmaker, conversation_id, raw.get("data"))
-            if row is None or row.id in seen:
+            noticed = await _noticed_reply(sessionmaker, conversation_id, raw.get("data"))
+            if noticed is None or noticed[0].id in seen:
                 continue
+            row, out = noticed
             seen.add(row.id)
             if row.in_reply_to is not None:
                 answered.add(row.in_reply_to)  # a draft published late never follows its final reply
-            yield format_event(message_out(row))
+            yield format_event(out)
     finally:
         await _release(pubsub)
 
 
 async def _catch_up(
     sessionmaker: async_sessionmaker[AsyncSession], conversation_id: uuid.UUID, after: uuid.UUID
-) -> list[MessageLog]:
+) -> list[WebchatMessageOut]:
     async with sessionmaker() as session:
         rows = await repo.messages_after(
             session,
@@ -150,12 +170,12 @@ async def _catch_up(
             direction=Direction.OUTBOUND,
             limit=CATCH_UP_LIMIT,
         )
-    return [r for r in rows if r.text]
+        return await messages_out(session, [r for r in rows if r.text])
 
 
 async def _noticed_reply(
     sessionmaker: async_sessionmaker[AsyncSession], conversation_id: uuid.UUID, data: object
-) -> MessageLog | None:
+) -> tuple[MessageLog, WebchatMessageOut] | None:
     """The stored reply a notice names, only if it is an outbound message of this conversation."""
     if not isinstance(data, str | bytes):
         return None
@@ -168,9 +188,9 @@ async def _noticed_reply(
         return None
     async with sessionmaker() as session:
         row = await repo.get_message(session, message_id=notice.message_id)
-    if row is None or row.conversation_id != conversation_id or row.direction != Direction.OUTBOUND:
-        return None
-    return row if row.text else None
+        if row is None or row.conversation_id != conversation_id or row.direction != Direction.OUTBOUND:
+            return None
+        return (row, (await messages_out(session, [row]))[0]) if row.text else None
 
 
 async def _release(pubsub: aioredis.client.PubSub) -> None:

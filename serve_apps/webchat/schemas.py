@@ -77,6 +77,16 @@ class WebchatCitationOut(_Strict):
     heading_path: str
 
 
+class WebchatAttachmentOut(_Strict):
+    """A file a person sent with a message; the widget links ``GET /v1/webchat/{token}/media/{id}``."""
+
+    id: uuid.UUID
+    kind: str
+    filename: str
+    mime_type: str
+    size_bytes: int | None = None
+
+
 class WebchatMessageOut(_Strict):
     """One message as history and SSE ``message`` events carry it."""
 
@@ -87,6 +97,7 @@ class WebchatMessageOut(_Strict):
     citations: list[WebchatCitationOut] = Field(default_factory=list)
     #: Tap one and its text is sent as the visitor's answer (an action's "Yes" / "No" confirmation).
     buttons: list[str] = Field(default_factory=list)
+    attachment: WebchatAttachmentOut | None = None
 
 
 class WebchatHistoryOut(_Strict):

@@ -197,6 +197,12 @@
       });
       li.appendChild(list);
     }
+    if (msg.attachment) {
+      // A file a person sent: a download link (the server checks it is this visitor's conversation).
+      var file = el("a", { "class": "attachment", href: api + "/media/" + msg.attachment.id + "?" + who().toString(), download: msg.attachment.filename }, "\ud83d\udcce " + msg.attachment.filename);
+      li.appendChild(el("br"));
+      li.appendChild(file);
+    }
     if (msg.role === "assistant" && msg.buttons && msg.buttons.length) {
       // A confirmation ("Shall I open a ticket?"): a tap sends the button's text as the visitor's answer.
       var self = this;

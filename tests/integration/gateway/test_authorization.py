@@ -265,6 +265,8 @@ class Call:
     path: str
     body: Callable[[World], Any] | None = None
     collection: bool = False
+    #: A multipart upload instead of a JSON body: ``{field: (name, bytes, type)}``.
+    files: dict[str, tuple[str, bytes, str]] | None = None
     consumes: bool = False  # the first allowed call removes the target: a second one is 404
 
 
@@ -386,6 +388,10 @@ REQUESTS: dict[tuple[str, str], Call] = {
     ("POST", "/v1/agents/conversations/{conversation_id}/messages"): Call(
         "/v1/agents/conversations/{conversation_a}/messages", lambda w: {"text": "hello"}
     ),
+    ("POST", "/v1/agents/conversations/{conversation_id}/attachments"): Call(
+        "/v1/agents/conversations/{conversation_a}/attachments",
+        files={"file": ("label.png", b"\x89PNG\r\n\x1a\n....", "image/png")},
+    ),
     ("POST", "/v1/agents/conversations/{conversation_id}/release"): Call(
         "/v1/agents/conversations/{conversation_a}/release"
     ),
@@ -408,6 +414,7 @@ PUBLIC_ROUTES = {
     ("POST", "/v1/webchat/{token}/messages"),
     ("GET", "/v1/webchat/{token}/history"),
     ("GET", "/v1/webchat/{token}/events"),
+    ("GET", "/v1/webchat/{token}/media/{media_id}"),  # the visitor's own conversation only (widget token)
     ("GET", "/webhooks/whatsapp"),
     ("POST", "/webhooks/whatsapp"),
     ("GET", "/webhooks/instagram"),
@@ -456,6 +463,8 @@ def _another_scope(scope: Scope) -> Scope:
 async def _call(world: World, method: str, call: Call, token: str | None) -> httpx.Response:
     headers = {"authorization": f"Bearer {token}"} if token else {}
     path = call.path.format(**vars(world))
+    if call.files is not None:
+        return await world.client.request(method, path, files=call.files, headers=headers)
     body = call.body(world) if call.body else None
     return await world.client.request(method, path, json=body, headers=headers)
 

@@ -293,9 +293,9 @@ async def test_post_is_durable_idempotent_and_history_shows_citations(webchat: W
     }
     assert reply["role"] == "assistant" and reply["text"] == RETURNS_ANSWER
     assert {"source": "returns.md", "heading_path": "Returns & Refunds > Return Window"} in reply["citations"]
-    # No prompts, scores or guardrail decisions; buttons only for a confirmation question.
-    assert set(reply) == {"id", "role", "text", "created_at", "citations", "buttons"}
-    assert reply["buttons"] == []
+    # No prompts, scores or guardrail decisions; buttons only for options, an attachment only for a file.
+    assert set(reply) == {"id", "role", "text", "created_at", "citations", "buttons", "attachment"}
+    assert reply["buttons"] == [] and reply["attachment"] is None
 
 
 async def test_two_visitors_may_reuse_client_ids(webchat: Webchat) -> None:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import listen_port
 from tests.integration.pipelines.test_ingest_pipeline import (
     RETURNS,
     SHIPPING,
-    free_port,
     ingest_settings,
     make_brand,
     pg_chunk_count,
@@ -39,7 +39,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture
 def ray_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A head node on free ports; yields (job server address, environment for clients)."""
-    port, dashboard = free_port(), free_port()
+    port, dashboard = listen_port(), listen_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     temp = Path("/tmp") / f"rj{uuid.uuid4().hex[:6]}"  # short: Ray's socket paths have a length limit
     start = [
