@@ -110,12 +110,12 @@ class AgentOperations:
         in ``handoff``: checked, scanned when a scanner is configured, kept in the media store with the
         message, queued like any agent reply. WhatsApp, Telegram and web chat (Instagram takes files only
         from a public URL, so it is refused with a clear error)."""
+        if not file.data:
+            raise InvalidInput("the file is empty")
         caption = file.caption.strip()
         kind = attachment_kind(file.data, file.mime_type)
         name = " ".join(file.filename.replace("\\", "/").rsplit("/", 1)[-1].split())[:300] or kind
         limit = self._settings.media.max_bytes
-        if not file.data:
-            raise InvalidInput("the file is empty")
         if len(file.data) > limit:
             raise PayloadTooLarge(
                 "the file is too large", details={"max_bytes": limit, "bytes": len(file.data)}

@@ -155,6 +155,8 @@ async def test_bad_files_are_clear_errors_and_nothing_is_sent(env: Env) -> None:
     assert fake.status_code == 415  # the bytes are not what the type says
     big = await send_file(env, conversation_id, headers, "big.pdf", PDF + b"0" * 60_000, "application/pdf")
     assert big.status_code == 413
+    nothing = await send_file(env, conversation_id, headers, "empty.png", b"", "image/png")
+    assert nothing.status_code == 400 and "empty" in nothing.json()["error"]["message"]
     empty = await env.client.post(
         f"/v1/agents/conversations/{conversation_id}/attachments", json={"file": "x"}, headers=headers
     )
