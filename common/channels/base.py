@@ -144,17 +144,6 @@ def invalid_payload(exc: ValidationError) -> InvalidInput:
     return InvalidInput("webhook payload failed validation", details={"errors": errors[:20]})
 
 
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    """A file a person sends the customer (an agent's attachment): sent as one message with its caption."""
-
-    data: bytes
-    kind: str  # "image" or "document"
-    mime_type: str
-    filename: str
-    caption: str = ""
-
-
 #: Where the reply goes in a window template's body parameters (:mod:`common.delivery.window`).
 REPLY_PLACEHOLDER = "{reply}"
 
@@ -246,7 +235,8 @@ class Sender(Protocol):
         *,
         recipient_config: RecipientConfig,
         start_part: int = 0,
-        attachment: Attachment | None = None,
+        file: bytes | None = None,
     ) -> SendResult:
-        """Deliver ``payload`` (parts from ``start_part`` on, in order); raise a :class:`SendError`."""
+        """Deliver ``payload`` (parts from ``start_part`` on, in order; ``file``: the bytes of its
+        ``attachment``, which describes them); raise a :class:`SendError`."""
         ...

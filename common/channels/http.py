@@ -13,13 +13,13 @@ from typing import Any, ClassVar
 
 import httpx
 
-from common.channels.base import Attachment, RecipientConfig, SendResult
+from common.channels.base import RecipientConfig, SendResult
 from common.channels.splitting import split_text
 from common.config import ChannelSecrets
 from common.domain import Channel
 from common.errors import PermanentSendError, RetryableSendError, SendError
 from common.logging import redact_http_client_logs
-from common.schemas import OutboundPayload
+from common.schemas import OutboundAttachment, OutboundPayload
 
 # Senders put the Telegram bot token in URLs, and httpx logs URLs: mask them wherever senders are used,
 # configured logging or not (tests, scripts).
@@ -58,14 +58,16 @@ class HttpSender:
         *,
         recipient_config: RecipientConfig,
         start_part: int = 0,
-        attachment: Attachment | None = None,
+        file: bytes | None = None,
     ) -> SendResult:
         """Send every part from ``start_part`` on; the first part quotes the customer's message. With an
-        ``attachment`` the reply is that one file and its caption (one part)."""
-        if attachment is not None:
+        ``attachment`` the reply is that one file (its bytes: ``file``) and its caption (one part)."""
+        if payload.attachment is not None:
             if start_part >= 1:  # the file already went out
                 return SendResult(provider_message_id="", provider_message_ids=(), parts=1)
-            sent = await self._send_attachment(payload, recipient_config, attachment)
+            if file is None:
+                raise PermanentSendError("the attached file's bytes were not given")
+            sent = await self._send_attachment(payload, recipient_config, payload.attachment, file)
             return SendResult(provider_message_id=sent, provider_message_ids=(sent,), parts=1)
         parts = split_text(payload.text, limit=self.part_limit(recipient_config))
         if not parts:
@@ -95,9 +97,9 @@ class HttpSender:
         raise NotImplementedError
 
     async def _send_attachment(
-        self, payload: OutboundPayload, account: RecipientConfig, file: Attachment
+        self, payload: OutboundPayload, account: RecipientConfig, file: OutboundAttachment, data: bytes
     ) -> str:
-        """Send one file (and its caption); the provider's message id."""
+        """Send one file (``data``, as ``file`` describes it, with its caption); the provider's message id."""
         raise PermanentSendError(f"{self.channel} cannot send files")
 
     async def _post(

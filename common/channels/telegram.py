@@ -36,7 +36,6 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from common.channels.base import (
-    Attachment,
     ChannelEvent,
     IgnoredEvent,
     ParsedEvent,
@@ -61,7 +60,7 @@ from common.channels.media import (
 from common.config import ChannelSecrets
 from common.domain import Channel, ChannelRoute, MediaRef
 from common.errors import DependencyError, InvalidInput, PermanentSendError, RetryableSendError, Unauthorized
-from common.schemas import OutboundPayload
+from common.schemas import OutboundAttachment, OutboundPayload
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105 - a header name
 
@@ -331,7 +330,7 @@ class TelegramSender(HttpSender):
         return True
 
     async def _send_attachment(
-        self, payload: OutboundPayload, account: RecipientConfig, file: Attachment
+        self, payload: OutboundPayload, account: RecipientConfig, file: OutboundAttachment, data: bytes
     ) -> str:
         """``sendPhoto`` (a picture) or ``sendDocument`` (anything else), the file in a multipart form."""
         method, field = ("sendPhoto", "photo") if file.kind == "image" else ("sendDocument", "document")
@@ -340,7 +339,7 @@ class TelegramSender(HttpSender):
             form["caption"] = file.caption
         url = f"{self._api()}/bot{self._token(account).get_secret_value()}/{method}"
         response = await self._post(
-            url, data=form, files={field: (file.filename, file.data, file.mime_type)}, headers={}
+            url, data=form, files={field: (file.filename, data, file.mime_type)}, headers={}
         )
         return _sent_id(response)
 

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
-from common.channels.base import Attachment, RecipientConfig, SendResult, SignalTarget
+from common.channels.base import RecipientConfig, SendResult, SignalTarget
 from common.config import RedisSettings
 from common.domain import Channel
 from common.errors import RetryableSendError
@@ -117,10 +117,10 @@ class WebchatSender:
         *,
         recipient_config: RecipientConfig,
         start_part: int = 0,
-        attachment: Attachment | None = None,
+        file: bytes | None = None,
     ) -> SendResult:
         """Publish the notice; ``provider_message_id`` is the reply's own id (web chat has no provider).
-        An ``attachment`` is already with the message (the widget links its download)."""
+        An attachment is already with the message (the widget links its download), so ``file`` is unused."""
         result = SendResult(
             provider_message_id=str(payload.message_id), provider_message_ids=(str(payload.message_id),)
         )

@@ -33,7 +33,6 @@ import httpx
 from pydantic import Field
 
 from common.channels.base import (
-    Attachment,
     ChannelEvent,
     IgnoredEvent,
     ParsedEvent,
@@ -59,7 +58,7 @@ from common.channels.meta import GraphSender, Loose, MetaAdapter, MetaEnvelope
 from common.config import ChannelSecrets
 from common.domain import Channel, ChannelRoute, MediaRef
 from common.errors import DependencyError, InvalidInput, PermanentSendError
-from common.schemas import OutboundPayload
+from common.schemas import OutboundAttachment, OutboundPayload
 
 
 class _Metadata(Loose):
@@ -360,7 +359,7 @@ class WhatsAppSender(GraphSender):
         return False
 
     async def _send_attachment(
-        self, payload: OutboundPayload, account: RecipientConfig, file: Attachment
+        self, payload: OutboundPayload, account: RecipientConfig, file: OutboundAttachment, data: bytes
     ) -> str:
         """Upload the file (``POST /{phone_number_id}/media``, multipart) and send it by its media id as an
         ``image`` or ``document`` message with the caption (documents keep their file name)."""
@@ -368,7 +367,7 @@ class WhatsAppSender(GraphSender):
             account,
             "media",
             data={"messaging_product": "whatsapp", "type": file.mime_type},
-            files={"file": (file.filename, file.data, file.mime_type)},
+            files={"file": (file.filename, data, file.mime_type)},
         )
         media_id = uploaded.get("id")
         if not isinstance(media_id, str) or not media_id:

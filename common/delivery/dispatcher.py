@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -33,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common import metrics
-from common.channels.base import Attachment, RecipientConfig
+from common.channels.base import RecipientConfig
 from common.channels.registry import SenderRegistry
 from common.config import Settings
 from common.crypto import CredentialCipher
@@ -287,18 +288,14 @@ class OutboundDispatcher:
             template=None if verdict.template is None else verdict.template.model_dump(),
         )
 
-    async def _attachment(self, payload: OutboundPayload) -> Attachment:
-        """The file of an agent's message, from the media store (:class:`_Permanent` when it is gone)."""
-        meta = payload.attachment
-        assert meta is not None
+    async def _file(self, media_id: uuid.UUID, tenant_id: uuid.UUID) -> bytes:
+        """The bytes of an agent's file, from the media store (:class:`_Permanent` when it is gone)."""
         async with self._sessionmaker() as session:
-            row = await repo.get_media(session, media_id=meta.media_id)
+            row = await repo.get_media(session, media_id=media_id)
             data = await self._store.get(session, row) if row is not None else None
-        if row is None or data is None or row.tenant_id != payload.tenant_id:
+        if row is None or data is None or row.tenant_id != tenant_id:
             raise _Permanent("the attached file is no longer stored")
-        return Attachment(
-            data=data, kind=meta.kind, mime_type=meta.mime_type, filename=meta.filename, caption=meta.caption
-        )
+        return data
 
     async def _send(
         self,
@@ -315,7 +312,8 @@ class OutboundDispatcher:
         progress = row.parts_sent
         ids = list(row.provider_message_ids or [])
         try:
-            attachment = await self._attachment(payload) if payload.attachment is not None else None
+            meta = payload.attachment
+            file = await self._file(meta.media_id, payload.tenant_id) if meta is not None else None
         except _Permanent as exc:
             return await self._fail(entry_id, fields, payload, reason=exc.reason, parts=progress, ids=ids)
 
@@ -328,7 +326,7 @@ class OutboundDispatcher:
                     "provider.send", stage_label="provider_send", channel=channel, start_part=progress
                 ):
                     result = await sender.send(
-                        payload, recipient_config=account, start_part=progress, attachment=attachment
+                        payload, recipient_config=account, start_part=progress, file=file
                     )
             except SendError as exc:
                 outcome = "permanent" if isinstance(exc, PermanentSendError) else "retryable"
