@@ -119,6 +119,13 @@ class ChannelRoute:
         value = (self.credentials or {}).get(name)
         return value.get_secret_value() if value is not None else None
 
+    def secret_or(self, name: str, default: SecretStr | None) -> str | None:
+        """The connection's own secret ``name``, else the deployment's ``default`` (only for a connection
+        that has no credentials at all: one with its own never falls back); None when neither is there."""
+        if self.credentials is not None:
+            return self.secret(name)
+        return default.get_secret_value() if default is not None else None
+
 
 #: Media kinds a channel adapter reads (fetched and stored; audio is transcribed when configured).
 MEDIA_KINDS = ("image", "audio", "video", "document", "location")

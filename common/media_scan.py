@@ -17,6 +17,7 @@ import asyncio
 import struct
 from dataclasses import dataclass
 
+from common.config import MediaSettings
 from common.errors import DependencyError, InvalidInput
 
 #: Bytes per INSTREAM chunk (clamd's own limit is StreamMaxLength for the whole stream, 25 MB default).
@@ -80,3 +81,10 @@ class ClamdScanner:
             writer.close()
             await writer.wait_closed()
         return reply.decode("utf-8", "replace")
+
+
+def build_scanner(settings: MediaSettings) -> ClamdScanner | None:
+    """The scanner ``MEDIA__CLAMD_ADDRESS`` names, or None (files are then stored unscanned)."""
+    if not settings.clamd_address:
+        return None
+    return ClamdScanner(settings.clamd_address, timeout_s=settings.scan_timeout_s)

@@ -417,11 +417,7 @@ class Connections:
             if not isinstance(waba, str) or not waba:
                 raise InvalidInput("the connection has no business_account_id: connect it again with one")
             route = repo.route_of(row, self._cipher)
-            token = (
-                route.secret("access_token")
-                if route.credentials is not None
-                else _reveal(self._settings.channels.meta_access_token)
-            )
+            token = route.secret_or("access_token", self._settings.channels.meta_access_token)
             if not token:
                 raise InvalidInput("the connection has no access token to read its templates with")
             channels = self._settings.channels
@@ -522,7 +518,3 @@ class Connections:
         if actor.tenant_id is not None and actor.tenant_id != tenant_id:
             raise NotFound("unknown tenant", details={"tenant_id": str(tenant_id)})
         return tenant_id
-
-
-def _reveal(secret: SecretStr | None) -> str | None:
-    return secret.get_secret_value() if secret is not None else None

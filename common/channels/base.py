@@ -166,15 +166,18 @@ class RecipientConfig:
     window: str = "open"
     template: dict[str, Any] | None = None
 
+    def _template_parameters(self) -> list[str]:
+        """The window template's body parameters as configured (a stored one without: the reply only)."""
+        return [str(p) for p in (self.template or {}).get("parameters") or [REPLY_PLACEHOLDER]]
+
     def template_parameters(self, reply: str) -> list[str]:
         """The window template's body parameters with ``reply`` in its place."""
-        params = (self.template or {}).get("parameters") or [REPLY_PLACEHOLDER]
-        return [str(p).replace(REPLY_PLACEHOLDER, reply) for p in params]
+        return [p.replace(REPLY_PLACEHOLDER, reply) for p in self._template_parameters()]
 
     def template_reply_room(self, limit: int) -> int:
         """How much of a reply fits the template parameter that holds it (``limit`` a parameter)."""
-        params = (self.template or {}).get("parameters") or [REPLY_PLACEHOLDER]
-        holder = next((str(p) for p in params if REPLY_PLACEHOLDER in str(p)), REPLY_PLACEHOLDER)
+        params = self._template_parameters()
+        holder = next((p for p in params if REPLY_PLACEHOLDER in p), REPLY_PLACEHOLDER)
         return max(1, limit - (len(holder) - len(REPLY_PLACEHOLDER)))
 
     def secret(self, name: str, default: SecretStr | None) -> SecretStr | None:

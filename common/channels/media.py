@@ -84,10 +84,7 @@ class MediaFetcher(Protocol):
 def credential(route: ChannelRoute, name: str, default: SecretStr | None) -> str:
     """The connection's own secret, else the deployment's default (only for a connection that has no
     credentials at all); a refusal when neither is there."""
-    if route.credentials is not None:
-        value = route.secret(name)
-    else:
-        value = default.get_secret_value() if default is not None else None
+    value = route.secret_or(name, default)
     if not value:
         raise fetch_error(f"no {name} to fetch media with", retryable=False)
     return value

@@ -319,10 +319,9 @@ class TelegramSender(HttpSender):
         token = target.account.secret("bot_token", self._secrets.telegram_bot_token)
         if token is None:
             raise PermanentSendError("no bot token for sendChatAction")
-        api = self._secrets.telegram_api_url.rstrip("/")
         body = {"chat_id": target.customer_id, "action": "typing"}
         response = await self._post(
-            f"{api}/bot{token.get_secret_value()}/sendChatAction", json=body, headers={}
+            f"{self._api()}/bot{token.get_secret_value()}/sendChatAction", json=body, headers={}
         )
         data = body_json(response)
         if not response.is_success or data.get("ok") is not True:

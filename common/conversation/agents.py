@@ -21,7 +21,7 @@ from common.db import repositories as repo
 from common.domain import Channel, ConversationState, GuardrailDecision, MediaRef, OutboundResponse
 from common.errors import Conflict, InvalidInput, PayloadTooLarge, StreamUnavailable, UnsupportedMediaType
 from common.logging import get_logger
-from common.media_scan import ClamdScanner
+from common.media_scan import build_scanner
 from common.media_store import build_media_store
 from common.outbox import OutboxPublisher
 from common.schemas import OutboundAttachment
@@ -86,10 +86,7 @@ class AgentOperations:
         self._sessionmaker = sessionmaker
         self._outbox = outbox
         self._store = build_media_store(settings)
-        media = settings.media
-        self._scanner = (
-            ClamdScanner(media.clamd_address, timeout_s=media.scan_timeout_s) if media.clamd_address else None
-        )
+        self._scanner = build_scanner(settings.media)
 
     async def agent_reply(self, conversation_id: uuid.UUID, text: str, agent_id: str) -> OutboundResponse:
         """Send a human agent's message on a conversation in ``handoff``: logged, then the outbox row

@@ -38,7 +38,7 @@ from common.domain import Channel, ChannelRoute, MediaRef
 from common.errors import AssistantError
 from common.llm.transcription import Transcriber, TranscriptionError
 from common.logging import get_logger
-from common.media_scan import ClamdScanner
+from common.media_scan import build_scanner
 from common.media_store import MediaStore, build_media_store
 from common.observability import stage
 from common.retry import RetryPolicy, retry_async
@@ -74,10 +74,7 @@ class MediaIntake:
         to the one the settings name (Postgres, or ``MEDIA__S3_BUCKET``)."""
         self._settings = settings
         self._store = store or build_media_store(settings)
-        media = settings.media
-        self._scanner = (
-            ClamdScanner(media.clamd_address, timeout_s=media.scan_timeout_s) if media.clamd_address else None
-        )
+        self._scanner = build_scanner(settings.media)
         self._media = settings.media
         self._sessionmaker = sessionmaker
         self._cipher = CredentialCipher.from_settings(settings.secrets)

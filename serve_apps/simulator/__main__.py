@@ -28,7 +28,7 @@ import sys
 import time
 
 from common.config import get_settings
-from serve_apps.simulator.scenarios import TapJourney, late_message, ticket_by_tap
+from serve_apps.simulator.scenarios import TapJourney, late_message, ticket_by_tap, wait_reply
 from serve_apps.simulator.server import SimulatorServer
 from serve_apps.simulator.state import SentMessage, SimChannel
 from serve_apps.simulator.webhooks import (
@@ -177,7 +177,8 @@ def _demo(args: argparse.Namespace) -> int:
             sys.stdout.write(line + "\n")
         voiced = True
         if voice_id is not None:
-            answer = _wait_reply(sim, voice_id, deadline)
+            left = max(deadline - time.monotonic(), 0)
+            answer = asyncio.run(wait_reply(sim.state, voice_id, timeout_s=left))
             heard = f"[whatsapp voice note, transcribed as {args.voice_question!r}]"
             sys.stdout.write(
                 f"{heard} to {answer.recipient}: {answer.text}\n" if answer else f"{heard} no reply\n"
@@ -237,15 +238,6 @@ def _print_tap(request: str, tap: TapJourney) -> None:
     out.write(f"[whatsapp ticket] tapped 'Yes' -> {tap.done.text}\n")
     opened = f"{tap.ticket['id']}: {tap.ticket.get('subject')}" if tap.ticket else "no ticket"
     out.write(f"[SIMULATED helpdesk] {opened}\n")
-
-
-def _wait_reply(sim: SimulatorServer, message_id: str, deadline: float) -> SentMessage | None:
-    """The first send quoting ``message_id`` (WhatsApp ``context``), waiting until ``deadline``."""
-    while True:
-        found = sim.state.replies_to(message_id)
-        if found or time.monotonic() >= deadline:
-            return found[0] if found else None
-        time.sleep(0.2)
 
 
 def main(argv: list[str] | None = None) -> int:
